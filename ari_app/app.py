@@ -1,0 +1,100 @@
+"""Wiring: ARI client, event loop, call registry, database writer. One instance per site."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ari_app.ari import AriClient, EventLoop, NotFound
+from ari_app.calls.call import Call
+from ari_app.calls.flow import CallContext, handle
+from ari_app.calls.registry import CallRegistry
+from ari_app.clock import Clock
+from ari_app.config import Site
+from ari_app.secrets import secret
+from ari_app.tickets.calls import CallStore
+from ari_app.tickets.db import database_url, make_engine, sessions
+from ari_app.tickets.writer import Writer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppSettings:
+    site: Site
+    var_dir: Path
+    database_url: str
+    ari_url: str
+    ari_user: str
+    ari_password: str
+    clock: Clock = field(default_factory=Clock)
+
+    @classmethod
+    def from_env(cls, site: Site, var_dir: Path) -> AppSettings:
+        a = site.asterisk
+        host = a.bind if a.bind not in ("0.0.0.0", "::") else "127.0.0.1"
+        return cls(
+            site=site,
+            var_dir=var_dir,
+            database_url=database_url(var_dir),
+            ari_url=os.environ.get("SIAGA112_ARI_URL") or f"http://{host}:{a.http_port}",
+            ari_user=os.environ.get("SIAGA112_ARI_USER", "siaga112"),
+            ari_password=os.environ.get("SIAGA112_ARI_PASSWORD") or secret(var_dir, "ari.password"),
+            clock=Clock.from_env(),
+        )
+
+
+class App:
+    def __init__(self, settings: AppSettings) -> None:
+        self.settings = settings
+        site = settings.site
+        self.engine = make_engine(settings.database_url)
+        self.sessions = sessions(self.engine)
+        self.writer = Writer(self.sessions)
+        self.ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password)
+        self.ctx = CallContext(site=site, sounds_dir=settings.var_dir / "sounds",
+                               clock=settings.clock, calls=CallStore(self.writer, site.code))
+        self.registry = CallRegistry(self.ari, self._handle)
+        self.events = EventLoop(self.ari, site.stasis_app, self.registry.on_event,
+                                self._adopt)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _handle(self, call: Call) -> None:
+        await handle(self.ctx, call)
+
+    async def _adopt(self, channel_ids: list[str]) -> None:
+        """Calls still in our app after a reconnect or restart are taken up again."""
+        for channel_id in channel_ids:
+            if channel_id in self.registry.owners:
+                continue
+            try:
+                channel = await self.ari.get("channels", channel_id)
+            except NotFound:
+                continue
+            log.warning("call=%s adopted after reconnect", channel_id)
+            self.registry.start(channel, ["adopted"])
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.writer.run(), name="db-writer"),
+            asyncio.create_task(self.events.run(), name="ari-events"),
+        ]
+
+    async def wait_ready(self, timeout: float = 15.0) -> None:
+        await self.events.wait_ready(timeout)
+
+    async def stop(self, flush_timeout: float = 10.0) -> None:
+        self.events.stop()
+        await self.registry.cancel_all()
+        try:
+            await self.writer.flush(flush_timeout)
+        except TimeoutError:
+            log.error("stopping with %d database writes not done", self.writer.backlog)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.ari.close()
+        await self.engine.dispose()

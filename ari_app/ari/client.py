@@ -1,0 +1,106 @@
+"""ARI REST: build a URL, then get/post/put/delete. No code generation."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from ari_app.ari.errors import AriConnectionError, error_for
+
+log = logging.getLogger(__name__)
+
+Params = str | int | float | bool | None
+
+
+class AriClient:
+    """REST calls to one Asterisk's ARI, with typed errors.
+
+    >>> await ari.post("channels", channel_id, "answer")
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        *,
+        request_timeout: float = 10.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {token}"}
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def url(self, *path: str) -> str:
+        return self.base_url + "/ari/" + "/".join(quote(str(p), safe="") for p in path)
+
+    def ws_url(self, app: str, subscribe_all: bool = False) -> str:
+        base = self.base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        sub = "true" if subscribe_all else "false"
+        return f"{base}/ari/events?app={quote(app, safe='')}&subscribeAll={sub}"
+
+    async def request(
+        self, method: str, *path: str, body: Any = None, **params: Params
+    ) -> Any:
+        query = {k: _param(v) for k, v in params.items() if v is not None}
+        shown = "/".join(path)
+        try:
+            async with self.session.request(
+                method, self.url(*path), params=query,
+                data=None if body is None else json.dumps(body),
+                headers={"Content-Type": "application/json"} if body is not None else None,
+            ) as resp:
+                text = await resp.text()
+                if resp.status >= 300:
+                    raise error_for(method, shown, resp.status, _message(text) or resp.reason or "")
+                if not text:
+                    return None
+                return json.loads(text)
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            raise AriConnectionError(method, shown, str(exc) or type(exc).__name__) from exc
+
+    async def get(self, *path: str, **params: Params) -> Any:
+        return await self.request("GET", *path, **params)
+
+    async def post(self, *path: str, body: Any = None, **params: Params) -> Any:
+        return await self.request("POST", *path, body=body, **params)
+
+    async def put(self, *path: str, body: Any = None, **params: Params) -> Any:
+        return await self.request("PUT", *path, body=body, **params)
+
+    async def delete(self, *path: str, **params: Params) -> Any:
+        return await self.request("DELETE", *path, **params)
+
+
+def _param(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _message(text: str) -> str:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()[:200]
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return data["message"]
+    return text.strip()[:200]

@@ -1,0 +1,1 @@
+"""One coroutine per call: answer, menu, silent-caller path, queue, bridge, hangup."""

@@ -1,0 +1,109 @@
+"""A call as the flow sees it: one channel, its own event queue, a few ARI verbs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ari_app.ari import AriClient, NotFound, NotInStasis
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+HANGUP_EVENTS = ("StasisEnd", "ChannelDestroyed")
+
+
+class CallerHungUp(Exception):
+    """The caller's channel left our app (hung up) while we waited."""
+
+
+class Call:
+    def __init__(self, ari: AriClient, channel: dict[str, Any], args: list[str]) -> None:
+        self.ari = ari
+        self.id: str = channel["id"]
+        self.name: str = channel.get("name", "")
+        caller = channel.get("caller") or {}
+        self.caller: str = str(caller.get("number") or "")
+        self.args = args
+        self.linkedid: str = channel.get("linkedid") or self.id
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.gone = False
+        self.hangup_cause: int | None = None
+        self.ticket_ref: str | None = None
+
+    def __repr__(self) -> str:
+        return f"call={self.id}"
+
+    @property
+    def tag(self) -> str:
+        """Prefix for log lines: call id and, once known, the ticket reference."""
+        return f"call={self.id}" + (f" ticket={self.ticket_ref}" if self.ticket_ref else "")
+
+    def deliver(self, event: Event) -> None:
+        if event.get("type") in HANGUP_EVENTS and event.get("channel", {}).get("id") == self.id:
+            self.gone = True
+            cause = event.get("cause")
+            if isinstance(cause, int):
+                self.hangup_cause = cause
+        self.events.put_nowait(event)
+
+    async def next_event(
+        self, match: Callable[[Event], bool], timeout: float | None = None
+    ) -> Event | None:
+        """The next event that matches, or None at timeout. Raises CallerHungUp if the caller goes."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if self.gone and self.events.empty():
+                raise CallerHungUp(self.id)
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return None
+            try:
+                event = await asyncio.wait_for(self.events.get(), remaining)
+            except TimeoutError:
+                return None
+            if match(event):
+                return event
+            if event.get("type") in HANGUP_EVENTS and event.get("channel", {}).get("id") == self.id:
+                raise CallerHungUp(self.id)
+
+    async def answer(self) -> None:
+        try:
+            await self.ari.post("channels", self.id, "answer")
+        except (NotFound, NotInStasis) as exc:
+            raise CallerHungUp(self.id) from exc
+
+    async def play(self, media: str) -> str:
+        playback_id = str(uuid.uuid4())
+        try:
+            await self.ari.post("channels", self.id, "play", media=media, playbackId=playback_id)
+        except (NotFound, NotInStasis) as exc:
+            raise CallerHungUp(self.id) from exc
+        return playback_id
+
+    async def play_and_wait(self, media: str, timeout: float = 60.0) -> bool:
+        """Play to the end; False if it did not finish within the timeout (it is stopped)."""
+        playback_id = await self.play(media)
+        done = await self.next_event(
+            lambda e: e.get("type") == "PlaybackFinished"
+            and e.get("playback", {}).get("id") == playback_id, timeout)
+        if done is None:
+            await self.stop_playback(playback_id)
+            return False
+        return True
+
+    async def stop_playback(self, playback_id: str) -> None:
+        try:
+            await self.ari.delete("playbacks", playback_id)
+        except NotFound:
+            pass  # it already ended
+
+    async def hangup(self, reason: str = "normal") -> None:
+        try:
+            await self.ari.delete("channels", self.id, reason=reason)
+        except NotFound:
+            pass  # already gone: that is the state we wanted

@@ -1,0 +1,95 @@
+"""Routes ARI events to the call that owns the channel (or playback) they are about."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ari_app.ari import AriClient
+from ari_app.calls.call import Call
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+Handler = Callable[[Call], Awaitable[None]]
+
+
+def _target_channel(event: Event) -> str | None:
+    channel = event.get("channel")
+    if isinstance(channel, dict) and isinstance(channel.get("id"), str):
+        return channel["id"]
+    playback = event.get("playback")
+    if isinstance(playback, dict):
+        uri = str(playback.get("target_uri", ""))
+        if uri.startswith("channel:"):
+            return uri[len("channel:"):]
+    return None
+
+
+class CallRegistry:
+    """Owns the per-call tasks. ``on_event`` must stay fast: it only enqueues."""
+
+    def __init__(self, ari: AriClient, handler: Handler) -> None:
+        self.ari, self.handler = ari, handler
+        self.calls: dict[str, Call] = {}
+        self.owners: dict[str, Call] = {}  # every channel id (caller's, operator's) → its call
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.started = 0
+        self.finished = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def on_event(self, event: Event) -> None:
+        kind = event.get("type")
+        channel_id = _target_channel(event)
+        if kind == "StasisStart" and channel_id and channel_id not in self.owners:
+            args = [str(a) for a in event.get("args", [])]
+            self.start(event["channel"], args)
+            return
+        owner = self.owners.get(channel_id) if channel_id else None
+        if owner is not None:
+            owner.deliver(event)
+            if kind == "ChannelDestroyed" and channel_id != owner.id:
+                self.owners.pop(channel_id, None)
+
+    def attach(self, channel_id: str, call: Call) -> None:
+        """Route events of another channel (e.g. the operator leg) to this call."""
+        self.owners[channel_id] = call
+
+    def start(self, channel: dict[str, Any], args: list[str]) -> Call | None:
+        call = Call(self.ari, channel, args)
+        if call.id in self.calls:
+            return None
+        self.calls[call.id] = call
+        self.owners[call.id] = call
+        self.started += 1
+        self._idle.clear()
+        task = asyncio.create_task(self._run(call), name=f"call-{call.id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return call
+
+    async def _run(self, call: Call) -> None:
+        try:
+            await self.handler(call)
+        except Exception:
+            log.exception("%s handler failed", call.tag)
+        finally:
+            self.calls.pop(call.id, None)
+            for cid, owner in list(self.owners.items()):
+                if owner is call:
+                    del self.owners[cid]
+            self.finished += 1
+            if not self.calls:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def cancel_all(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -1,0 +1,364 @@
+"""Site configuration (TOML), validated at start with errors an admin can act on.
+
+Every error names the file, the key, what was expected and what was found, e.g.
+``config/sites/jepara.toml: hours.open: expected HH:MM, got "7am"``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SITES_DIR = PROJECT_ROOT / "config" / "sites"
+
+CATEGORIES = (
+    "health", "medical", "fire", "natural_disaster", "traffic", "accident", "police", "crime",
+    "complaint", "non_emergency", "uncategorised",
+)
+KINDS = ("emergency", "complaint", "information")
+OUT_OF_HOURS_POLICIES = ("forward", "message_callback")
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as ``file: key: expected X, got Y``."""
+
+    def __init__(self, file: str, key: str, expected: str, got: Any = None, *, missing: bool = False):
+        self.file, self.key = file, key
+        found = "nothing (key missing)" if missing else _show(got)
+        super().__init__(f"{file}: {key}: expected {expected}, got {found}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value + '"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class MenuOption:
+    digit: str
+    category: str
+    priority: int
+    kind: str
+    agency: str | None
+    label: str
+    prompt: str | None = None  # played after the choice (e.g. the web/WhatsApp channel)
+
+
+@dataclass(frozen=True)
+class Menu:
+    timeout_s: float
+    invalid_repeats: int
+    options: dict[str, MenuOption]
+    silent_priority: int
+    uncategorised_priority: int
+
+
+@dataclass(frozen=True)
+class Hours:
+    always_open: bool
+    open: time
+    close: time
+
+
+@dataclass(frozen=True)
+class OutOfHours:
+    policy: str
+    forward_number: str | None
+
+
+@dataclass(frozen=True)
+class AsteriskSettings:
+    bind: str
+    sip_port: int
+    http_port: int
+    rtp_start: int
+    rtp_end: int
+    trunk_host: str | None  # the carrier's SBC; None means accept any loopback peer (demo)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    ring_timeout_s: float
+    reminder_every_s: float
+    max_operator_attempts: int
+
+
+@dataclass(frozen=True)
+class Site:
+    file: str
+    code: str
+    name: str
+    reference_prefix: str
+    stasis_app: str
+    timezone: ZoneInfo
+    languages: tuple[str, ...]
+    numbers: tuple[str, ...]
+    hours: Hours
+    out_of_hours: OutOfHours
+    menu: Menu
+    queue: QueueSettings
+    asterisk: AsteriskSettings
+    other_services: dict[str, str]
+    prompts: dict[str, str]
+    non_emergency_channel: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def is_open(self, local: time) -> bool:
+        if self.hours.always_open:
+            return True
+        if self.hours.open <= self.hours.close:
+            return self.hours.open <= local < self.hours.close
+        return local >= self.hours.open or local < self.hours.close  # window across midnight
+
+
+class _Reader:
+    """Typed access into a parsed TOML table that raises ConfigError with a dotted key path."""
+
+    def __init__(self, file: str, data: dict[str, Any], prefix: str = "") -> None:
+        self.file, self.data, self.prefix = file, data, prefix
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def table(self, key: str, *, required: bool = True) -> _Reader:
+        if key not in self.data:
+            if required:
+                raise ConfigError(self.file, self._key(key), "a table", missing=True)
+            return _Reader(self.file, {}, f"{self._key(key)}.")
+        value = self.data[key]
+        if not isinstance(value, dict):
+            raise ConfigError(self.file, self._key(key), "a table", value)
+        return _Reader(self.file, value, f"{self._key(key)}.")
+
+    def get(self, key: str, kind: type, expected: str, default: Any = ..., ) -> Any:
+        if key not in self.data:
+            if default is ...:
+                raise ConfigError(self.file, self._key(key), expected, missing=True)
+            return default
+        value = self.data[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise ConfigError(self.file, self._key(key), expected, value)
+        return value
+
+    def string(self, key: str, default: Any = ..., pattern: str | None = None,
+               expected: str = "a string") -> Any:
+        value = self.get(key, str, expected, default)
+        if value is not None and value is not default and pattern and not re.fullmatch(pattern, value):
+            raise ConfigError(self.file, self._key(key), expected, value)
+        return value
+
+    def integer(self, key: str, lo: int, hi: int, default: Any = ...) -> int:
+        expected = f"an integer {lo}..{hi}"
+        value: int = self.get(key, int, expected, default)
+        if not lo <= value <= hi:
+            raise ConfigError(self.file, self._key(key), expected, value)
+        return value
+
+    def number(self, key: str, lo: float, hi: float, default: Any = ...) -> float:
+        expected = f"a number {lo:g}..{hi:g}"
+        value: float = self.get(key, float, expected, default)
+        if not lo <= value <= hi:
+            raise ConfigError(self.file, self._key(key), expected, value)
+        return value
+
+    def clock(self, key: str) -> time:
+        raw = self.get(key, str, "HH:MM")
+        m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", raw)
+        if not m:
+            raise ConfigError(self.file, self._key(key), "HH:MM", raw)
+        return time(int(m.group(1)), int(m.group(2)))
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = ...) -> Any:
+        expected = "one of " + ", ".join(choices)
+        value = self.get(key, str, expected, default)
+        if value is not default and value not in choices:
+            raise ConfigError(self.file, self._key(key), expected, value)
+        return value
+
+    def unknown_keys(self, allowed: set[str]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                raise ConfigError(self.file, self._key(key), "a known key (" + ", ".join(
+                    sorted(allowed)) + ")", key)
+
+
+_DIAL = r"\+?[0-9*#]{2,20}"
+
+
+def _env_int(name: str, default: int, file: str) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ConfigError(f"environment {name}", name, "a port 1..65535", raw)
+    return int(raw)
+
+
+def parse_site(file: str, data: dict[str, Any]) -> Site:
+    root = _Reader(file, data)
+    root.unknown_keys({"site", "hours", "out_of_hours", "menu", "queue", "asterisk",
+                       "other_services", "prompts", "extra"})
+    s = root.table("site")
+    s.unknown_keys({"code", "name", "reference_prefix", "stasis_app", "timezone", "languages",
+                    "numbers", "non_emergency_channel"})
+    tzname = s.string("timezone")
+    try:
+        tz = ZoneInfo(tzname)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(file, "site.timezone", "an IANA time zone such as Asia/Jakarta",
+                          tzname) from None
+    languages = s.get("languages", list, "a list of language codes", ["id", "en"])
+    if not languages or not all(isinstance(x, str) and re.fullmatch(r"[a-z]{2}", x)
+                                for x in languages):
+        raise ConfigError(file, "site.languages", "a list of two-letter language codes", languages)
+    numbers = s.get("numbers", list, "a list of dialled numbers", ["112"])
+    if not numbers or not all(isinstance(x, str) and re.fullmatch(_DIAL, x) for x in numbers):
+        raise ConfigError(file, "site.numbers", "a list of dialled numbers like \"112\"", numbers)
+
+    h = root.table("hours")
+    h.unknown_keys({"always_open", "open", "close"})
+    always = h.get("always_open", bool, "true or false", False)
+    hours = Hours(always, h.clock("open") if not always else time(0),
+                  h.clock("close") if not always else time(0))
+
+    o = root.table("out_of_hours", required=not always)
+    o.unknown_keys({"policy", "forward_number"})
+    policy = o.choice("policy", OUT_OF_HOURS_POLICIES, "message_callback")
+    forward = o.string("forward_number", None, _DIAL, "a dialable number")
+    if policy == "forward" and not forward:
+        raise ConfigError(file, "out_of_hours.forward_number",
+                          "a dialable number when policy is \"forward\"", missing=True)
+
+    m = root.table("menu")
+    m.unknown_keys({"timeout_s", "invalid_repeats", "silent_priority", "uncategorised_priority",
+                    "options"})
+    raw_options = m.get("options", list, "a list of [[menu.options]] tables")
+    options: dict[str, MenuOption] = {}
+    for i, raw in enumerate(raw_options):
+        if not isinstance(raw, dict):
+            raise ConfigError(file, f"menu.options[{i}]", "a table", raw)
+        r = _Reader(file, raw, f"menu.options[{i}].")
+        r.unknown_keys({"digit", "category", "priority", "kind", "agency", "label", "prompt"})
+        digit = r.string("digit", pattern=r"[0-9]", expected="one digit 0-9")
+        if digit in options:
+            raise ConfigError(file, f"menu.options[{i}].digit", "a digit not used twice", digit)
+        options[digit] = MenuOption(
+            digit=digit,
+            category=r.choice("category", CATEGORIES),
+            priority=r.integer("priority", 1, 9),
+            kind=r.choice("kind", KINDS, "emergency"),
+            agency=r.string("agency", None, r"[A-Z0-9_]{2,20}", "an agency code like DAMKAR"),
+            label=r.string("label"),
+            prompt=r.string("prompt", None),
+        )
+    menu = Menu(
+        timeout_s=m.number("timeout_s", 1, 30, 5.0),
+        invalid_repeats=m.integer("invalid_repeats", 0, 3, 1),
+        options=options,
+        silent_priority=m.integer("silent_priority", 1, 9, 1),
+        uncategorised_priority=m.integer("uncategorised_priority", 1, 9, 3),
+    )
+
+    q = root.table("queue", required=False)
+    q.unknown_keys({"ring_timeout_s", "reminder_every_s", "max_operator_attempts"})
+    queue = QueueSettings(
+        ring_timeout_s=q.number("ring_timeout_s", 2, 120, 15.0),
+        reminder_every_s=q.number("reminder_every_s", 5, 300, 20.0),
+        max_operator_attempts=q.integer("max_operator_attempts", 1, 1000, 100),
+    )
+
+    a = root.table("asterisk", required=False)
+    a.unknown_keys({"bind", "sip_port", "http_port", "rtp_start", "rtp_end", "trunk_host"})
+    ast = AsteriskSettings(
+        bind=os.environ.get("SIAGA112_BIND") or a.string(
+            "bind", "127.0.0.1", r"[0-9.]+|\[[0-9a-fA-F:]+\]", "an IP address"),
+        sip_port=_env_int("SIAGA112_SIP_PORT", a.integer("sip_port", 1, 65535, 5060), file),
+        http_port=_env_int("SIAGA112_HTTP_PORT", a.integer("http_port", 1, 65535, 8088), file),
+        rtp_start=_env_int("SIAGA112_RTP_START", a.integer("rtp_start", 1024, 65535, 10000), file),
+        rtp_end=_env_int("SIAGA112_RTP_END", a.integer("rtp_end", 1024, 65535, 20000), file),
+        trunk_host=a.string("trunk_host", None, r"[A-Za-z0-9.:\-]+", "a host name or IP"),
+    )
+    if ast.rtp_end <= ast.rtp_start:
+        raise ConfigError(file, "asterisk.rtp_end", f"a port above rtp_start ({ast.rtp_start})",
+                          ast.rtp_end)
+
+    other = root.table("other_services", required=False)
+    services: dict[str, str] = {}
+    for key in other.data:
+        services[key] = other.string(key, pattern=_DIAL, expected="a dialable number")
+
+    p = root.table("prompts", required=False)
+    prompts: dict[str, str] = {}
+    for key in p.data:
+        if not re.fullmatch(r"[a-z0-9_]+", key):
+            raise ConfigError(file, f"prompts.{key}", "a prompt name of a-z, 0-9 and _", key)
+        prompts[key] = p.string(key, pattern=r"[a-z0-9_\-]+", expected="a sound name")
+
+    return Site(
+        file=file,
+        code=s.string("code", pattern=r"[a-z][a-z0-9_]{1,30}", expected="a lower-case site code"),
+        name=s.string("name"),
+        reference_prefix=s.string("reference_prefix", pattern=r"[A-Z]{2,5}",
+                                  expected="2-5 capital letters"),
+        stasis_app=s.string("stasis_app", pattern=r"[A-Za-z0-9_\-]{1,60}",
+                            expected="a Stasis app name (letters, digits, _ and -)"),
+        timezone=tz,
+        languages=tuple(languages),
+        numbers=tuple(numbers),
+        hours=hours,
+        out_of_hours=OutOfHours(policy, forward),
+        menu=menu,
+        queue=queue,
+        asterisk=ast,
+        other_services=services,
+        prompts=prompts,
+        non_emergency_channel=s.string("non_emergency_channel", None),
+        extra=root.get("extra", dict, "a table", {}),
+    )
+
+
+def load_site(path_or_code: str | Path) -> Site:
+    """Load a site by file path or by code (``jepara`` → config/sites/jepara.toml)."""
+    path = Path(path_or_code)
+    if path.suffix != ".toml" and not path.exists():
+        path = SITES_DIR / f"{path_or_code}.toml"
+    shown = _display(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(shown, "(file)", "an existing site file", str(path)) from None
+    except OSError as exc:
+        raise ConfigError(shown, "(file)", "a readable file", exc.strerror) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(shown, "(file)", "UTF-8 text", "undecodable bytes") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(shown, "(syntax)", "valid TOML", str(exc)) from None
+    return parse_site(shown, data)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def default_site_code() -> str:
+    return os.environ.get("SIAGA112_SITE", "jepara")

@@ -1,0 +1,1 @@
+"""Caller location: AML (SMS and HTTPS), PIDF-LO and Asterisk geolocation, cell ids, numbers."""

@@ -1,0 +1,1 @@
+"""Our Asterisk: render its configuration under var/, start it, stop it."""

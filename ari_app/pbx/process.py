@@ -1,0 +1,155 @@
+"""Start and stop our Asterisk as the current user: ``asterisk -C <var>/asterisk/etc/asterisk.conf -f``."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from ari_app.pbx.render import RenderResult
+
+log = logging.getLogger(__name__)
+
+ASTERISK = os.environ.get("SIAGA112_ASTERISK_BIN", "/usr/sbin/asterisk")
+
+
+class AsteriskError(Exception):
+    pass
+
+
+def conf_path(var_dir: Path) -> Path:
+    return var_dir.resolve() / "asterisk" / "etc" / "asterisk.conf"
+
+
+def pid_path(var_dir: Path) -> Path:
+    return var_dir.resolve() / "asterisk" / "run" / "siaga112-asterisk.pid"
+
+
+def cli(var_dir: Path, command: str, timeout: float = 10.0) -> str:
+    """Run one Asterisk CLI command through the control socket (``asterisk -rx``)."""
+    out = subprocess.run(
+        [ASTERISK, "-C", str(conf_path(var_dir)), "-rx", command],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    if out.returncode != 0:
+        raise AsteriskError(f"asterisk -rx {command!r}: {out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout
+
+
+def ari_answers(rendered: RenderResult, timeout: float = 1.0) -> bool:
+    host = rendered.bind if rendered.bind not in ("0.0.0.0", "::") else "127.0.0.1"
+    req = urllib.request.Request(f"http://{host}:{rendered.http_port}/ari/asterisk/info")
+    token = base64.b64encode(f"{rendered.ari_user}:{rendered.ari_password}".encode()).decode()
+    req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class AsteriskProcess:
+    """One private Asterisk. ``start`` returns once ARI answers and Asterisk is fully booted."""
+
+    def __init__(self, var_dir: Path, rendered: RenderResult) -> None:
+        self.var_dir = var_dir.resolve()
+        self.rendered = rendered
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.var_dir / "asterisk" / "log" / "console.log"
+
+    def start(self, timeout: float = 30.0, detach: bool = False) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [ASTERISK, "-C", str(self.rendered.asterisk_conf), "-f", "-n", "-g"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=detach,
+            )
+        pid_path(self.var_dir).write_text(str(self.proc.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AsteriskError(
+                    f"asterisk exited with {self.proc.returncode}; see {self.log_path}:\n"
+                    + self._tail())
+            if ari_answers(self.rendered, timeout=0.5):
+                try:
+                    cli(self.var_dir, "core waitfullybooted", timeout=max(1.0, deadline - time.monotonic()))
+                except (AsteriskError, subprocess.TimeoutExpired):
+                    pass
+                log.info("asterisk pid=%d ready, ARI on port %d", self.proc.pid,
+                         self.rendered.http_port)
+                return
+            time.sleep(0.05)  # polling a child's port: there is no event to await
+        self.stop()
+        raise AsteriskError(f"asterisk did not answer ARI within {timeout:.0f}s\n{self._tail()}")
+
+    def _tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        stop_pid(self.proc.pid, self.var_dir, timeout, self.proc)
+        self.proc = None
+
+    def kill(self) -> None:
+        """Hard kill (fault tests): no clean shutdown, channels die with it."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+            self.proc = None
+
+
+def stop_pid(pid: int, var_dir: Path, timeout: float = 10.0,
+             proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Clean stop through the control socket, then SIGTERM, then SIGKILL."""
+    try:
+        cli(var_dir, "core stop now", timeout=5)
+    except (AsteriskError, subprocess.TimeoutExpired, OSError) as exc:
+        log.info("asterisk clean stop failed (%s); sending SIGTERM", exc)
+        _signal(pid, signal.SIGTERM)
+    if not _wait_gone(pid, timeout, proc):
+        _signal(pid, signal.SIGKILL)
+        _wait_gone(pid, 5, proc)
+    pid_path(var_dir).unlink(missing_ok=True)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None) -> bool:
+    if proc is not None:
+        try:
+            proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)  # not our child: no handle to wait on
+    return False

@@ -1,0 +1,155 @@
+"""Render config/asterisk/ templates plus dialplan/ into <var>/asterisk/etc/.
+
+Templates use ``{{name}}`` placeholders (Asterisk's own ``${VAR}`` syntax stays untouched).
+An unknown placeholder is an error, never an empty string in a live config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ari_app.config import PROJECT_ROOT, Site
+from ari_app.secrets import secret
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_DIR = PROJECT_ROOT / "config" / "asterisk"
+DIALPLAN_DIR = PROJECT_ROOT / "dialplan"
+AGI_DIR = PROJECT_ROOT / "agi_scripts"
+ARI_USER = "siaga112"
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+
+
+@dataclass(frozen=True)
+class OperatorEndpoint:
+    """An operator's PJSIP endpoint, ready for Linphone/Zoiper/MicroSIP."""
+
+    name: str
+    password: str
+    display_name: str = ""
+    contact: str | None = None  # static contact (test UAS, desk phone); softphones register
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    etc_dir: Path
+    asterisk_conf: Path
+    ari_user: str
+    ari_password: str
+    http_port: int
+    sip_port: int
+    bind: str
+
+
+class RenderError(Exception):
+    pass
+
+
+def module_dir() -> str:
+    for candidate in ("/usr/lib/x86_64-linux-gnu/asterisk/modules", "/usr/lib/asterisk/modules"):
+        if Path(candidate, "res_ari.so").exists():
+            return candidate
+    return "/usr/lib/asterisk/modules"
+
+
+def fill(template: str, values: Mapping[str, str], name: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key not in values:
+            raise RenderError(f"{name}: unknown placeholder {{{{{key}}}}}")
+        return values[key]
+
+    return _PLACEHOLDER.sub(sub, template)
+
+
+def operator_section(op: OperatorEndpoint) -> str:
+    contact = f"contact = {op.contact}\n" if op.contact else ""
+    callerid = f'callerid = "{op.display_name}" <{op.name}>\n' if op.display_name else ""
+    return (
+        f"[{op.name}]\ntype = endpoint\ncontext = from-operators\ndisallow = all\n"
+        "allow = ulaw,alaw\ndirect_media = no\nrtp_symmetric = yes\nforce_rport = yes\n"
+        f"rewrite_contact = yes\ndtmf_mode = rfc4733\nauth = {op.name}\naors = {op.name}\n"
+        f"{callerid}\n"
+        f"[{op.name}]\ntype = auth\nauth_type = userpass\nusername = {op.name}\n"
+        f"password = {op.password}\n\n"
+        f"[{op.name}]\ntype = aor\nmax_contacts = 1\nremove_existing = yes\n{contact}\n"
+    )
+
+
+def render(
+    site: Site,
+    var_dir: Path,
+    *,
+    operators: Iterable[OperatorEndpoint] = (),
+    trunk_contact: str | None = None,
+    extra_dialplan: Iterable[Path] = (),
+    dialplan_dir: Path = DIALPLAN_DIR,
+) -> RenderResult:
+    """Write a complete, self-contained Asterisk configuration under ``var_dir/asterisk``."""
+    var_dir = var_dir.resolve()
+    ast_dir = var_dir / "asterisk"
+    etc = ast_dir / "etc"
+    if etc.exists():
+        shutil.rmtree(etc)
+    for sub in ("etc/dialplan", "lib", "spool", "run", "log", "spool/recording"):
+        (ast_dir / sub).mkdir(parents=True, exist_ok=True)
+    sounds = var_dir / "sounds"
+    (sounds / "moh").mkdir(parents=True, exist_ok=True)
+
+    ops = list(operators)
+    password = secret(var_dir, "ari.password")
+    a = site.asterisk
+    trunk_contact = trunk_contact or os.environ.get("SIAGA112_TRUNK_CONTACT") or ""
+    dialplan_files = sorted(dialplan_dir.glob("*.conf")) + list(extra_dialplan)
+    includes = []
+    for src in dialplan_files:
+        shutil.copyfile(src, etc / "dialplan" / src.name)
+        includes.append(f'#include "dialplan/{src.name}"')
+    numbers = "\n".join(
+        f"exten => {n},1,Set(__SIAGA_DIALLED={n})\n same => n,Goto(siaga112-emergency,s,1)"
+        for n in site.numbers
+    )
+    values = {
+        "etc_dir": str(etc),
+        "module_dir": module_dir(),
+        "var_dir": str(ast_dir),
+        "data_dir": "/usr/share/asterisk",
+        "agi_dir": str(AGI_DIR),
+        "maxload": os.environ.get("SIAGA112_MAXLOAD", "8.0"),
+        "maxcalls": os.environ.get("SIAGA112_MAXCALLS", "400"),
+        "bind": a.bind,
+        "http_port": str(a.http_port),
+        "sip_port": str(a.sip_port),
+        "rtp_start": str(a.rtp_start),
+        "rtp_end": str(a.rtp_end),
+        "ari_user": ARI_USER,
+        "ari_password": password,
+        "sounds_dir": str(sounds),
+        "trunk_contact_line": f"contact = {trunk_contact}" if trunk_contact else "",
+        "trunk_match": site.asterisk.trunk_host or "127.0.0.1",
+        "operator_endpoints": "\n".join(operator_section(op) for op in ops),
+        "stasis_app": site.stasis_app,
+        "site_code": site.code,
+        "fallback_dial": "&".join(f"PJSIP/{op.name}" for op in ops),
+        "fallback_ring_s": str(int(site.queue.ring_timeout_s)),
+        "app_var_dir": str(var_dir),
+        "python": sys.executable,
+        "number_extensions": numbers,
+        "dialplan_includes": "\n".join(includes),
+    }
+    for tpl in sorted(TEMPLATE_DIR.glob("*.conf")):
+        text = fill(tpl.read_text(), values, str(tpl.relative_to(PROJECT_ROOT)))
+        out = etc / tpl.name
+        out.write_text(text)
+        if tpl.name in ("ari.conf", "pjsip.conf"):
+            os.chmod(out, 0o600)  # they hold secrets
+    log.info("rendered Asterisk config for site=%s into %s", site.code, etc)
+    return RenderResult(etc, etc / "asterisk.conf", ARI_USER, password, a.http_port, a.sip_port,
+                        a.bind)

@@ -1,0 +1,1 @@
+"""Harness shared by tests/ and bench/: private Asterisk on free ports, SIPp runner."""

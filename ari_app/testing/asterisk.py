@@ -1,0 +1,63 @@
+"""A private Asterisk on free loopback ports, rendered under a temp dir, for tests and bench."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from ari_app.config import Site
+from ari_app.pbx.process import AsteriskProcess, cli
+from ari_app.pbx.render import OperatorEndpoint, RenderResult, render
+from ari_app.testing.ports import free_port, rtp_range
+
+log = logging.getLogger(__name__)
+
+
+def on_free_ports(site: Site) -> Site:
+    start, end = rtp_range()
+    ports = dataclasses.replace(site.asterisk, bind="127.0.0.1", sip_port=free_port(),
+                                http_port=free_port(), rtp_start=start, rtp_end=end)
+    return dataclasses.replace(site, asterisk=ports)
+
+
+class PrivateAsterisk:
+    def __init__(self, site: Site, var_dir: Path, *, operators: Iterable[OperatorEndpoint] = (),
+                 trunk_contact: str | None = None, extra_dialplan: Iterable[Path] = ()) -> None:
+        self.site, self.var_dir = site, var_dir
+        self.operators = list(operators)
+        self.trunk_contact = trunk_contact
+        self.extra_dialplan = list(extra_dialplan)
+        self.rendered: RenderResult = self.render()
+        self.process = AsteriskProcess(var_dir, self.rendered)
+
+    def render(self) -> RenderResult:
+        return render(self.site, self.var_dir, operators=self.operators,
+                      trunk_contact=self.trunk_contact, extra_dialplan=self.extra_dialplan)
+
+    @property
+    def ari_url(self) -> str:
+        return f"http://127.0.0.1:{self.site.asterisk.http_port}"
+
+    @property
+    def sip_port(self) -> int:
+        return self.site.asterisk.sip_port
+
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def restart(self) -> None:
+        self.process.stop()
+        self.process = AsteriskProcess(self.var_dir, self.rendered)
+        self.process.start()
+
+    def cli(self, command: str) -> str:
+        return cli(self.var_dir, command)
+
+    def log_text(self) -> str:
+        path = self.var_dir / "asterisk" / "log" / "messages"
+        return path.read_text(errors="replace") if path.exists() else ""

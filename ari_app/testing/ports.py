@@ -1,0 +1,41 @@
+"""Free loopback ports for private Asterisk instances and SIPp."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+_used: set[int] = set()
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port free for both TCP and UDP on loopback (SIP is UDP, ARI is TCP)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port in _used or not _free_both(port, host):
+            continue
+        _used.add(port)
+        return port
+    raise RuntimeError("no free loopback port found")
+
+
+def _free_both(port: int, host: str) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def rtp_range(size: int = 400) -> tuple[int, int]:
+    """A block of UDP ports for one Asterisk's RTP, picked at random to avoid neighbours."""
+    for _ in range(200):
+        start = random.randrange(20000, 60000 - size, 2)
+        if all(p not in _used for p in range(start, start + size)):
+            _used.update(range(start, start + size))
+            return start, start + size - 1
+    raise RuntimeError("no free RTP range found")

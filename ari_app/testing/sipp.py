@@ -1,0 +1,157 @@
+"""Run a SIPp scenario from sipp_scenarios/ and return parsed results.
+
+SIPp runs are declared as data (scenario, arguments, expected result), as in the Asterisk
+testsuite. Runs are asyncio subprocesses so an in-process app keeps serving meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ari_app.config import PROJECT_ROOT
+from ari_app.testing.ports import free_port
+
+log = logging.getLogger(__name__)
+
+SCENARIOS = PROJECT_ROOT / "sipp_scenarios"
+SIPP = shutil.which("sipp") or "/usr/bin/sipp"
+PCAP_DIR = Path("/usr/share/sip-tester")
+
+
+@dataclass
+class SippRun:
+    scenario: str                     # file name in sipp_scenarios/, e.g. "caller_greeting.xml"
+    target_port: int = 5060
+    calls: int = 1
+    rate: float = 1.0                 # calls per second
+    limit: int | None = None          # concurrent calls
+    service: str = "112"
+    keys: dict[str, str] = field(default_factory=dict)   # [key] values in the scenario
+    uas: bool = False                 # run as a server (operator) rather than a caller
+    local_port: int | None = None
+    timeout_s: float = 60.0           # SIPp's own global timeout; the run is then failed
+    inject: list[list[str]] = field(default_factory=list)  # rows for -inf (per-call fields)
+    extra_args: list[str] = field(default_factory=list)     # e.g. ["-d", "500"] for <pause/>
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    successful: int
+    failed: int
+    response_times_ms: list[float]
+    stdout: str
+    errors: str
+    workdir: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.failed == 0
+
+
+class SippProcess:
+    """A SIPp run in the background (e.g. an operator UAS that waits for INVITEs)."""
+
+    def __init__(self, run: SippRun) -> None:
+        self.run = run
+        self.port = run.local_port or free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="sipp-"))
+        self.proc: asyncio.subprocess.Process | None = None
+
+    def argv(self) -> list[str]:
+        r = self.run
+        scenario = self.workdir / r.scenario
+        shutil.copyfile(SCENARIOS / r.scenario, scenario)
+        args = [SIPP]
+        if not r.uas:
+            args.append(f"127.0.0.1:{r.target_port}")
+        args += [
+            "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port),
+            "-mp", str(free_port(socket.SOCK_DGRAM)),
+            "-m", str(r.calls), "-r", str(r.rate), "-rp", "1000",
+            "-nostdin", "-trace_err", "-error_file", str(self.workdir / "errors.log"),
+            "-trace_stat", "-stf", str(self.workdir / "stat.csv"), "-fd", "1",
+            "-trace_rtt", "-rtt_freq", "1",
+            "-timeout", f"{int(r.timeout_s)}s", "-timeout_error",
+            "-max_recv_loops", "1000", "-key", "pcap_dir", str(PCAP_DIR),
+        ]
+        if r.limit is not None:
+            args += ["-l", str(r.limit)]
+        if not r.uas:
+            args += ["-s", r.service]
+        for key, value in r.keys.items():
+            args += ["-key", key, value]
+        args += r.extra_args
+        if r.inject:
+            inf = self.workdir / "inject.csv"
+            inf.write_text("SEQUENTIAL\n" + "".join(";".join(row) + ";\n" for row in r.inject))
+            args += ["-inf", str(inf)]
+        return args
+
+    async def start(self) -> None:
+        argv = self.argv()
+        log.info("sipp %s", " ".join(argv[1:]))
+        self.proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=self.workdir, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+
+    async def wait(self, timeout: float | None = None) -> SippResult:
+        assert self.proc is not None
+        wait_for = timeout if timeout is not None else self.run.timeout_s + 15
+        try:
+            out, _ = await asyncio.wait_for(self.proc.communicate(), wait_for)
+        except TimeoutError:
+            self.proc.kill()
+            out, _ = await self.proc.communicate()
+        return self._result(self.proc.returncode if self.proc.returncode is not None else -9,
+                            out.decode(errors="replace") if out else "")
+
+    async def stop(self) -> SippResult:
+        """End a background run (a UAS) and collect its figures."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+        return await self.wait(10)
+
+    def _result(self, code: int, stdout: str) -> SippResult:
+        successful = failed = 0
+        stat = self.workdir / "stat.csv"
+        if stat.exists():
+            rows = list(csv.reader(stat.read_text().splitlines(), delimiter=";"))
+            if len(rows) >= 2:
+                header, last = rows[0], rows[-1]
+                col = {name: i for i, name in enumerate(header)}
+                successful = _int(last, col.get("SuccessfulCall(C)"))
+                failed = _int(last, col.get("FailedCall(C)"))
+        rtts: list[float] = []
+        for rtt in self.workdir.glob("*_rtt.csv"):
+            for row in csv.reader(rtt.read_text().splitlines()[1:], delimiter=";"):
+                if len(row) >= 3:
+                    try:
+                        rtts.append(float(row[2]))
+                    except ValueError:
+                        continue
+        errors_path = self.workdir / "errors.log"
+        errors = errors_path.read_text(errors="replace") if errors_path.exists() else ""
+        return SippResult(code, successful, failed, rtts, stdout, errors, self.workdir)
+
+
+def _int(row: list[str], index: int | None) -> int:
+    if index is None or index >= len(row):
+        return 0
+    try:
+        return int(row[index])
+    except ValueError:
+        return 0
+
+
+async def run_sipp(run: SippRun) -> SippResult:
+    proc = SippProcess(run)
+    await proc.start()
+    return await proc.wait()

@@ -1,0 +1,1 @@
+"""Tickets and call records: SQLAlchemy models, services, the write queue, notifications."""

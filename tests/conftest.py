@@ -1,0 +1,95 @@
+"""Shared fixtures: prompts, databases (SQLite and, where given, PostgreSQL), private Asterisk."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ari_app.config import Site, load_site
+from ari_app.prompts import build as build_prompts
+from ari_app.tickets.migrate import upgrade
+
+PG_URL = os.environ.get("SIAGA112_TEST_POSTGRES_URL", "")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+@pytest.fixture(scope="session")
+def sounds_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Prompts built once per run with the real espeak-ng and sox."""
+    path = tmp_path_factory.mktemp("sounds")
+    build_prompts(path)
+    return path
+
+
+@pytest.fixture
+def var_dir(tmp_path: Path, sounds_dir: Path) -> Path:
+    var = tmp_path / "var"
+    var.mkdir()
+    (var / "sounds").symlink_to(sounds_dir)
+    return var
+
+
+async def _create_pg_database() -> str:
+    import asyncpg
+
+    name = "siaga_test_" + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base = PG_URL.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+async def _drop_pg_database(url: str) -> None:
+    import asyncpg
+
+    name = url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated, empty database on each backend in use (SQLite always; PostgreSQL in CI)."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/siaga112.db"
+        await asyncio.to_thread(upgrade, url)
+        yield url
+        return
+    raw = await _create_pg_database()
+    url = raw.replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        await asyncio.to_thread(upgrade, url)
+        yield url
+    finally:
+        await _drop_pg_database(raw)
+
+
+@pytest.fixture
+def jepara() -> Site:
+    return load_site("jepara")
+
+
+@pytest.fixture
+def batola() -> Site:
+    return load_site("batola")
+
+
+@pytest.fixture
+def cleanup() -> Iterator[Callable[[Callable[[], Any]], None]]:
+    """Register teardown steps that run even when the test fails (last registered, first run)."""
+    steps: list[Callable[[], Any]] = []
+    yield steps.append
+    for step in reversed(steps):
+        step()
