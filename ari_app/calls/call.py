@@ -13,7 +13,7 @@ from ari_app.ari import AriClient, NotFound, NotInStasis
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
-HANGUP_EVENTS = ("StasisEnd", "ChannelDestroyed")
+HANGUP_EVENTS = ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed")
 
 
 class CallerHungUp(Exception):
@@ -43,6 +43,7 @@ class Call:
         return f"call={self.id}" + (f" ticket={self.ticket_ref}" if self.ticket_ref else "")
 
     def deliver(self, event: Event) -> None:
+        log.debug("%s event %s", self.tag, event)
         if event.get("type") in HANGUP_EVENTS and event.get("channel", {}).get("id") == self.id:
             self.gone = True
             cause = event.get("cause")
@@ -94,7 +95,7 @@ class Call:
         if done is None:
             await self.stop_playback(playback_id)
             return False
-        return True
+        return done.get("playback", {}).get("state") != "failed"
 
     async def stop_playback(self, playback_id: str) -> None:
         try:

@@ -89,9 +89,11 @@ class SippProcess:
         for key, value in r.keys.items():
             args += ["-key", key, value]
         args += r.extra_args
-        if r.inject:
+        # Caller scenarios take the calling number from [field0]: one row per call, cycled.
+        rows = r.inject or ([[r.keys["caller"]]] if "caller" in r.keys else [])
+        if rows:
             inf = self.workdir / "inject.csv"
-            inf.write_text("SEQUENTIAL\n" + "".join(";".join(row) + ";\n" for row in r.inject))
+            inf.write_text("SEQUENTIAL\n" + "".join(";".join(row) + ";\n" for row in rows))
             args += ["-inf", str(inf)]
         return args
 

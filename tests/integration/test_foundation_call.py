@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.integration.conftest import StackFactory
@@ -25,3 +27,52 @@ async def test_caller_hears_greeting_and_call_row_is_closed(make_stack: StackFac
     assert row.end_reason == "completed"
     kinds = [e.kind for e in await stack.call_events(row.channel_id)]
     assert kinds == ["playback_started", "playback_finished"]
+
+
+async def test_twenty_calls_at_five_per_second_each_leave_exactly_one_row(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    result = await stack.call("caller_listen.xml", calls=20, rate=5, limit=20,
+                              inject=[[f"08123450{i:04d}"] for i in range(20)],
+                              keys={})
+    assert result.ok, result.errors
+    assert result.successful == 20
+    await stack.settle()
+    rows = await stack.calls()
+    assert len(rows) == 20
+    assert len({r.channel_id for r in rows}) == 20
+    assert sorted(r.caller_number for r in rows) == [f"08123450{i:04d}" for i in range(20)]
+    assert all(r.end_reason == "completed" and r.answered_at is not None for r in rows)
+
+
+async def test_caller_hanging_up_during_greeting_leaves_closed_row_without_traceback(
+    make_stack: StackFactory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    stack = await make_stack()
+    result = await stack.call("caller_hangup_early.xml", extra_args=["-d", "300"])
+    assert result.ok, result.errors
+    await stack.settle()
+    [row] = await stack.calls()
+    assert row.end_reason == "caller hangup"
+    assert row.ended_at is not None and row.answered_at is not None
+    kinds = [e.kind for e in await stack.call_events(row.channel_id)]
+    assert "playback_finished" not in kinds
+    assert not [r for r in caplog.records if r.exc_info or r.levelname in ("ERROR", "CRITICAL")]
+
+
+async def test_app_reconnects_by_itself_after_asterisk_restart_and_answers_next_call(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    assert stack.app is not None
+    events = stack.app.events
+    assert events.connections == 1
+    await asyncio.to_thread(stack.asterisk.restart)
+    await events.wait_ready(15)
+    assert events.connections == 2
+    result = await stack.call("caller_listen.xml")
+    assert result.ok, result.errors
+    await stack.settle()
+    [row] = await stack.calls()
+    assert row.end_reason == "completed"

@@ -1,0 +1,127 @@
+"""The ARI client's own logic against a tiny in-process HTTP server (typed errors, reconnect)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import WSMsgType, web
+
+from ari_app.ari import (
+    AriClient,
+    AriConnectionError,
+    EventLoop,
+    NotFound,
+    NotInStasis,
+    Unavailable,
+    Unprocessable,
+)
+from ari_app.ari.errors import AriError
+from ari_app.testing.ports import free_port
+
+
+class FakeAri:
+    """Just enough of ARI's shape: status codes, the events socket, the applications list."""
+
+    def __init__(self) -> None:
+        self.sockets: list[web.WebSocketResponse] = []
+        self.auth_headers: list[str] = []
+        self.connected = asyncio.Event()
+        self.channel_ids: list[str] = ["111.1"]
+
+    async def status(self, request: web.Request) -> web.Response:
+        code = int(request.match_info["code"])
+        return web.json_response({"message": f"status {code}"}, status=code)
+
+    async def app(self, request: web.Request) -> web.Response:
+        self.auth_headers.append(request.headers.get("Authorization", ""))
+        return web.json_response({"name": request.match_info["app"],
+                                  "channel_ids": self.channel_ids})
+
+    async def events(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        self.connected.set()
+        async for msg in ws:
+            if msg.type == WSMsgType.CLOSE:
+                break
+        return ws
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeAri, AriClient]]:
+    fake = FakeAri()
+    app = web.Application()
+    app.router.add_get("/ari/status/{code}", fake.status)
+    app.router.add_get("/ari/applications/{app}", fake.app)
+    app.router.add_get("/ari/events", fake.events)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    client = AriClient(f"http://127.0.0.1:{port}", "u", "p")
+    yield fake, client
+    await client.close()
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize(("code", "error"), [(404, NotFound), (409, NotInStasis),
+                                             (422, Unprocessable), (503, Unavailable),
+                                             (500, AriError)])
+async def test_http_status_becomes_a_typed_error_with_asterisks_message(
+    fake: tuple[FakeAri, AriClient], code: int, error: type[AriError],
+) -> None:
+    _, client = fake
+    with pytest.raises(error) as exc:
+        await client.get("status", str(code))
+    assert exc.value.status == code
+    assert f"status {code}" in str(exc.value)
+
+
+async def test_refused_connection_is_an_ari_connection_error() -> None:
+    client = AriClient(f"http://127.0.0.1:{free_port()}", "u", "p")
+    with pytest.raises(AriConnectionError):
+        await client.get("asterisk", "info")
+    await client.close()
+
+
+async def test_event_loop_lists_app_channels_on_connect_and_reconnects_after_drop(
+    fake: tuple[FakeAri, AriClient],
+) -> None:
+    server, client = fake
+    received: list[dict[str, object]] = []
+    adopted: list[list[str]] = []
+    got_event = asyncio.Event()
+
+    def on_event(event: dict[str, object]) -> None:
+        received.append(event)
+        got_event.set()
+
+    async def on_connect(ids: list[str]) -> None:
+        adopted.append(ids)
+
+    loop = EventLoop(client, "siaga", on_event, on_connect, initial_backoff=0.01, max_backoff=0.05)
+    task = asyncio.create_task(loop.run())
+    await loop.wait_ready(5)
+    assert adopted == [["111.1"]]
+    assert server.auth_headers[0].startswith("Basic ")
+
+    await server.sockets[0].send_str(json.dumps({"type": "StasisStart", "channel": {"id": "x"}}))
+    await asyncio.wait_for(got_event.wait(), 5)
+    assert received[0]["type"] == "StasisStart"
+
+    server.connected.clear()
+    await server.sockets[0].close()  # Asterisk went away
+    await asyncio.wait_for(server.connected.wait(), 5)
+    await loop.wait_ready(5)
+    assert loop.connections == 2
+    assert adopted == [["111.1"], ["111.1"]]
+
+    loop.stop()
+    await server.sockets[-1].close()
+    await asyncio.wait_for(task, 5)
+    assert not loop.ready
