@@ -1,4 +1,4 @@
-"""Wiring: ARI client, event loop, call registry, database writer. One instance per site."""
+"""Wiring: ARI client, event loop, call registry, roster, queue, database writer. One per site."""
 
 from __future__ import annotations
 
@@ -8,15 +8,20 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ari_app.ari import AriClient, EventLoop, NotFound
+from ari_app.ari import AriClient, AriError, EventLoop, NotFound
 from ari_app.calls.call import Call
-from ari_app.calls.flow import CallContext, handle
+from ari_app.calls.context import CallContext
+from ari_app.calls.flow import handle
 from ari_app.calls.registry import CallRegistry
 from ari_app.clock import Clock
 from ari_app.config import Site
+from ari_app.live import LiveBus
+from ari_app.routing.queue import CallQueue
+from ari_app.routing.roster import Roster
 from ari_app.secrets import secret
 from ari_app.tickets.calls import CallStore
 from ari_app.tickets.db import database_url, make_engine, sessions
+from ari_app.tickets.service import TicketService
 from ari_app.tickets.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,7 @@ class AppSettings:
     ari_user: str
     ari_password: str
     clock: Clock = field(default_factory=Clock)
+    roster_refresh_s: float = 2.0
 
     @classmethod
     def from_env(cls, site: Site, var_dir: Path) -> AppSettings:
@@ -55,15 +61,37 @@ class App:
         self.sessions = sessions(self.engine)
         self.writer = Writer(self.sessions)
         self.ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password)
-        self.ctx = CallContext(site=site, sounds_dir=settings.var_dir / "sounds",
-                               clock=settings.clock, calls=CallStore(self.writer, site.code))
         self.registry = CallRegistry(self.ari, self._handle)
+        self.roster = Roster(self.ari, self.sessions, site.code, settings.clock,
+                             refresh_s=settings.roster_refresh_s)
+        self.queue = CallQueue(self.roster)
+        self.live = LiveBus()
+        self.ctx = CallContext(
+            site=site, sounds_dir=settings.var_dir / "sounds",
+            recordings_dir=settings.var_dir / "asterisk" / "spool" / "recording",
+            clock=settings.clock, calls=CallStore(self.writer, site.code),
+            tickets=TicketService(self.writer, site.code, site.reference_prefix, site.timezone),
+            ari=self.ari, registry=self.registry, roster=self.roster, queue=self.queue,
+            live=self.live, holding_bridge=f"{site.stasis_app}-holding")
         self.events = EventLoop(self.ari, site.stasis_app, self.registry.on_event,
-                                self._adopt)
+                                self._on_connect)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _handle(self, call: Call) -> None:
         await handle(self.ctx, call)
+
+    async def _on_connect(self, channel_ids: list[str]) -> None:
+        await self._holding_bridge()
+        await self.roster.refresh()
+        await self._adopt(channel_ids)
+
+    async def _holding_bridge(self) -> None:
+        bridge = self.ctx.holding_bridge
+        try:
+            await self.ari.post("bridges", bridge, type="holding", name="112 waiting callers")
+            await self.ari.post("bridges", bridge, "moh", mohClass="default")
+        except AriError as exc:
+            log.error("holding bridge %s not ready: %s (callers get channel music)", bridge, exc)
 
     async def _adopt(self, channel_ids: list[str]) -> None:
         """Calls still in our app after a reconnect or restart are taken up again."""
@@ -81,7 +109,12 @@ class App:
         self._tasks = [
             asyncio.create_task(self.writer.run(), name="db-writer"),
             asyncio.create_task(self.events.run(), name="ari-events"),
+            asyncio.create_task(self._roster_loop(), name="roster"),
         ]
+
+    async def _roster_loop(self) -> None:
+        await self.events.wait_ready(None)
+        await self.roster.run()
 
     async def wait_ready(self, timeout: float = 15.0) -> None:
         await self.events.wait_ready(timeout)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ari_app.config import ConfigError, Site, default_site_code, load_site
+from ari_app.pbx.render import OperatorEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _operator_endpoints(site: Site, var_dir: Path) -> list:  # type: ignore[type-arg]
+async def _operator_endpoints(site: Site, var_dir: Path) -> list[OperatorEndpoint]:
     """Operators from the database, for pjsip.conf; none yet if the database is new."""
-    try:
-        from ari_app.routing.operators import endpoints_from_db
-    except ImportError:
-        return []
+    from ari_app.routing.operators import endpoints_from_db
+
     return await endpoints_from_db(site, var_dir)
 
 

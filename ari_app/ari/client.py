@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -74,7 +73,7 @@ class AriClient:
                 if not text:
                     return None
                 return json.loads(text)
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise AriConnectionError(method, shown, str(exc) or type(exc).__name__) from exc
 
     async def get(self, *path: str, **params: Params) -> Any:
@@ -102,5 +101,5 @@ def _message(text: str) -> str:
     except ValueError:
         return text.strip()[:200]
     if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return data["message"]
+        return str(data["message"])
     return text.strip()[:200]

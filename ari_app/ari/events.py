@@ -110,7 +110,7 @@ class EventLoop:
                     except Exception:
                         log.exception("event handler failed on %s", event.get("type"))
                 log.warning("ARI websocket for app=%s closed", self.app)
-            except (aiohttp.ClientError, AriError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, AriError, OSError) as exc:
                 log.warning("ARI websocket for app=%s: %s", self.app,
                             str(exc) or type(exc).__name__)
             if self._ready.is_set():

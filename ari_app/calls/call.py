@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ari_app.ari import AriClient, NotFound, NotInStasis
+from ari_app.ari import AriClient, AriError, NotFound, NotInStasis
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,25 @@ class Call:
         self.gone = False
         self.hangup_cause: int | None = None
         self.ticket_ref: str | None = None
+
+    @staticmethod
+    def loop_time() -> float:
+        return asyncio.get_running_loop().time()
+
+    async def set_var(self, name: str, value: str) -> None:
+        try:
+            await self.ari.post("channels", self.id, "variable", variable=name, value=value)
+        except (NotFound, NotInStasis) as exc:
+            raise CallerHungUp(self.id) from exc
+
+    async def get_var(self, name: str, channel_id: str | None = None) -> str | None:
+        """A channel variable or function value; None if unset or the channel is gone."""
+        try:
+            data = await self.ari.get("channels", channel_id or self.id, "variable", variable=name)
+        except AriError:
+            return None
+        value = data.get("value") if isinstance(data, dict) else None
+        return str(value) if value not in (None, "") else None
 
     def __repr__(self) -> str:
         return f"call={self.id}"
@@ -95,7 +114,7 @@ class Call:
         if done is None:
             await self.stop_playback(playback_id)
             return False
-        return done.get("playback", {}).get("state") != "failed"
+        return bool(done.get("playback", {}).get("state") != "failed")
 
     async def stop_playback(self, playback_id: str) -> None:
         try:

@@ -3,48 +3,179 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
+from ari_app.ari import AriError
+from ari_app.calls import connect, menu
 from ari_app.calls.call import Call, CallerHungUp
-from ari_app.clock import Clock
-from ari_app.config import Site
-from ari_app.tickets.calls import CallStore
+from ari_app.calls.context import CallContext
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class CallContext:
-    site: Site
-    sounds_dir: Path
-    clock: Clock
-    calls: CallStore
+class Outcome:
+    """What happened, for the ticket's closing line."""
 
-    def sound(self, name: str, language: str | None = None) -> str:
-        lang = language or self.site.languages[0]
-        return f"sound:{self.sounds_dir / lang / name}"
+    reason: str = "caller hangup"
+    operator: str | None = None
+    operator_answered: bool = False
+    forwarded: bool = False
+    callback: bool = False
+    classified: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 async def handle(ctx: CallContext, call: Call) -> None:
-    """Record the call first (a caller who hangs up at once still leaves a row), then serve it."""
+    kind = call.args[0] if call.args else "emergency"
+    if kind == "operator":  # an operator leg whose caller we no longer know (app restarted)
+        log.warning("call=%s operator leg without its caller: hanging up", call.id)
+        await call.hangup()
+        return
+    await serve_caller(ctx, call)
+
+
+async def serve_caller(ctx: CallContext, call: Call) -> None:
+    """Ticket first (a caller who hangs up at once still leaves one), then a human, fast."""
     clock = ctx.clock
     dialled = call.args[1] if len(call.args) > 1 else ""
-    ctx.calls.opened(call.id, call.caller, dialled, clock.now())
+    arrived = clock.now()
+    ctx.calls.opened(call.id, call.caller, dialled, arrived)
+    ctx.tickets.open(call.id, call.caller, arrived,
+                     on_reference=lambda ref: setattr(call, "ticket_ref", ref))
+    ctx.live.publish(call.id, "arrived", caller=call.caller, at=arrived.isoformat())
     log.info("%s from=%s dialled=%s arrived", call.tag, call.caller, dialled)
-    reason = "completed"
+    outcome = Outcome()
     try:
         await call.answer()
-        ctx.calls.answered(call.id, clock.now())
-        greeting = ctx.sound(ctx.site.prompts.get("greeting", "greeting"))
-        ctx.calls.event(call.id, "playback_started", clock.now(), greeting)
-        finished = await call.play_and_wait(greeting, timeout=30)
-        ctx.calls.event(call.id, "playback_finished" if finished else "playback_timeout",
-                        clock.now(), greeting)
-        await call.hangup()
-        log.info("%s greeting played, hung up", call.tag)
+        now = clock.now()
+        ctx.calls.answered(call.id, now)
+        ctx.tickets.change(call.id, "answered", now, answered_at=now)
+        await _talk_detect(call)
+        local = now.astimezone(ctx.site.timezone)
+        if not ctx.site.is_open(local.time()):
+            log.info("%s out of hours (%s local)", call.tag, local.strftime("%H:%M"))
+            await out_of_hours(ctx, call, outcome, "closed")
+            return
+        if not ctx.roster.anyone_on_duty():
+            log.warning("%s no operator on duty at all", call.tag)
+            await out_of_hours(ctx, call, outcome, "no operator on duty")
+            return
+        choice = await menu.ask(ctx, call)
+        priority = _priority(ctx, choice)
+        fields: dict[str, Any] = {
+            "menu_choice": choice.label, "priority": priority, "silent": choice.silent,
+        }
+        if choice.option is not None:
+            fields |= {"category": choice.option.category, "kind": choice.option.kind,
+                       "agency": choice.option.agency}
+            outcome.classified = True
+        ctx.tickets.change(call.id, "menu", clock.now(), **fields)
+        ctx.live.publish(call.id, "menu", choice=choice.label, priority=priority,
+                         silent=choice.silent)
+        if choice.option is not None and choice.option.prompt:
+            await call.play_and_wait(ctx.sound(choice.option.prompt), timeout=30)
+        await to_operator(ctx, call, priority, outcome)
     except CallerHungUp:
-        reason = "caller hangup"
         log.info("%s caller hung up", call.tag)
     finally:
-        ctx.calls.closed(call.id, clock.now(), reason)
+        _close(ctx, call, outcome)
+
+
+def _priority(ctx: CallContext, choice: menu.Choice) -> int:
+    m = ctx.site.menu
+    if choice.option is not None:
+        return choice.option.priority
+    return m.silent_priority if choice.silent else m.uncategorised_priority
+
+
+async def _talk_detect(call: Call) -> None:
+    try:
+        await call.set_var("TALK_DETECT(set)", "1000,256")
+    except CallerHungUp:
+        raise
+    except AriError as exc:  # never let a missing feature keep a caller from a human
+        log.warning("%s talk detection unavailable: %s", call.tag, exc)
+
+
+async def to_operator(ctx: CallContext, call: Call, priority: int, outcome: Outcome) -> None:
+    if not ctx.roster.anyone_on_duty():
+        log.warning("%s no operator on duty at all", call.tag)
+        await out_of_hours(ctx, call, outcome, "no operator on duty")
+        return
+    now = ctx.clock.now()
+    ctx.tickets.change(call.id, "queued", now, queued_at=now)
+    await connect.hold(ctx, call)
+    entry = ctx.queue.join(call.id, priority)
+    ctx.live.publish(call.id, "queued", priority=priority)
+    try:
+        while True:
+            operator = await connect.wait_turn(ctx, call, entry)
+            try:
+                op_channel = await connect.ring(ctx, call, operator)
+            except CallerHungUp:
+                ctx.roster.release(operator, talked=False)
+                raise
+            if op_channel is not None:
+                break
+            ctx.roster.release(operator, talked=False)
+            ctx.queue.requeue(entry, operator)
+    finally:
+        ctx.queue.leave(call.id)
+    outcome.operator = operator
+    try:
+        link = await connect.bridge(ctx, call, operator, op_channel)
+        now = ctx.clock.now()
+        outcome.operator_answered = True
+        path = await connect.record(ctx, call, link)
+        ctx.tickets.change(call.id, "operator answered", now, actor=operator,
+                           operator=operator, operator_answered_at=now, status="in_call",
+                           recording_path=path)
+        ctx.live.publish(call.id, "bridged", operator=operator, operator_channel=op_channel,
+                         bridge=link.bridge_id)
+        log.info("%s operator=%s bridged", call.tag, operator)
+        await connect.talk(ctx, call, link)
+        outcome.reason = f"{link.ended_by} hangup"
+    finally:
+        ctx.roster.release(operator, talked=True)
+
+
+async def out_of_hours(ctx: CallContext, call: Call, outcome: Outcome, why: str) -> None:
+    """The site's policy: forward through the trunk, or a message and a callback ticket."""
+    policy = ctx.site.out_of_hours
+    closed = ctx.sound(ctx.site.prompts["closed"])
+    ctx.tickets.change(call.id, "out of hours", ctx.clock.now(), policy=f"{policy.policy}: {why}")
+    ctx.calls.event(call.id, "playback_started", ctx.clock.now(), closed)
+    played = await call.play_and_wait(closed, timeout=30)
+    ctx.calls.event(call.id, "playback_finished" if played else "playback_stopped",
+                    ctx.clock.now(), closed)
+    if policy.policy == "forward" and policy.forward_number:
+        log.info("%s forwarding to %s (%s)", call.tag, policy.forward_number, why)
+        outcome.forwarded = True
+        outcome.reason = f"forwarded to {policy.forward_number}"
+        await ctx.ari.post("channels", call.id, "continue", context="siaga112-forward",
+                           extension=policy.forward_number, priority=1)
+        return
+    outcome.callback = True
+    outcome.reason = f"callback ({why})"
+    await call.hangup()
+
+
+def _close(ctx: CallContext, call: Call, outcome: Outcome) -> None:
+    now: datetime = ctx.clock.now()
+    if outcome.forwarded:
+        status = "forwarded"
+    elif outcome.operator_answered:
+        status = "classified" if outcome.classified else "new"
+    elif outcome.callback:
+        status = "new"
+    else:
+        status = "abandoned"  # hung up before a human answered: call them back
+    callback = outcome.callback or status == "abandoned"
+    ctx.tickets.change(call.id, "ended", now, ended_at=now, end_reason=outcome.reason,
+                       status=status, callback_needed=callback)
+    ctx.calls.closed(call.id, now, outcome.reason)
+    ctx.live.publish(call.id, "ended", reason=outcome.reason, status=status)
+    log.info("%s ended: %s (%s)", call.tag, outcome.reason, status)

@@ -19,7 +19,7 @@ Handler = Callable[[Call], Awaitable[None]]
 def _target_channel(event: Event) -> str | None:
     channel = event.get("channel")
     if isinstance(channel, dict) and isinstance(channel.get("id"), str):
-        return channel["id"]
+        return str(channel["id"])
     playback = event.get("playback")
     if isinstance(playback, dict):
         uri = str(playback.get("target_uri", ""))
@@ -51,7 +51,7 @@ class CallRegistry:
         owner = self.owners.get(channel_id) if channel_id else None
         if owner is not None:
             owner.deliver(event)
-            if kind == "ChannelDestroyed" and channel_id != owner.id:
+            if kind == "ChannelDestroyed" and channel_id and channel_id != owner.id:
                 self.owners.pop(channel_id, None)
 
     def attach(self, channel_id: str, call: Call) -> None:

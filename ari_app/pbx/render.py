@@ -32,7 +32,7 @@ class OperatorEndpoint:
     """An operator's PJSIP endpoint, ready for Linphone/Zoiper/MicroSIP."""
 
     name: str
-    password: str
+    md5_cred: str                      # digest HA1 of name:asterisk:password
     display_name: str = ""
     contact: str | None = None  # static contact (test UAS, desk phone); softphones register
 
@@ -76,9 +76,10 @@ def operator_section(op: OperatorEndpoint) -> str:
         f"[{op.name}]\ntype = endpoint\ncontext = from-operators\ndisallow = all\n"
         "allow = ulaw,alaw\ndirect_media = no\nrtp_symmetric = yes\nforce_rport = yes\n"
         f"rewrite_contact = yes\ndtmf_mode = rfc4733\nauth = {op.name}\naors = {op.name}\n"
+        "send_connected_line = no\ntimers = no\n"
         f"{callerid}\n"
-        f"[{op.name}]\ntype = auth\nauth_type = userpass\nusername = {op.name}\n"
-        f"password = {op.password}\n\n"
+        f"[{op.name}]\ntype = auth\nauth_type = md5\nrealm = asterisk\nusername = {op.name}\n"
+        f"md5_cred = {op.md5_cred}\n\n"
         f"[{op.name}]\ntype = aor\nmax_contacts = 1\nremove_existing = yes\n{contact}\n"
     )
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
+import os
+import re
 import shutil
 import socket
 import tempfile
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ari_app.config import PROJECT_ROOT
+from ari_app.testing.media import speech_pcap
 from ari_app.testing.ports import free_port
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ class SippRun:
     timeout_s: float = 60.0           # SIPp's own global timeout; the run is then failed
     inject: list[list[str]] = field(default_factory=list)  # rows for -inf (per-call fields)
     extra_args: list[str] = field(default_factory=list)     # e.g. ["-d", "500"] for <pause/>
+    template: dict[str, str] = field(default_factory=dict)  # {{name}} in the XML, e.g. digit
 
 
 @dataclass
@@ -68,7 +72,7 @@ class SippProcess:
     def argv(self) -> list[str]:
         r = self.run
         scenario = self.workdir / r.scenario
-        shutil.copyfile(SCENARIOS / r.scenario, scenario)
+        scenario.write_text(fill_template((SCENARIOS / r.scenario).read_text(), r.template))
         args = [SIPP]
         if not r.uas:
             args.append(f"127.0.0.1:{r.target_port}")
@@ -76,11 +80,11 @@ class SippProcess:
             "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port),
             "-mp", str(free_port(socket.SOCK_DGRAM)),
             "-m", str(r.calls), "-r", str(r.rate), "-rp", "1000",
-            "-nostdin", "-trace_err", "-error_file", str(self.workdir / "errors.log"),
+            "-nostdin", "-trace_msg", "-trace_err", "-error_file", str(self.workdir / "errors.log"),
             "-trace_stat", "-stf", str(self.workdir / "stat.csv"), "-fd", "1",
             "-trace_rtt", "-rtt_freq", "1",
             "-timeout", f"{int(r.timeout_s)}s", "-timeout_error",
-            "-max_recv_loops", "1000", "-key", "pcap_dir", str(PCAP_DIR),
+            "-max_recv_loops", "1000",
         ]
         if r.limit is not None:
             args += ["-l", str(r.limit)]
@@ -142,6 +146,29 @@ class SippProcess:
         errors_path = self.workdir / "errors.log"
         errors = errors_path.read_text(errors="replace") if errors_path.exists() else ""
         return SippResult(code, successful, failed, rtts, stdout, errors, self.workdir)
+
+
+def talk_pcap() -> Path:
+    """A long talking-caller pcap, made once per machine (SIPp's own g711a.pcap is short)."""
+    path = Path(tempfile.gettempdir()) / "siaga112-talk-v1.pcap"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        speech_pcap(tmp, seconds=60)
+        tmp.replace(path)
+    return path
+
+
+def fill_template(text: str, values: dict[str, str]) -> str:
+    """Scenario parameters SIPp cannot take as keys (file names in exec actions, digits)."""
+    merged = {"pcap_dir": str(PCAP_DIR), "talk_pcap": str(talk_pcap()),
+              "bye_timeout_ms": "120000", "key_after_ms": "1500", "answer_after_ms": "200"} | values
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) not in merged:
+            raise KeyError(f"scenario needs template value {m.group(1)!r}")
+        return merged[m.group(1)]
+
+    return re.sub(r"\{\{(\w+)\}\}", sub, text)
 
 
 def _int(row: list[str], index: int | None) -> int:

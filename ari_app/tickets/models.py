@@ -46,3 +46,84 @@ class CallEvent(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     kind: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class TicketCounter(Base):
+    """Per-site, per-local-day sequence for public references (JPR-20250519-0001)."""
+
+    __tablename__ = "ticket_counters"
+
+    site: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[str] = mapped_column(String(8), primary_key=True)
+    last: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Ticket(Base):
+    """A case: opened when the call arrives (before answer), kept whatever happens after."""
+
+    __tablename__ = "tickets"
+    __table_args__ = (Index("ix_tickets_caller", "caller_number"),
+                      Index("ix_tickets_status", "status"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reference: Mapped[str] = mapped_column(String(32), unique=True)
+    site: Mapped[str] = mapped_column(String(32))
+    channel_id: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    caller_number: Mapped[str] = mapped_column(String(64), default="")
+    kind: Mapped[str] = mapped_column(String(16), default="emergency")
+    category: Mapped[str] = mapped_column(String(32), default="uncategorised")
+    priority: Mapped[int] = mapped_column(Integer, default=5)
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    silent: Mapped[bool] = mapped_column(default=False)
+    menu_choice: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    operator: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    agency: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    policy: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    recording_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    callback_needed: Mapped[bool] = mapped_column(default=False)
+    arrived_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    operator_answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class TicketAudit(Base):
+    """Every change to a ticket: who, when, what."""
+
+    __tablename__ = "ticket_audit"
+    __table_args__ = (Index("ix_ticket_audit_ticket", "ticket_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class Operator(Base):
+    """An operator and their PJSIP endpoint. Only the digest hash of the SIP password is kept."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    site: Mapped[str] = mapped_column(String(32))
+    sip_md5: Mapped[str] = mapped_column(String(32))
+    contact: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Shift(Base):
+    __tablename__ = "shifts"
+    __table_args__ = (Index("ix_shifts_time", "starts_at", "ends_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime())

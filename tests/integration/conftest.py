@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ from sqlalchemy import select
 from ari_app.app import App, AppSettings
 from ari_app.clock import Clock
 from ari_app.config import Site
-from ari_app.pbx.render import OperatorEndpoint
 from ari_app.testing.asterisk import PrivateAsterisk, on_free_ports
 from ari_app.testing.sipp import SippProcess, SippResult, SippRun, run_sipp
-from ari_app.tickets.models import CallEvent, CallRecord
+from ari_app.routing.operators import add_operator, add_shift, endpoints
+from ari_app.tickets.db import make_engine, sessions
+from ari_app.tickets.models import CallEvent, CallRecord, Ticket, TicketAudit
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +63,18 @@ class Stack:
         await self.app.registry.wait_idle(30)
         await self.app.writer.flush(30)
 
+    async def tickets(self) -> list[Ticket]:
+        assert self.app is not None
+        async with self.app.sessions() as s:
+            return list((await s.scalars(select(Ticket).order_by(Ticket.id))).all())
+
+    async def audit(self, ticket: Ticket) -> list[TicketAudit]:
+        assert self.app is not None
+        async with self.app.sessions() as s:
+            rows = await s.scalars(select(TicketAudit).where(TicketAudit.ticket_id == ticket.id)
+                                   .order_by(TicketAudit.id))
+            return list(rows.all())
+
     async def calls(self) -> list[CallRecord]:
         assert self.app is not None
         async with self.app.sessions() as s:
@@ -77,28 +91,66 @@ class Stack:
 StackFactory = Callable[..., Awaitable[Stack]]
 
 
+async def seed_operators(db_url: str, site: Site, clock: Clock,
+                         operators: list[tuple[str, str | None]], on_shift: bool = True) -> list[Any]:
+    """Operators and a shift around 'now' in the database, as `siaga112 operators add` does."""
+    engine = make_engine(db_url)
+    try:
+        async with sessions(engine)() as s, s.begin():
+            now = clock.now()
+            for name, contact in operators:
+                await add_operator(s, site, name, name.upper(), now, contact=contact)
+                if on_shift:
+                    await add_shift(s, name, now - timedelta(hours=4), now + timedelta(hours=4))
+        async with sessions(engine)() as s:
+            return await endpoints(s, site.code)
+    finally:
+        await engine.dispose()
+
+
+PhoneFactory = Callable[..., Awaitable[tuple[SippProcess, str]]]
+
+
+@pytest.fixture
+async def phone() -> AsyncIterator[PhoneFactory]:
+    """SIPp UASes standing in for operators' softphones (or the carrier's far end)."""
+    started: list[SippProcess] = []
+
+    async def make(scenario: str = "operator_answer_wait.xml", *, calls: int = 1,
+                   name: str = "op1", extra_args: list[str] | None = None,
+                   **template: str) -> tuple[SippProcess, str]:
+        proc = SippProcess(SippRun(scenario=scenario, uas=True, calls=calls, timeout_s=180,
+                                   extra_args=extra_args or [], template=template))
+        await proc.start()
+        started.append(proc)
+        return proc, f"sip:{name}@127.0.0.1:{proc.port}"
+
+    yield make
+    for proc in started:
+        if proc.proc is not None and proc.proc.returncode is None:
+            await proc.stop()
+
+
 @pytest.fixture
 async def make_stack(var_dir: Path, db_url: str, jepara: Site) -> AsyncIterator[StackFactory]:
     stacks: list[Stack] = []
-    uas: list[SippProcess] = []
 
-    async def make(site: Site | None = None, *, operators: list[OperatorEndpoint] | None = None,
-                   clock: Clock | None = None, start_app: bool = True,
+    async def make(site: Site | None = None, *,
+                   operators: list[tuple[str, str | None]] | None = None,
+                   clock: Clock | None = None, start_app: bool = True, on_shift: bool = True,
                    trunk_contact: str | None = None) -> Stack:
         chosen = on_free_ports(site or jepara)
-        ast = PrivateAsterisk(chosen, var_dir, operators=operators or [],
-                              trunk_contact=trunk_contact)
+        clock = clock or Clock()
+        eps = await seed_operators(db_url, chosen, clock, operators or [], on_shift)
+        ast = PrivateAsterisk(chosen, var_dir, operators=eps, trunk_contact=trunk_contact)
         await asyncio.to_thread(ast.start)
-        stack = Stack(chosen, var_dir, db_url, ast, clock=clock or Clock())
+        stack = Stack(chosen, var_dir, db_url, ast, clock=clock)
         stacks.append(stack)
         if start_app:
             await stack.start_app()
         return stack
 
-    make.uas = uas  # type: ignore[attr-defined]
     yield make
-    for proc in uas:
-        await proc.stop()
     for stack in stacks:
         try:
             await stack.stop_app()

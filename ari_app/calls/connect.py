@@ -1,0 +1,147 @@
+"""From the holding bridge to an operator: wait your turn, ring the operator, bridge, record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+from ari_app.ari import AriError, NotFound
+from ari_app.calls.call import Call, CallerHungUp
+from ari_app.calls.context import CallContext
+from ari_app.routing.queue import Waiting
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Connected:
+    operator: str
+    operator_channel: str
+    bridge_id: str
+    ended_by: str = ""  # "caller" or "operator"
+
+
+async def hold(ctx: CallContext, call: Call) -> None:
+    """Put the caller in the site's holding bridge (music on hold for everyone waiting)."""
+    try:
+        await ctx.ari.post("bridges", ctx.holding_bridge, "addChannel", channel=call.id,
+                           role="participant")
+    except NotFound as exc:
+        raise CallerHungUp(call.id) from exc
+    except AriError as exc:  # no holding bridge: the caller still waits, with channel MOH
+        log.warning("%s holding bridge unavailable (%s): channel music instead", call.tag, exc)
+        try:
+            await ctx.ari.post("channels", call.id, "moh")
+        except NotFound as nf:
+            raise CallerHungUp(call.id) from nf
+
+
+async def unhold(ctx: CallContext, call: Call) -> None:
+    try:
+        await ctx.ari.post("bridges", ctx.holding_bridge, "removeChannel", channel=call.id)
+    except AriError:
+        try:
+            await ctx.ari.delete("channels", call.id, "moh")
+        except AriError:
+            pass
+
+
+async def wait_turn(ctx: CallContext, call: Call, entry: Waiting) -> str:
+    """Wait for an operator to be offered; remind the caller periodically that help is coming."""
+    every = ctx.site.queue.reminder_every_s
+    while True:
+        offered = asyncio.ensure_future(asyncio.shield(entry.offer))
+        watcher = asyncio.ensure_future(call.next_event(lambda e: False, every))
+        done, _ = await asyncio.wait({offered, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if offered in done:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            return offered.result()
+        offered.cancel()
+        watcher.result()  # raises CallerHungUp if the caller left
+        try:
+            await call.play(ctx.sound(ctx.site.prompts["hold"]))
+        except CallerHungUp:
+            raise
+        except AriError as exc:
+            log.info("%s reminder not played: %s", call.tag, exc)
+
+
+async def ring(ctx: CallContext, call: Call, operator: str) -> str | None:
+    """Ring one operator; the operator's channel id if answered, None if not."""
+    channel_id = f"op-{uuid.uuid4().hex[:20]}"
+    ctx.registry.attach(channel_id, call)
+    timeout = int(ctx.site.queue.ring_timeout_s)
+    log.info("%s ringing operator=%s for %ds", call.tag, operator, timeout)
+    ctx.live.publish(call.id, "ringing", operator=operator)
+    try:
+        await ctx.ari.post(
+            "channels", endpoint=f"PJSIP/{operator}", app=ctx.site.stasis_app,
+            appArgs=f"operator,{call.id}", channelId=channel_id, timeout=timeout,
+            callerId=f'"112 {call.caller}" <{call.caller or "112"}>')
+    except AriError as exc:
+        log.warning("%s operator=%s could not be rung: %s", call.tag, operator, exc)
+        return None
+    try:
+        event = await call.next_event(
+            lambda e: e.get("channel", {}).get("id") == channel_id
+            and e.get("type") in ("StasisStart", "ChannelDestroyed"), timeout + 10)
+    except CallerHungUp:
+        await _hangup(ctx, channel_id)
+        raise
+    if event is not None and event["type"] == "StasisStart":
+        return channel_id
+    if event is None:
+        await _hangup(ctx, channel_id)
+    log.info("%s operator=%s did not answer", call.tag, operator)
+    return None
+
+
+async def _hangup(ctx: CallContext, channel_id: str) -> None:
+    try:
+        await ctx.ari.delete("channels", channel_id)
+    except AriError:
+        pass
+
+
+async def bridge(ctx: CallContext, call: Call, operator: str, op_channel: str) -> Connected:
+    bridge_id = f"call-{call.id}"
+    await ctx.ari.post("bridges", bridge_id, type="mixing", name=f"112 {call.id}")
+    await unhold(ctx, call)
+    try:
+        await ctx.ari.post("bridges", bridge_id, "addChannel", channel=f"{call.id},{op_channel}")
+    except NotFound as exc:
+        raise CallerHungUp(call.id) from exc
+    return Connected(operator, op_channel, bridge_id)
+
+
+async def record(ctx: CallContext, call: Call, link: Connected) -> str | None:
+    """Record the conversation; returns the file path, or None if recording failed."""
+    name = f"siaga112/{ctx.site.code}/{call.id}"
+    try:
+        await ctx.ari.post("bridges", link.bridge_id, "record", name=name, format="wav",
+                           ifExists="overwrite")
+    except AriError as exc:
+        log.error("%s recording failed: %s", call.tag, exc)
+        return None
+    return str(ctx.recordings_dir / f"{name}.wav")
+
+
+async def talk(ctx: CallContext, call: Call, link: Connected) -> None:
+    """Until either side hangs up; then end the other side and the bridge."""
+    try:
+        await call.next_event(
+            lambda e: e.get("channel", {}).get("id") == link.operator_channel
+            and e.get("type") in ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed"))
+        link.ended_by = "operator"
+        await call.hangup()
+    except CallerHungUp:
+        link.ended_by = "caller"
+        await _hangup(ctx, link.operator_channel)
+    finally:
+        try:
+            await ctx.ari.delete("bridges", link.bridge_id)
+        except AriError:
+            pass

@@ -1,0 +1,36 @@
+"""What every call's coroutine can reach: site, clock, services. No SQL here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ari_app.ari import AriClient
+from ari_app.calls.registry import CallRegistry
+from ari_app.clock import Clock
+from ari_app.config import Site
+from ari_app.live import LiveBus
+from ari_app.routing.queue import CallQueue
+from ari_app.routing.roster import Roster
+from ari_app.tickets.calls import CallStore
+from ari_app.tickets.service import TicketService
+
+
+@dataclass
+class CallContext:
+    site: Site
+    sounds_dir: Path
+    recordings_dir: Path
+    clock: Clock
+    calls: CallStore
+    tickets: TicketService
+    ari: AriClient
+    registry: CallRegistry
+    roster: Roster
+    queue: CallQueue
+    live: LiveBus
+    holding_bridge: str = ""
+
+    def sound(self, name: str, language: str | None = None) -> str:
+        lang = language or self.site.languages[0]
+        return f"sound:{self.sounds_dir / lang / name}"
