@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ari_app.config import ConfigError, Site, default_site_code, load_site
 from ari_app.pbx.render import OperatorEndpoint
@@ -114,6 +120,143 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db(args: argparse.Namespace) -> tuple[Any, Any]:
+    from ari_app.tickets.db import database_url, make_engine, sessions
+
+    engine = make_engine(database_url(_var_dir(args)))
+    return engine, sessions(engine)
+
+
+def _run_db(args: argparse.Namespace, work: Callable[[AsyncSession], Awaitable[int]],
+            write: bool = False) -> int:
+    async def main() -> int:
+        engine, maker = _db(args)
+        try:
+            async with maker() as s:
+                if write:
+                    async with s.begin():
+                        return await work(s)
+                return await work(s)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def _local_time(site: Site, raw: str, option: str) -> datetime:
+    try:
+        value = datetime.strptime(raw, "%Y-%m-%d %H:%M")
+    except ValueError:
+        raise ConfigError("command line", option, "YYYY-MM-DD HH:MM (site local time)",
+                          raw) from None
+    return value.replace(tzinfo=site.timezone)
+
+
+def cmd_tickets_list(args: argparse.Namespace) -> int:
+    from ari_app import admin
+
+    site = _site(args)
+
+    async def work(s: AsyncSession) -> int:
+        rows = await admin.list_tickets(s, site.code, status=args.status, callback=args.callback,
+                                        limit=args.limit)
+        print(json.dumps(rows, indent=1) if args.json else admin.format_tickets(rows, site))
+        return 0
+
+    return _run_db(args, work)
+
+
+def cmd_tickets_show(args: argparse.Namespace) -> int:
+    from ari_app import admin
+
+    async def work(s: AsyncSession) -> int:
+        data = await admin.show_ticket(s, args.reference)
+        if data is None:
+            print(f"siaga112: no ticket {args.reference}", file=sys.stderr)
+            return 1
+        print(json.dumps(data, indent=1) if args.json else admin.format_ticket(data))
+        return 0
+
+    return _run_db(args, work)
+
+
+def cmd_operators_add(args: argparse.Namespace) -> int:
+    from ari_app.routing.operators import OperatorError, add_operator
+
+    site = _site(args)
+
+    async def work(s: AsyncSession) -> int:
+        try:
+            password = await add_operator(s, site, args.name, args.display_name or args.name,
+                                          datetime.now(UTC), contact=args.contact)
+        except OperatorError as exc:
+            print(f"siaga112: {exc}", file=sys.stderr)
+            return 2
+        print(f"operator {args.name} added. SIP account for the softphone:\n"
+              f"  user/auth name: {args.name}\n  password: {password}   (shown once)\n"
+              f"  domain: {site.asterisk.bind}:{site.asterisk.sip_port} (UDP)\n"
+              "Run `siaga112 asterisk start` (or `asterisk render` and a PJSIP reload) to use it.")
+        return 0
+
+    return _run_db(args, work, write=True)
+
+
+def cmd_operators_list(args: argparse.Namespace) -> int:
+    from ari_app.routing.operators import list_operators
+
+    site = _site(args)
+
+    async def work(s: AsyncSession) -> int:
+        rows = await list_operators(s, site.code)
+        if args.json:
+            print(json.dumps([r.__dict__ for r in rows], indent=1))
+        else:
+            for r in rows:
+                print(f"{r.name:<12} {r.display_name:<24} {'active' if r.active else 'inactive':<8}"
+                      f" {r.contact or '(registers)'}")
+        return 0
+
+    return _run_db(args, work)
+
+
+def cmd_shifts_add(args: argparse.Namespace) -> int:
+    from ari_app.routing.operators import OperatorError, add_shift
+
+    site = _site(args)
+    start = _local_time(site, args.start, "--from")
+    end = _local_time(site, args.end, "--to")
+
+    async def work(s: AsyncSession) -> int:
+        try:
+            await add_shift(s, args.name, start, end)
+        except OperatorError as exc:
+            print(f"siaga112: {exc}", file=sys.stderr)
+            return 2
+        print(f"shift added: {args.name} {start:%Y-%m-%d %H:%M} - {end:%Y-%m-%d %H:%M} "
+              f"{site.timezone.key}")
+        return 0
+
+    return _run_db(args, work, write=True)
+
+
+def cmd_shifts_list(args: argparse.Namespace) -> int:
+    from ari_app.admin import list_shifts
+
+    site = _site(args)
+
+    async def work(s: AsyncSession) -> int:
+        rows = await list_shifts(s, site.code)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        for r in rows if not args.json else []:
+            a = datetime.fromisoformat(r["starts_at"]).astimezone(site.timezone)
+            b = datetime.fromisoformat(r["ends_at"]).astimezone(site.timezone)
+            print(f"{r['operator']:<12} {a:%Y-%m-%d %H:%M} - {b:%Y-%m-%d %H:%M} {site.timezone.key}")
+        return 0
+
+    return _run_db(args, work)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="siaga112", description="Siaga 112 emergency line")
     p.add_argument("--site", help="site code or TOML file (default: $SIAGA112_SITE or jepara)")
@@ -132,6 +275,38 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_render)
     ast.add_parser("start", help="render and start Asterisk").set_defaults(func=cmd_asterisk_start)
     ast.add_parser("stop", help="stop Asterisk cleanly").set_defaults(func=cmd_asterisk_stop)
+
+    tk = sub.add_parser("tickets", help="tickets").add_subparsers(dest="tk_cmd", required=True)
+    tl = tk.add_parser("list", help="recent tickets")
+    tl.add_argument("--json", action="store_true")
+    tl.add_argument("--status")
+    tl.add_argument("--callback", action="store_true", help="only the callback list")
+    tl.add_argument("--limit", type=int, default=50)
+    tl.set_defaults(func=cmd_tickets_list)
+    ts = tk.add_parser("show", help="one ticket with its audit trail")
+    ts.add_argument("reference")
+    ts.add_argument("--json", action="store_true")
+    ts.set_defaults(func=cmd_tickets_show)
+
+    ops = sub.add_parser("operators", help="operators").add_subparsers(dest="op_cmd", required=True)
+    oa = ops.add_parser("add", help="add an operator and their SIP account")
+    oa.add_argument("name")
+    oa.add_argument("--display-name")
+    oa.add_argument("--contact", help="static SIP contact (desk phone); softphones register")
+    oa.set_defaults(func=cmd_operators_add)
+    ol = ops.add_parser("list")
+    ol.add_argument("--json", action="store_true")
+    ol.set_defaults(func=cmd_operators_list)
+
+    sh = sub.add_parser("shifts", help="operator shifts").add_subparsers(dest="sh_cmd", required=True)
+    sa = sh.add_parser("add", help="add a shift (site local time)")
+    sa.add_argument("name")
+    sa.add_argument("--from", dest="start", required=True, help="YYYY-MM-DD HH:MM")
+    sa.add_argument("--to", dest="end", required=True, help="YYYY-MM-DD HH:MM")
+    sa.set_defaults(func=cmd_shifts_add)
+    sl = sh.add_parser("list")
+    sl.add_argument("--json", action="store_true")
+    sl.set_defaults(func=cmd_shifts_list)
 
     pr = sub.add_parser("prompts", help="IVR prompts").add_subparsers(dest="pr_cmd", required=True)
     b = pr.add_parser("build", help="speak config/prompts/*.toml into var/sounds")

@@ -86,7 +86,7 @@ def build(sounds_dir: Path, directory: Path = PROMPTS_DIR, force: bool = False) 
 def _speak(text: str, voice: str, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "tts.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "165", "-w", str(raw), text],
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "185", "-w", str(raw), text],
                        check=True, capture_output=True)
         _sox(raw, out)
 

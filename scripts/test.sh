@@ -8,4 +8,4 @@ cd "$ROOT"
 ./scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
-.venv/bin/pytest -p no:cacheprovider "$@"
+.venv/bin/pytest -p no:cacheprovider -n "${SIAGA112_TEST_WORKERS:-2}" "$@"

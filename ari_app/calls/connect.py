@@ -6,8 +6,9 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from ari_app.ari import AriError, NotFound
+from ari_app.ari import AriError, BadRequest, NotFound
 from ari_app.calls.call import Call, CallerHungUp
 from ari_app.calls.context import CallContext
 from ari_app.routing.queue import Waiting
@@ -52,9 +53,9 @@ async def wait_turn(ctx: CallContext, call: Call, entry: Waiting) -> str:
     """Wait for an operator to be offered; remind the caller periodically that help is coming."""
     every = ctx.site.queue.reminder_every_s
     while True:
-        offered = asyncio.ensure_future(asyncio.shield(entry.offer))
-        watcher = asyncio.ensure_future(call.next_event(lambda e: False, every))
-        done, _ = await asyncio.wait({offered, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        offered: asyncio.Future[str] = asyncio.ensure_future(asyncio.shield(entry.offer))
+        watcher: asyncio.Future[Any] = asyncio.ensure_future(call.next_event(lambda e: False, every))
+        done, _ = await asyncio.wait([offered, watcher], return_when=asyncio.FIRST_COMPLETED)
         if offered in done:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -106,15 +107,31 @@ async def _hangup(ctx: CallContext, channel_id: str) -> None:
         pass
 
 
-async def bridge(ctx: CallContext, call: Call, operator: str, op_channel: str) -> Connected:
+async def bridge(ctx: CallContext, call: Call, operator: str, op_channel: str) -> Connected | None:
+    """Caller and operator in one mixing bridge; None if the operator left before it was made."""
     bridge_id = f"call-{call.id}"
     await ctx.ari.post("bridges", bridge_id, type="mixing", name=f"112 {call.id}")
+    try:
+        await ctx.ari.post("bridges", bridge_id, "addChannel", channel=op_channel)
+    except (NotFound, BadRequest):
+        log.warning("%s operator=%s hung up before the bridge", call.tag, operator)
+        await _destroy(ctx, bridge_id)
+        return None
     await unhold(ctx, call)
     try:
-        await ctx.ari.post("bridges", bridge_id, "addChannel", channel=f"{call.id},{op_channel}")
-    except NotFound as exc:
+        await ctx.ari.post("bridges", bridge_id, "addChannel", channel=call.id)
+    except (NotFound, BadRequest) as exc:
+        await _hangup(ctx, op_channel)
+        await _destroy(ctx, bridge_id)
         raise CallerHungUp(call.id) from exc
     return Connected(operator, op_channel, bridge_id)
+
+
+async def _destroy(ctx: CallContext, bridge_id: str) -> None:
+    try:
+        await ctx.ari.delete("bridges", bridge_id)
+    except AriError:
+        pass
 
 
 async def record(ctx: CallContext, call: Call, link: Connected) -> str | None:
@@ -141,7 +158,4 @@ async def talk(ctx: CallContext, call: Call, link: Connected) -> None:
         link.ended_by = "caller"
         await _hangup(ctx, link.operator_channel)
     finally:
-        try:
-            await ctx.ari.delete("bridges", link.bridge_id)
-        except AriError:
-            pass
+        await _destroy(ctx, link.bridge_id)

@@ -113,12 +113,16 @@ async def to_operator(ctx: CallContext, call: Call, priority: int, outcome: Outc
     try:
         while True:
             operator = await connect.wait_turn(ctx, call, entry)
+            ctx.tickets.change(call.id, "ringing", ctx.clock.now(), actor=operator)
             try:
                 op_channel = await connect.ring(ctx, call, operator)
+                link = None
+                if op_channel is not None:
+                    link = await connect.bridge(ctx, call, operator, op_channel)
             except CallerHungUp:
                 ctx.roster.release(operator, talked=False)
                 raise
-            if op_channel is not None:
+            if link is not None:
                 break
             ctx.roster.release(operator, talked=False)
             ctx.queue.requeue(entry, operator)
@@ -126,15 +130,14 @@ async def to_operator(ctx: CallContext, call: Call, priority: int, outcome: Outc
         ctx.queue.leave(call.id)
     outcome.operator = operator
     try:
-        link = await connect.bridge(ctx, call, operator, op_channel)
         now = ctx.clock.now()
         outcome.operator_answered = True
         path = await connect.record(ctx, call, link)
         ctx.tickets.change(call.id, "operator answered", now, actor=operator,
                            operator=operator, operator_answered_at=now, status="in_call",
                            recording_path=path)
-        ctx.live.publish(call.id, "bridged", operator=operator, operator_channel=op_channel,
-                         bridge=link.bridge_id)
+        ctx.live.publish(call.id, "bridged", operator=operator,
+                         operator_channel=link.operator_channel, bridge=link.bridge_id)
         log.info("%s operator=%s bridged", call.tag, operator)
         await connect.talk(ctx, call, link)
         outcome.reason = f"{link.ended_by} hangup"

@@ -26,7 +26,7 @@ class Choice:
             return self.option.digit
         if self.silent:
             return "silent"
-        return "talked" if self.talked else "invalid"
+        return "invalid" if self.invalid_keys else "talked"
 
 
 async def listen(call: Call, media: list[str], after_s: float) -> tuple[str | None, bool]:

@@ -16,9 +16,9 @@ from sqlalchemy import select
 from ari_app.app import App, AppSettings
 from ari_app.clock import Clock
 from ari_app.config import Site
+from ari_app.routing.operators import add_operator, add_shift, endpoints
 from ari_app.testing.asterisk import PrivateAsterisk, on_free_ports
 from ari_app.testing.sipp import SippProcess, SippResult, SippRun, run_sipp
-from ari_app.routing.operators import add_operator, add_shift, endpoints
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import CallEvent, CallRecord, Ticket, TicketAudit
 

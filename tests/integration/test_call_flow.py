@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -11,7 +10,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ari_app.clock import Clock
-from ari_app.config import Site
 from ari_app.live import next_change
 from tests.integration.conftest import PhoneFactory, Stack, StackFactory
 
