@@ -16,13 +16,16 @@ from ari_app.calls.registry import CallRegistry
 from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.live import LiveBus
+from ari_app.location.service import LocationService
 from ari_app.routing.queue import CallQueue
 from ari_app.routing.roster import Roster
 from ari_app.secrets import secret
 from ari_app.tickets.calls import CallStore
 from ari_app.tickets.db import database_url, make_engine, sessions
+from ari_app.tickets.fallback import FallbackImporter
 from ari_app.tickets.service import TicketService
 from ari_app.tickets.writer import Writer
+from ari_app.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ class AppSettings:
     ari_password: str
     clock: Clock = field(default_factory=Clock)
     roster_refresh_s: float = 2.0
+    web_port: int | None = None   # None: the site's web.port; 0 disables the web side
 
     @classmethod
     def from_env(cls, site: Site, var_dir: Path) -> AppSettings:
@@ -66,21 +70,29 @@ class App:
                              refresh_s=settings.roster_refresh_s)
         self.queue = CallQueue(self.roster)
         self.live = LiveBus()
+        self.locations = LocationService(self.writer, self.live)
         self.ctx = CallContext(
             site=site, sounds_dir=settings.var_dir / "sounds",
             recordings_dir=settings.var_dir / "asterisk" / "spool" / "recording",
             clock=settings.clock, calls=CallStore(self.writer, site.code),
             tickets=TicketService(self.writer, site.code, site.reference_prefix, site.timezone),
             ari=self.ari, registry=self.registry, roster=self.roster, queue=self.queue,
-            live=self.live, holding_bridge=f"{site.stasis_app}-holding")
+            live=self.live, locations=self.locations,
+            holding_bridge=f"{site.stasis_app}-holding")
+        self.fallback = FallbackImporter(settings.var_dir / "fallback" / "calls.jsonl",
+                                         self.writer, self.ctx.tickets)
         self.events = EventLoop(self.ari, site.stasis_app, self.registry.on_event,
                                 self._on_connect)
         self._tasks: list[asyncio.Task[None]] = []
+        self.web: WebServer | None = None
+        if settings.web_port != 0:
+            self.web = WebServer(self, settings.web_port)
 
     async def _handle(self, call: Call) -> None:
         await handle(self.ctx, call)
 
     async def _on_connect(self, channel_ids: list[str]) -> None:
+        self.fallback.import_new()
         await self._holding_bridge()
         await self.roster.refresh()
         await self._adopt(channel_ids)
@@ -106,15 +118,23 @@ class App:
             self.registry.start(channel, ["adopted"])
 
     async def start(self) -> None:
+        if self.web is not None:
+            await self.web.start()
         self._tasks = [
             asyncio.create_task(self.writer.run(), name="db-writer"),
             asyncio.create_task(self.events.run(), name="ari-events"),
             asyncio.create_task(self._roster_loop(), name="roster"),
+            asyncio.create_task(self._fallback_loop(), name="fallback-import"),
         ]
 
     async def _roster_loop(self) -> None:
         await self.events.wait_ready(None)
         await self.roster.run()
+
+    async def _fallback_loop(self) -> None:
+        while True:  # calls the dialplan took during a websocket gap become tickets too
+            await asyncio.sleep(15)
+            self.fallback.import_new()
 
     async def wait_ready(self, timeout: float = 15.0) -> None:
         await self.events.wait_ready(timeout)
@@ -129,5 +149,7 @@ class App:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.web is not None:
+            await self.web.stop()
         await self.ari.close()
         await self.engine.dispose()

@@ -257,6 +257,47 @@ def cmd_shifts_list(args: argparse.Namespace) -> int:
     return _run_db(args, work)
 
 
+def cmd_dialplan_check(args: argparse.Namespace) -> int:
+    from ari_app.pbx.dialplan_check import check
+    from ari_app.pbx.render import DIALPLAN_DIR
+
+    result = check(_site(args), Path(args.dir) if args.dir else DIALPLAN_DIR)
+    if result.problems:
+        print(result.format(), file=sys.stderr if not result.ok else sys.stdout)
+    print("dialplan OK" if result.ok else "dialplan REFUSED: fix the errors above")
+    return 0 if result.ok else 1
+
+
+def cmd_dialplan_reload(args: argparse.Namespace) -> int:
+    from ari_app.pbx.dialplan_check import reload
+    from ari_app.pbx.render import DIALPLAN_DIR
+
+    result = reload(_site(args), _var_dir(args), Path(args.dir) if args.dir else DIALPLAN_DIR)
+    if result.problems:
+        print(result.format(), file=sys.stderr if not result.ok else sys.stdout)
+    print("dialplan reloaded" if result.ok else
+          "dialplan NOT reloaded: the running Asterisk keeps its old dialplan")
+    return 0 if result.ok else 1
+
+
+def cmd_aml_parse(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from ari_app.location.aml import parse_any
+    from ari_app.location.model import LocationParseError
+
+    raw = sys.stdin.read()
+    try:
+        location = parse_any(raw)
+    except LocationParseError as exc:
+        print(f"rejected: {exc.reason}", file=sys.stderr)
+        return 1
+    data = {k: (v.isoformat() if isinstance(v, datetime) else v)
+            for k, v in asdict(location).items()}
+    print(json.dumps(data, indent=1, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="siaga112", description="Siaga 112 emergency line")
     p.add_argument("--site", help="site code or TOML file (default: $SIAGA112_SITE or jepara)")
@@ -307,6 +348,20 @@ def build_parser() -> argparse.ArgumentParser:
     sl = sh.add_parser("list")
     sl.add_argument("--json", action="store_true")
     sl.set_defaults(func=cmd_shifts_list)
+
+    dp = sub.add_parser("dialplan", help="dialplan/ for admins").add_subparsers(dest="dp_cmd",
+                                                                             required=True)
+    dc = dp.add_parser("check", help="load dialplan/ into a throw-away Asterisk, list errors")
+    dc.add_argument("--dir", help="dialplan directory (default: dialplan/)")
+    dc.set_defaults(func=cmd_dialplan_check)
+    dr = dp.add_parser("reload", help="check, then reload the running Asterisk")
+    dr.add_argument("--dir", help="dialplan directory (default: dialplan/)")
+    dr.set_defaults(func=cmd_dialplan_reload)
+
+    aml = sub.add_parser("aml", help="Advanced Mobile Location").add_subparsers(dest="aml_cmd",
+                                                                              required=True)
+    aml.add_parser("parse", help="parse one message from stdin (SMS text, hex, HTTPS form)"
+                   ).set_defaults(func=cmd_aml_parse)
 
     pr = sub.add_parser("prompts", help="IVR prompts").add_subparsers(dest="pr_cmd", required=True)
     b = pr.add_parser("build", help="speak config/prompts/*.toml into var/sounds")

@@ -17,6 +17,10 @@ class Clock:
                 raise ValueError("the injected start time must carry a UTC offset")
             self._offset = start_at.timestamp() - time.time()
 
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward (tests and drills), as if that much time had passed."""
+        self._offset += seconds
+
     def now(self) -> datetime:
         return datetime.fromtimestamp(time.time() + self._offset, UTC)
 

@@ -96,6 +96,26 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class Screening:
+    """Ghost/prank policy: warn and lower the priority; never drop, never block."""
+
+    threshold: int          # pranks + ghosts within window_h that flag a number
+    window_h: float
+    priority_penalty: int   # added to the priority number (9 is the least urgent)
+    budget_ms: int          # screen_caller's time budget; on time-out the call goes on unscreened
+    allowlist: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    bind: str
+    port: int
+    aml_gateways: tuple[str, ...]   # each has a token (and an HMAC key) in var/secrets
+    aml_require_hmac: bool
+    max_body_bytes: int
+
+
+@dataclass(frozen=True)
 class Site:
     file: str
     code: str
@@ -112,6 +132,8 @@ class Site:
     asterisk: AsteriskSettings
     other_services: dict[str, str]
     prompts: dict[str, str]
+    web: WebSettings = WebSettings("127.0.0.1", 8112, ("smsgw",), False, 16384)
+    screening: Screening = Screening(3, 24.0, 3, 400, ())
     non_emergency_channel: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -212,7 +234,7 @@ def _env_int(name: str, default: int, file: str) -> int:
 def parse_site(file: str, data: dict[str, Any]) -> Site:
     root = _Reader(file, data)
     root.unknown_keys({"site", "hours", "out_of_hours", "menu", "queue", "asterisk",
-                       "other_services", "prompts", "extra"})
+                       "other_services", "prompts", "web", "screening", "extra"})
     s = root.table("site")
     s.unknown_keys({"code", "name", "reference_prefix", "stasis_app", "timezone", "languages",
                     "numbers", "non_emergency_channel"})
@@ -309,8 +331,37 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
             raise ConfigError(file, f"prompts.{key}", "a prompt name of a-z, 0-9 and _", key)
         prompts[key] = p.string(key, pattern=r"[a-z0-9_\-]+", expected="a sound name")
 
+    w = root.table("web", required=False)
+    w.unknown_keys({"bind", "port", "aml_gateways", "aml_require_hmac", "max_body_bytes"})
+    gateways = w.get("aml_gateways", list, "a list of gateway names", ["smsgw"])
+    if not all(isinstance(g, str) and re.fullmatch(r"[a-z][a-z0-9_\-]{1,30}", g) for g in gateways):
+        raise ConfigError(file, "web.aml_gateways", "a list of lower-case gateway names", gateways)
+    web = WebSettings(
+        bind=os.environ.get("SIAGA112_WEB_BIND") or w.string(
+            "bind", "127.0.0.1", r"[0-9.]+|\[[0-9a-fA-F:]+\]", "an IP address"),
+        port=_env_int("SIAGA112_WEB_PORT", w.integer("port", 1, 65535, 8112), file),
+        aml_gateways=tuple(gateways),
+        aml_require_hmac=w.get("aml_require_hmac", bool, "true or false", False),
+        max_body_bytes=w.integer("max_body_bytes", 1024, 1048576, 16384),
+    )
+
+    sc = root.table("screening", required=False)
+    sc.unknown_keys({"threshold", "window_h", "priority_penalty", "budget_ms", "allowlist"})
+    allow = sc.get("allowlist", list, "a list of phone numbers", [])
+    if not all(isinstance(n, str) and re.fullmatch(r"\+?[0-9]{3,16}", n) for n in allow):
+        raise ConfigError(file, "screening.allowlist", "a list of phone numbers", allow)
+    screening = Screening(
+        threshold=sc.integer("threshold", 1, 100, 3),
+        window_h=sc.number("window_h", 1, 24 * 30, 24.0),
+        priority_penalty=sc.integer("priority_penalty", 0, 8, 3),
+        budget_ms=sc.integer("budget_ms", 50, 5000, 400),
+        allowlist=tuple(allow),
+    )
+
     return Site(
         file=file,
+        web=web,
+        screening=screening,
         code=s.string("code", pattern=r"[a-z][a-z0-9_]{1,30}", expected="a lower-case site code"),
         name=s.string("name"),
         reference_prefix=s.string("reference_prefix", pattern=r"[A-Z]{2,5}",

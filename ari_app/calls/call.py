@@ -33,6 +33,8 @@ class Call:
         self.gone = False
         self.hangup_cause: int | None = None
         self.ticket_ref: str | None = None
+        self.keys = ""          # every DTMF digit the caller pressed
+        self.talked = False     # talk detection heard the caller at least once
 
     @staticmethod
     def loop_time() -> float:
@@ -63,6 +65,11 @@ class Call:
 
     def deliver(self, event: Event) -> None:
         log.debug("%s event %s", self.tag, event)
+        if event.get("channel", {}).get("id") == self.id:
+            if event.get("type") == "ChannelDtmfReceived":
+                self.keys += str(event.get("digit", ""))
+            elif event.get("type") == "ChannelTalkingStarted":
+                self.talked = True
         if event.get("type") in HANGUP_EVENTS and event.get("channel", {}).get("id") == self.id:
             self.gone = True
             cause = event.get("cause")

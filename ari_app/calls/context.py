@@ -10,6 +10,7 @@ from ari_app.calls.registry import CallRegistry
 from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.live import LiveBus
+from ari_app.location.service import LocationService
 from ari_app.routing.queue import CallQueue
 from ari_app.routing.roster import Roster
 from ari_app.tickets.calls import CallStore
@@ -29,6 +30,7 @@ class CallContext:
     roster: Roster
     queue: CallQueue
     live: LiveBus
+    locations: LocationService
     holding_bridge: str = ""
 
     def sound(self, name: str, language: str | None = None) -> str:

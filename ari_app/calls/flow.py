@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ari_app.ari import AriError
-from ari_app.calls import connect, menu
+from ari_app.calls import connect, menu, silent
 from ari_app.calls.call import Call, CallerHungUp
 from ari_app.calls.context import CallContext
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Screening:
+    """What screen_caller (AGI, before Stasis) said about this number."""
+
+    flags: str = ""
+    priority: int | None = None
+    ms: int | None = None
+
+    @classmethod
+    def from_args(cls, args: list[str]) -> Screening:
+        flags = args[2] if len(args) > 2 else ""
+        priority = int(args[3]) if len(args) > 3 and args[3].isdigit() else None
+        ms = int(args[4]) if len(args) > 4 and args[4].lstrip("-").isdigit() else None
+        return cls(flags, priority if priority is None or 1 <= priority <= 9 else None, ms)
+
+    @property
+    def flagged(self) -> bool:
+        return self.flags.startswith("flagged:")
 
 
 @dataclass
@@ -25,6 +46,8 @@ class Outcome:
     forwarded: bool = False
     callback: bool = False
     classified: bool = False
+    complaint: bool = False
+    answered_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -43,8 +66,15 @@ async def serve_caller(ctx: CallContext, call: Call) -> None:
     dialled = call.args[1] if len(call.args) > 1 else ""
     arrived = clock.now()
     ctx.calls.opened(call.id, call.caller, dialled, arrived)
-    ctx.tickets.open(call.id, call.caller, arrived,
+    key = ctx.locations.call_arrived(call.id, call.caller, arrived)
+    ctx.tickets.open(call.id, call.caller, arrived, caller_key=key,
+                     attach_locations_since=arrived - ctx.locations.before,
                      on_reference=lambda ref: setattr(call, "ticket_ref", ref))
+    locating = asyncio.create_task(silent.carrier_location(ctx, call))
+    screening = Screening.from_args(call.args)
+    ctx.tickets.change(call.id, "screening", arrived,
+                       policy=f"screen: {screening.flags or 'unscreened'}",
+                       audit={"flags": screening.flags, "screen_ms": screening.ms})
     ctx.live.publish(call.id, "arrived", caller=call.caller, at=arrived.isoformat())
     log.info("%s from=%s dialled=%s arrived", call.tag, call.caller, dialled)
     outcome = Outcome()
@@ -53,6 +83,7 @@ async def serve_caller(ctx: CallContext, call: Call) -> None:
         now = clock.now()
         ctx.calls.answered(call.id, now)
         ctx.tickets.change(call.id, "answered", now, answered_at=now)
+        outcome.answered_at = now
         await _talk_detect(call)
         local = now.astimezone(ctx.site.timezone)
         if not ctx.site.is_open(local.time()):
@@ -63,15 +94,25 @@ async def serve_caller(ctx: CallContext, call: Call) -> None:
             log.warning("%s no operator on duty at all", call.tag)
             await out_of_hours(ctx, call, outcome, "no operator on duty")
             return
+        if screening.flagged:
+            await warned_caller(ctx, call, screening, outcome)
+            return
         choice = await menu.ask(ctx, call)
         priority = _priority(ctx, choice)
         fields: dict[str, Any] = {
             "menu_choice": choice.label, "priority": priority, "silent": choice.silent,
         }
+        if choice.silent:
+            fields["silent_confirmed"] = await silent.procedure(ctx, call)
+            best = await ctx.locations.wait_for_location(call.id, 2.0)
+            if best is not None:
+                fields["notes"] = (f"location {best.source}: {best.latitude},{best.longitude} "
+                                   f"±{best.radius_m} m")
         if choice.option is not None:
             fields |= {"category": choice.option.category, "kind": choice.option.kind,
                        "agency": choice.option.agency}
             outcome.classified = True
+            outcome.complaint = choice.option.kind == "complaint"
         ctx.tickets.change(call.id, "menu", clock.now(), **fields)
         ctx.live.publish(call.id, "menu", choice=choice.label, priority=priority,
                          silent=choice.silent)
@@ -81,7 +122,28 @@ async def serve_caller(ctx: CallContext, call: Call) -> None:
     except CallerHungUp:
         log.info("%s caller hung up", call.tag)
     finally:
+        locating.cancel()
         _close(ctx, call, outcome)
+        ctx.locations.call_ended(call.id, call.caller)
+
+
+async def warned_caller(ctx: CallContext, call: Call, screening: Screening,
+                        outcome: Outcome) -> None:
+    """A number with recent pranks/ghosts: a short warning, then a human at lower priority.
+
+    Never dropped: pressing any key or simply staying on the line reaches an operator.
+    """
+    sc = ctx.site.screening
+    count = screening.flags.split(":", 1)[1]
+    policy = f"warned: {count} prank/ghost calls in {sc.window_h:g} h, priority lowered"
+    log.info("%s %s", call.tag, policy)
+    warning = ctx.sound(ctx.site.prompts.get("warning", "prank_warning"))
+    digit, _ = await menu.listen(call, [warning], 3.0)
+    priority = screening.priority or min(9, ctx.site.menu.uncategorised_priority
+                                         + sc.priority_penalty)
+    ctx.tickets.change(call.id, "warned", ctx.clock.now(), policy=policy, priority=priority,
+                       menu_choice="warned-key" if digit else "warned-stayed")
+    await to_operator(ctx, call, priority, outcome)
 
 
 def _priority(ctx: CallContext, choice: menu.Choice) -> int:
@@ -166,6 +228,26 @@ async def out_of_hours(ctx: CallContext, call: Call, outcome: Outcome, why: str)
     await call.hangup()
 
 
+GHOST_HANGUP_S = 5.0
+
+
+def _outcome_class(call: Call, outcome: Outcome, now: datetime) -> str | None:
+    """genuine/complaint once a human talked; ghost for no key and no voice; else abandoned.
+
+    Prank is an operator's call, never the system's.
+    """
+    if outcome.forwarded:
+        return None
+    if outcome.operator_answered:
+        return "complaint" if outcome.complaint else "genuine"
+    if not call.keys and not call.talked:
+        return "ghost"
+    if outcome.answered_at and not call.keys and \
+            (now - outcome.answered_at).total_seconds() < GHOST_HANGUP_S:
+        return "ghost"
+    return "abandoned"
+
+
 def _close(ctx: CallContext, call: Call, outcome: Outcome) -> None:
     now: datetime = ctx.clock.now()
     if outcome.forwarded:
@@ -178,7 +260,8 @@ def _close(ctx: CallContext, call: Call, outcome: Outcome) -> None:
         status = "abandoned"  # hung up before a human answered: call them back
     callback = outcome.callback or status == "abandoned"
     ctx.tickets.change(call.id, "ended", now, ended_at=now, end_reason=outcome.reason,
-                       status=status, callback_needed=callback)
+                       status=status, callback_needed=callback,
+                       outcome=_outcome_class(call, outcome, now))
     ctx.calls.closed(call.id, now, outcome.reason)
     ctx.live.publish(call.id, "ended", reason=outcome.reason, status=status)
     log.info("%s ended: %s (%s)", call.tag, outcome.reason, status)

@@ -6,6 +6,7 @@ An unknown placeholder is an error, never an empty string in a live config.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -84,6 +85,35 @@ def operator_section(op: OperatorEndpoint) -> str:
     )
 
 
+def write_agi(site: Site, var_dir: Path, database_url: str | None) -> None:
+    """AGI wrappers (venv Python + our script) and the small config file they read."""
+    from ari_app.tickets.db import database_url as default_url
+
+    sc = site.screening
+    config = {
+        "database_url": database_url or default_url(var_dir),
+        "site": site.code,
+        "threshold": sc.threshold,
+        "window_h": sc.window_h,
+        "priority_penalty": sc.priority_penalty,
+        "uncategorised_priority": site.menu.uncategorised_priority,
+        "budget_ms": sc.budget_ms,
+        "allowlist": list(sc.allowlist),
+        "fallback_journal": str(var_dir / "fallback" / "calls.jsonl"),
+    }
+    agi = var_dir / "agi"
+    agi.mkdir(parents=True, exist_ok=True)
+    conf = agi / "config.json"
+    conf.write_text(json.dumps(config, indent=1))
+    os.chmod(conf, 0o600)  # may hold a database password
+    (var_dir / "fallback").mkdir(parents=True, exist_ok=True)
+    for script in ("screen_caller", "fallback_log"):
+        wrapper = var_dir / "asterisk" / "agi-bin" / script
+        wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {AGI_DIR / (script + '.py')} "
+                           f"{conf} \"$@\"\n")
+        os.chmod(wrapper, 0o755)
+
+
 def render(
     site: Site,
     var_dir: Path,
@@ -92,6 +122,7 @@ def render(
     trunk_contact: str | None = None,
     extra_dialplan: Iterable[Path] = (),
     dialplan_dir: Path = DIALPLAN_DIR,
+    database_url: str | None = None,
 ) -> RenderResult:
     """Write a complete, self-contained Asterisk configuration under ``var_dir/asterisk``."""
     var_dir = var_dir.resolve()
@@ -99,8 +130,9 @@ def render(
     etc = ast_dir / "etc"
     if etc.exists():
         shutil.rmtree(etc)
-    for sub in ("etc/dialplan", "lib", "spool", "run", "log", "spool/recording"):
+    for sub in ("etc/dialplan", "lib", "spool", "run", "log", "spool/recording", "agi-bin"):
         (ast_dir / sub).mkdir(parents=True, exist_ok=True)
+    write_agi(site, var_dir, database_url)
     sounds = var_dir / "sounds"
     (sounds / "moh").mkdir(parents=True, exist_ok=True)
 
@@ -122,7 +154,7 @@ def render(
         "module_dir": module_dir(),
         "var_dir": str(ast_dir),
         "data_dir": "/usr/share/asterisk",
-        "agi_dir": str(AGI_DIR),
+        "agi_dir": str(ast_dir / "agi-bin"),
         "maxload": os.environ.get("SIAGA112_MAXLOAD", "8.0"),
         "maxcalls": os.environ.get("SIAGA112_MAXCALLS", "400"),
         "bind": a.bind,

@@ -24,17 +24,20 @@ def on_free_ports(site: Site) -> Site:
 
 class PrivateAsterisk:
     def __init__(self, site: Site, var_dir: Path, *, operators: Iterable[OperatorEndpoint] = (),
-                 trunk_contact: str | None = None, extra_dialplan: Iterable[Path] = ()) -> None:
+                 trunk_contact: str | None = None, extra_dialplan: Iterable[Path] = (),
+                 database_url: str | None = None) -> None:
         self.site, self.var_dir = site, var_dir
         self.operators = list(operators)
         self.trunk_contact = trunk_contact
         self.extra_dialplan = list(extra_dialplan)
+        self.database_url = database_url
         self.rendered: RenderResult = self.render()
         self.process = AsteriskProcess(var_dir, self.rendered)
 
     def render(self) -> RenderResult:
         return render(self.site, self.var_dir, operators=self.operators,
-                      trunk_contact=self.trunk_contact, extra_dialplan=self.extra_dialplan)
+                      trunk_contact=self.trunk_contact, extra_dialplan=self.extra_dialplan,
+                      database_url=self.database_url)
 
     @property
     def ari_url(self) -> str:

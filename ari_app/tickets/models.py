@@ -70,11 +70,13 @@ class Ticket(Base):
     site: Mapped[str] = mapped_column(String(32))
     channel_id: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     caller_number: Mapped[str] = mapped_column(String(64), default="")
+    caller_key: Mapped[str] = mapped_column(String(32), default="")  # normalised (+62...)
     kind: Mapped[str] = mapped_column(String(16), default="emergency")
     category: Mapped[str] = mapped_column(String(32), default="uncategorised")
     priority: Mapped[int] = mapped_column(Integer, default=5)
     status: Mapped[str] = mapped_column(String(16), default="new")
     silent: Mapped[bool] = mapped_column(default=False)
+    silent_confirmed: Mapped[bool] = mapped_column(default=False)
     menu_choice: Mapped[str | None] = mapped_column(String(16), nullable=True)
     operator: Mapped[str | None] = mapped_column(String(64), nullable=True)
     agency: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -82,6 +84,8 @@ class Ticket(Base):
     recording_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     notes: Mapped[str] = mapped_column(Text, default="")
     callback_needed: Mapped[bool] = mapped_column(default=False)
+    # genuine, complaint, prank (operator), ghost (no key, no audio / hung up at once), abandoned
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     arrived_at: Mapped[datetime] = mapped_column(UTCDateTime())
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -127,3 +131,53 @@ class Shift(Base):
     operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"))
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class LocationRecord(Base):
+    """A caller location from any source, kept with its raw message (attached or waiting)."""
+
+    __tablename__ = "locations"
+    __table_args__ = (Index("ix_locations_caller", "caller_key", "received_at"),
+                      Index("ix_locations_ticket", "ticket_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"),
+                                                  nullable=True)
+    caller_key: Mapped[str] = mapped_column(String(32), default="")
+    source: Mapped[str] = mapped_column(String(16))
+    latitude: Mapped[float | None] = mapped_column(nullable=True)
+    longitude: Mapped[float | None] = mapped_column(nullable=True)
+    radius_m: Mapped[float | None] = mapped_column(nullable=True)
+    confidence_pct: Mapped[float | None] = mapped_column(nullable=True)
+    method: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    civic: Mapped[str | None] = mapped_column(Text, nullable=True)
+    fix_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    warnings: Mapped[str] = mapped_column(Text, default="")
+    raw: Mapped[str] = mapped_column(Text, default="")
+
+
+class InputRejection(Base):
+    """Every rejected external input (AML, PIDF-LO, headers, API bodies), with its reason."""
+
+    __tablename__ = "input_rejections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    source: Mapped[str] = mapped_column(String(32))
+    origin: Mapped[str] = mapped_column(String(128), default="")
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(Text, default="")
+
+
+class CallerFlagClear(Base):
+    """A supervisor cleared a number's prank/ghost history: earlier tickets stop counting."""
+
+    __tablename__ = "caller_flag_clears"
+    __table_args__ = (Index("ix_caller_flag_clears_key", "caller_key", "cleared_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    caller_key: Mapped[str] = mapped_column(String(32))
+    cleared_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    cleared_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="")

@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ari_app.tickets.models import Ticket, TicketAudit, TicketCounter
+from ari_app.tickets.models import LocationRecord, Ticket, TicketAudit, TicketCounter
 from ari_app.tickets.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -47,16 +47,25 @@ class TicketService:
         self.writer, self.site, self.prefix, self.tz = writer, site, prefix, tz
 
     def open(self, channel_id: str, caller: str, at: datetime,
-             on_reference: Callable[[str], None] | None = None, **fields: Any) -> None:
+             on_reference: Callable[[str], None] | None = None, caller_key: str = "",
+             attach_locations_since: datetime | None = None, **fields: Any) -> None:
         async def op(s: AsyncSession) -> None:
             ticket = await s.scalar(select(Ticket).where(Ticket.channel_id == channel_id))
             if ticket is None:
                 day = at.astimezone(self.tz).strftime("%Y%m%d")
                 ticket = Ticket(reference=await next_reference(s, self.site, self.prefix, day),
                                 site=self.site, channel_id=channel_id, caller_number=caller,
-                                arrived_at=at, status="new", **fields)
+                                caller_key=caller_key, arrived_at=at, status="new", **fields)
                 s.add(ticket)
                 await s.flush()
+                if caller_key and attach_locations_since is not None:
+                    # Locations (AML) that reached us before the call belong to it.
+                    await s.execute(
+                        update(LocationRecord)
+                        .where(LocationRecord.caller_key == caller_key,
+                               LocationRecord.ticket_id.is_(None),
+                               LocationRecord.received_at >= attach_locations_since)
+                        .values(ticket_id=ticket.id))
                 s.add(TicketAudit(ticket_id=ticket.id, at=at, actor="system", action="opened",
                                   detail=json.dumps({"caller": caller, "channel": channel_id})))
                 log.info("call=%s ticket=%s opened", channel_id, ticket.reference)
@@ -66,7 +75,8 @@ class TicketService:
         self.writer.submit(f"ticket open {channel_id}", op)
 
     def change(self, channel_id: str, action: str, at: datetime, actor: str = "system",
-               only_if_unset: tuple[str, ...] = (), **fields: Any) -> None:
+               only_if_unset: tuple[str, ...] = (), audit: dict[str, Any] | None = None,
+               **fields: Any) -> None:
         """Set fields on the call's ticket and write one audit line describing the change."""
 
         async def op(s: AsyncSession) -> None:
@@ -82,6 +92,6 @@ class TicketService:
                     setattr(ticket, key, value)
                     changed[key] = _jsonable(value)
             s.add(TicketAudit(ticket_id=ticket.id, at=at, actor=actor, action=action,
-                              detail=json.dumps(changed, sort_keys=True)))
+                              detail=json.dumps(changed | (audit or {}), sort_keys=True)))
 
         self.writer.submit(f"ticket {action} {channel_id}", op)

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy import select
 
@@ -17,10 +18,19 @@ from ari_app.app import App, AppSettings
 from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.routing.operators import add_operator, add_shift, endpoints
+from ari_app.secrets import secret
 from ari_app.testing.asterisk import PrivateAsterisk, on_free_ports
+from ari_app.testing.ports import free_port
 from ari_app.testing.sipp import SippProcess, SippResult, SippRun, run_sipp
 from ari_app.tickets.db import make_engine, sessions
-from ari_app.tickets.models import CallEvent, CallRecord, Ticket, TicketAudit
+from ari_app.tickets.models import (
+    CallEvent,
+    CallRecord,
+    InputRejection,
+    LocationRecord,
+    Ticket,
+    TicketAudit,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,11 +43,13 @@ class Stack:
     asterisk: PrivateAsterisk
     app: App | None = None
     clock: Clock = field(default_factory=Clock)
+    web_port: int = field(default_factory=free_port)
 
     def settings(self) -> AppSettings:
         return AppSettings(site=self.site, var_dir=self.var_dir, database_url=self.db_url,
                            ari_url=self.asterisk.ari_url, ari_user=self.asterisk.rendered.ari_user,
-                           ari_password=self.asterisk.rendered.ari_password, clock=self.clock)
+                           ari_password=self.asterisk.rendered.ari_password, clock=self.clock,
+                           web_port=self.web_port)
 
     async def start_app(self) -> App:
         self.app = App(self.settings())
@@ -49,6 +61,23 @@ class Stack:
         if self.app is not None:
             await self.app.stop()
             self.app = None
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    async def post_aml(self, body: str | bytes, *, content_type: str = "application/json",
+                       gateway: str = "smsgw", token: str | None = None) -> tuple[int, Any]:
+        """POST to /aml as a gateway would (its token comes from var/secrets)."""
+        token = token if token is not None else secret(self.var_dir, f"aml-{gateway}.token")
+        async with aiohttp.ClientSession() as http, http.post(
+            f"{self.web_url}/aml", data=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": content_type},
+        ) as resp:
+            try:
+                return resp.status, await resp.json(content_type=None)
+            except ValueError:
+                return resp.status, await resp.text()
 
     def caller(self, scenario: str = "caller_listen.xml", **kw: Any) -> SippRun:
         keys = {"caller": "081234567890"} | kw.pop("keys", {})
@@ -74,6 +103,19 @@ class Stack:
             rows = await s.scalars(select(TicketAudit).where(TicketAudit.ticket_id == ticket.id)
                                    .order_by(TicketAudit.id))
             return list(rows.all())
+
+    async def locations(self, ticket: Ticket | None = None) -> list[LocationRecord]:
+        assert self.app is not None
+        async with self.app.sessions() as s:
+            q = select(LocationRecord).order_by(LocationRecord.id)
+            if ticket is not None:
+                q = q.where(LocationRecord.ticket_id == ticket.id)
+            return list((await s.scalars(q)).all())
+
+    async def rejections(self) -> list[InputRejection]:
+        assert self.app is not None
+        async with self.app.sessions() as s:
+            return list((await s.scalars(select(InputRejection).order_by(InputRejection.id))).all())
 
     async def calls(self) -> list[CallRecord]:
         assert self.app is not None
@@ -138,11 +180,13 @@ async def make_stack(var_dir: Path, db_url: str, jepara: Site) -> AsyncIterator[
     async def make(site: Site | None = None, *,
                    operators: list[tuple[str, str | None]] | None = None,
                    clock: Clock | None = None, start_app: bool = True, on_shift: bool = True,
-                   trunk_contact: str | None = None) -> Stack:
+                   trunk_contact: str | None = None,
+                   agi_database_url: str | None = None) -> Stack:
         chosen = on_free_ports(site or jepara)
         clock = clock or Clock()
         eps = await seed_operators(db_url, chosen, clock, operators or [], on_shift)
-        ast = PrivateAsterisk(chosen, var_dir, operators=eps, trunk_contact=trunk_contact)
+        ast = PrivateAsterisk(chosen, var_dir, operators=eps, trunk_contact=trunk_contact,
+                              database_url=agi_database_url or db_url)
         await asyncio.to_thread(ast.start)
         stack = Stack(chosen, var_dir, db_url, ast, clock=clock)
         stacks.append(stack)

@@ -1,0 +1,55 @@
+"""AGI: write a durable record of a call the app could not take (Stasis() failed).
+
+    AGI(fallback_log,start)   ; when the fallback begins
+    AGI(fallback_log,end)     ; from the hangup handler, with DIALSTATUS and ANSWEREDTIME
+
+One JSON line per event, appended and fsync'ed to var/fallback/calls.jsonl. No database: it may
+be down too. When the app starts it turns these records into tickets, exactly once.
+It may never disturb the call: every error is swallowed after a verbose line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+
+
+def record(journal: str, line: dict[str, str]) -> None:
+    os.makedirs(os.path.dirname(journal), exist_ok=True)
+    fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, (json.dumps(line, sort_keys=True) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def main() -> int:
+    from asterisk.agi import AGI  # pyst2: per-process AGI only
+
+    agi = AGI()
+    try:
+        with open(sys.argv[1]) as fh:
+            config = json.load(fh)
+        event = sys.argv[2] if len(sys.argv) > 2 else "start"
+        line = {
+            "event": event,
+            "at": datetime.now(UTC).isoformat(),
+            "uniqueid": agi.env.get("agi_uniqueid", ""),
+            "caller": agi.env.get("agi_callerid", ""),
+            "dialled": agi.get_variable("SIAGA_DIALLED") or "",
+        }
+        if event == "end":
+            line["dialstatus"] = agi.get_variable("DIALSTATUS") or ""
+            line["answered_s"] = agi.get_variable("ANSWEREDTIME") or ""
+            line["operator"] = agi.get_variable("DIALEDPEERNAME") or ""
+        record(str(config["fallback_journal"]), line)
+    except Exception as exc:
+        agi.verbose(f"siaga112 fallback_log: {type(exc).__name__}: {exc}", 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""AGI: screen the caller before Stasis() — count recent pranks and ghost calls from this number.
+
+Run by the dialplan as one process per call (pyst2's AGI class; never its fastagi module).
+Sets SIAGA_FLAGS (clean | allowlisted | flagged:<count>) and SIAGA_PRIORITY (a penalty) within
+a strict time budget. On any error or time-out it sets nothing and the call goes on: screening
+may never block a call.
+
+    AGI(screen_caller)   ; the wrapper in agi-bin passes var/agi/config.json as argv[1]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+COUNT_SQLITE = """
+SELECT COUNT(*) FROM tickets
+ WHERE caller_key = ? AND outcome IN ('prank', 'ghost') AND arrived_at >= ?
+   AND arrived_at > COALESCE((SELECT MAX(cleared_at) FROM caller_flag_clears
+                              WHERE caller_key = ?), '')
+"""
+COUNT_PG = """
+SELECT COUNT(*) FROM tickets
+ WHERE caller_key = $1 AND outcome IN ('prank', 'ghost') AND arrived_at >= $2
+   AND arrived_at > COALESCE((SELECT MAX(cleared_at) FROM caller_flag_clears
+                              WHERE caller_key = $1), 'epoch'::timestamptz)
+"""
+
+
+class OutOfTime(Exception):
+    pass
+
+
+def count_sqlite(path: str, key: str, since: datetime, deadline: float) -> int:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise OutOfTime
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=remaining)
+    try:
+        # Abort a query that runs past the budget (checked every 1000 VM steps).
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+        stamp = since.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+        row = conn.execute(COUNT_SQLITE, (key, stamp, key)).fetchone()
+        return int(row[0])
+    except sqlite3.OperationalError as exc:
+        if time.monotonic() > deadline:
+            raise OutOfTime from exc
+        raise
+    finally:
+        conn.close()
+
+
+async def _count_pg(url: str, key: str, since: datetime, deadline: float) -> int:
+    import asyncpg  # only PostgreSQL sites pay for the import
+
+    conn = await asyncpg.connect(url, timeout=max(0.01, deadline - time.monotonic()))
+    try:
+        return int(await conn.fetchval(COUNT_PG, key, since))
+    finally:
+        await conn.close(timeout=0.2)
+
+
+def count_pg(url: str, key: str, since: datetime, deadline: float) -> int:
+    url = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    try:
+        return asyncio.run(asyncio.wait_for(_count_pg(url, key, since, deadline),
+                                            max(0.01, deadline - time.monotonic())))
+    except TimeoutError as exc:
+        raise OutOfTime from exc
+
+
+def decide(config: dict[str, Any], number: str, now: datetime, deadline: float) -> dict[str, str]:
+    """The variables to set for this caller ({} when the number cannot be screened)."""
+    from ari_app.location.numbers import InvalidNumber, normalise_msisdn
+
+    try:
+        key = normalise_msisdn(number)
+    except InvalidNumber:
+        return {}
+    if key in {normalise_msisdn(n) for n in config.get("allowlist", [])}:
+        return {"SIAGA_FLAGS": "allowlisted"}
+    since = now - timedelta(hours=float(config["window_h"]))
+    url = str(config["database_url"])
+    if url.startswith("sqlite"):
+        count = count_sqlite(url.split(":///", 1)[1], key, since, deadline)
+    else:
+        count = count_pg(url, key, since, deadline)
+    if count >= int(config["threshold"]):
+        priority = min(9, int(config["uncategorised_priority"]) + int(config["priority_penalty"]))
+        return {"SIAGA_FLAGS": f"flagged:{count}", "SIAGA_PRIORITY": str(priority)}
+    return {"SIAGA_FLAGS": "clean"}
+
+
+def main() -> int:
+    started = time.monotonic()
+    from asterisk.agi import AGI  # pyst2: per-process AGI only
+
+    agi = AGI()
+    try:
+        with open(sys.argv[1]) as fh:
+            config = json.load(fh)
+        deadline = started + int(config.get("budget_ms", 400)) / 1000
+        variables = decide(config, agi.env.get("agi_callerid", ""), datetime.now(UTC), deadline)
+        if time.monotonic() > deadline:
+            raise OutOfTime
+    except OutOfTime:
+        agi.verbose("siaga112 screen_caller: over budget, call goes on unscreened", 1)
+        return 0
+    except Exception as exc:  # screening may never block a call
+        agi.verbose(f"siaga112 screen_caller: {type(exc).__name__}: {exc}; unscreened", 1)
+        return 0
+    for name, value in variables.items():
+        agi.set_variable(name, value)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Turn the dialplan fallback's durable records (fallback_log AGI) into tickets, exactly once.
+
+The journal is append-only JSON lines; we remember how far we have read in an offset file that
+is only moved after the tickets are written. Ticket writes are keyed by the channel's unique id,
+so reading a line twice (a crash between write and offset) creates nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ari_app.location.service import caller_key
+from ari_app.tickets.service import TicketService
+from ari_app.tickets.writer import Writer
+
+log = logging.getLogger(__name__)
+
+
+class FallbackImporter:
+    def __init__(self, journal: Path, writer: Writer, tickets: TicketService) -> None:
+        self.journal, self.writer, self.tickets = journal, writer, tickets
+        self.offset_path = journal.with_suffix(".offset")
+        self.imported = 0
+        self.bad_lines = 0
+
+    def _offset(self) -> int:
+        try:
+            return int(self.offset_path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def import_new(self) -> int:
+        """Queue tickets for the records written since last time; returns how many records."""
+        try:
+            with open(self.journal, "rb") as fh:
+                fh.seek(self._offset())
+                data = fh.read()
+        except FileNotFoundError:
+            return 0
+        end = data.rfind(b"\n") + 1  # a line still being written waits for next time
+        if end == 0:
+            return 0
+        start = self._offset()
+        count = 0
+        for raw in data[:end].splitlines():
+            try:
+                rec = json.loads(raw)
+                self._queue(rec)
+                count += 1
+            except (ValueError, KeyError, TypeError) as exc:
+                self.bad_lines += 1
+                log.error("fallback journal: unreadable line %r: %s", raw[:200], exc)
+        new_offset = start + end
+
+        async def save_offset(_: AsyncSession) -> None:
+            tmp = self.offset_path.with_suffix(".offset.tmp")
+            tmp.write_text(str(new_offset))
+            os.replace(tmp, self.offset_path)
+
+        self.writer.submit("fallback journal offset", save_offset)
+        self.imported += count
+        if count:
+            log.warning("fallback journal: %d record(s) of calls taken while the app was down",
+                        count)
+        return count
+
+    def _queue(self, rec: dict[str, str]) -> None:
+        channel = str(rec["uniqueid"])
+        at = datetime.fromisoformat(rec["at"])
+        if rec["event"] == "start":
+            self.tickets.open(channel, rec.get("caller", ""), at,
+                              caller_key=caller_key(rec.get("caller")),
+                              policy="fallback: app not connected, operators rung directly")
+            log.info("call=%s fallback record imported", channel)
+        elif rec["event"] == "end":
+            answered = rec.get("dialstatus") == "ANSWER"
+            operator = rec.get("operator") or None
+            self.tickets.change(
+                channel, "fallback ended", at, ended_at=at,
+                end_reason=f"fallback: {rec.get('dialstatus') or 'caller hangup'}",
+                status="new" if answered else "abandoned", callback_needed=not answered,
+                operator=operator, outcome="genuine" if answered else "abandoned",
+                audit={"answered_s": rec.get("answered_s", "")})
+        else:
+            raise KeyError(f"unknown event {rec['event']!r}")

@@ -1,0 +1,1 @@
+"""aiohttp: AML receiver, REST API, operator console, /metrics, /healthz."""

@@ -1,0 +1,87 @@
+"""python -m bench run --target app|twin|both --rates 2,4,8 --duration 40 [--quick]"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ari_app.prompts import build
+from bench import agi, report
+from bench.load import StepResult, Timing, run_step
+
+log = logging.getLogger("bench")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="drive the 112 call mix at the app and/or the twin")
+    r.add_argument("--target", choices=("app", "twin", "both"), default="both")
+    r.add_argument("--rates", default="2,4,8",
+                   help="comma-separated ladder of call rates (calls per second)")
+    r.add_argument("--rate", type=float, help="a single rate (instead of --rates)")
+    r.add_argument("--duration", type=float, default=40.0, help="seconds of offered load per step")
+    r.add_argument("--quick", action="store_true",
+                   help="CI: 1 cps for 4 s per target, short talk; checks the harness works")
+    r.add_argument("--out", type=Path, default=Path("bench/out"),
+                   help="where report.md, results.json and latency.png go")
+    r.add_argument("--keep", action="store_true", help="keep the work directory (logs, pcaps)")
+    r.add_argument("--no-stop", action="store_true",
+                   help="keep climbing the ladder after a target's first failing step")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("alembic", "ari_app"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    targets = ["app", "twin"] if args.target == "both" else [args.target]
+    if args.quick:
+        rates, duration, timing = [1.0], 4.0, Timing.quick()
+    else:
+        rates = [args.rate] if args.rate else [float(x) for x in args.rates.split(",") if x]
+        duration, timing = args.duration, Timing()
+    if not rates or any(r <= 0 for r in rates) or duration <= 0:
+        print("bench: rates and duration must be positive", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="siaga112-bench-"))
+    steps: list[StepResult] = []
+    t0 = time.monotonic()
+    try:
+        build(work / "sounds")
+        stopped: set[str] = set()
+        for rate in sorted(rates):
+            for target in targets:  # alternating: app then twin at each rate, never together
+                if target in stopped:
+                    continue
+                log.info("step: %s at %g cps for %gs", target, rate, duration)
+                step = run_step(target, rate, duration, work / f"{target}-{rate:g}",
+                                work / "sounds", timing)
+                steps.append(step)
+                log.info("step done: %s at %g cps: %d/%d ok, %d failed, pass=%s (%.0fs)",
+                         target, rate, step.successful, step.offered,
+                         step.failed + step.operator_failed, step.passed, step.wall_s)
+                if not step.passed and not args.no_stop:
+                    stopped.add(target)
+        extra = {"agi_screening": agi.measure(),
+                 "timing": {k: v for k, v in vars(timing).items()},
+                 "duration_s": duration, "wall_s": time.monotonic() - t0}
+        command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+        path = report.write(steps, args.out, command, extra)
+        print(path.read_text())
+        print(f"report: {path}  plot: {args.out / 'latency.png'}  work: {work}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0 if steps else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Figures from the steps: percentiles, the knee, a markdown report, a PNG plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bench.load import StepResult
+
+Steps = list[StepResult]
+
+
+def pct(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile; None for no data."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def knee(steps: Steps, target: str) -> float | None:
+    """The highest rate that passed, every lower rate having passed too."""
+    best = None
+    for s in sorted((s for s in steps if s.target == target), key=lambda s: s.rate):
+        if not s.passed:
+            break
+        best = s.rate
+    return best
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+
+    def version(argv: list[str]) -> str:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+        lines = [ln.strip() for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
+        return lines[0] if lines else "?"
+
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": mem,
+            "kernel": platform.release(), "python": platform.python_version(),
+            "asterisk": version(["/usr/sbin/asterisk", "-V"]),
+            "sipp": version(["sipp", "-v"])}
+
+
+def _f(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(steps: Steps) -> str:
+    head = ("| target | rate (cps) | calls | ok | failed | INVITE→200 p50/p95/p99 (ms) "
+            "| key→operator p50/p95/p99 (ms) | CPU ms/call asterisk / app / sipp "
+            "| peak RSS MB asterisk / app | peak calls | ARI ws KB/call | pass |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    for s in sorted(steps, key=lambda s: (s.rate, s.target)):
+        inv, key = s.invite_200_ms, s.key_to_operator_ms
+        cpu, rss = s.cpu_ms_per_call, s.peak_rss_mb
+        ws = s.ws_bytes / 1024 / max(s.offered, 1) if s.target == "app" else None
+        rows.append(
+            f"| {s.target} | {s.rate:g} | {s.offered} | {s.successful} "
+            f"| {s.failed + s.operator_failed} "
+            f"| {_f(pct(inv, 50))} / {_f(pct(inv, 95))} / {_f(pct(inv, 99))} "
+            f"| {_f(pct(key, 50))} / {_f(pct(key, 95))} / {_f(pct(key, 99))} "
+            f"| {cpu.get('asterisk', 0):.1f} / "
+            f"{_f(cpu.get('app') if s.target == 'app' else None, 1)} / {cpu.get('sipp', 0):.1f} "
+            f"| {rss.get('asterisk', 0):.0f} / "
+            f"{_f(rss.get('app') if s.target == 'app' else None)} "
+            f"| {s.peak_concurrent_calls} | {_f(ws, 1)} | {'yes' if s.passed else 'NO'} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def app_side(steps: Steps) -> str:
+    lines = ["| rate (cps) | StasisStart→answered p50/p99 (ms) | key handled→operator chosen "
+             "p50/p99 (ms) |", "|---|---|---|"]
+    for s in sorted((s for s in steps if s.target == "app"), key=lambda s: s.rate):
+        a = s.app_side_ms.get("arrived_to_answered", [])
+        m = s.app_side_ms.get("menu_to_ringing", [])
+        lines.append(f"| {s.rate:g} | {_f(pct(a, 50))} / {_f(pct(a, 99))} "
+                     f"| {_f(pct(m, 50))} / {_f(pct(m, 99))} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(steps: Steps, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, attr, title in ((axes[0], "invite_200_ms", "INVITE → 200 OK"),
+                            (axes[1], "key_to_operator_ms", "key → operator INVITE (ringing)")):
+        for target, colour in (("app", "tab:red"), ("twin", "tab:blue")):
+            pts = sorted((s for s in steps if s.target == target), key=lambda s: s.rate)
+            rates = [s.rate for s in pts if getattr(s, attr)]
+            for p, style in ((50, "-o"), (99, "--^")):
+                ys = [pct(getattr(s, attr), p) for s in pts if getattr(s, attr)]
+                ax.plot(rates, ys, style, color=colour, label=f"{target} p{p}")
+        ax.set_title(title)
+        ax.set_xlabel("offered load (calls per second)")
+        ax.set_ylabel("ms")
+        ax.set_xscale("log", base=2)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Siaga 112 vs dialplan twin, Asterisk 16, 112 call mix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(steps: Steps, out: Path, command: str, extra: dict[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    k_app, k_twin = knee(steps, "app"), knee(steps, "twin")
+    ratio = (k_app / k_twin) if k_app and k_twin else None
+    data = {"machine": info, "command": command, "knee": {"app": k_app, "twin": k_twin},
+            "knee_ratio_app_over_twin": ratio, "steps": [s.to_json() for s in steps]} | extra
+    (out / "results.json").write_text(json.dumps(data, indent=1))
+    plot(steps, out / "latency.png")
+    md = [f"# Bench report\n\nCommand: `{command}`\n",
+          "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + "\n",
+          table(steps), "\nApp-side timestamps (the app's own ticket audit):\n", app_side(steps),
+          f"\nKnee (highest passing rate of the ladder): app {_f(k_app, 1)} cps, "
+          f"twin {_f(k_twin, 1)} cps; ratio app/twin {_f(ratio, 2)}\n"]
+    agi = extra.get("agi_screening")
+    if isinstance(agi, dict):
+        md.append(f"\nAGI screening: {agi.get('summary', '')}\n")
+    for s in steps:
+        for note in s.notes:
+            md.append(f"- {s.target} @ {s.rate:g} cps: {note}\n")
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path

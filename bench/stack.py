@@ -1,0 +1,225 @@
+"""One target per step: a fresh private Asterisk (+ the app in its own process for "app").
+
+Both targets use the same rendered configuration (the project's config/ and dialplan/, the
+same operators, plus bench/twin.conf); only the dialled number differs: 112 enters the app's
+Stasis path, 9112 the dialplan twin. The app runs as `python -m ari_app.cli serve`, a separate
+process, so its CPU and memory are its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from ari_app.clock import Clock
+from ari_app.config import PROJECT_ROOT, Site, load_site
+from ari_app.pbx.render import OperatorEndpoint
+from ari_app.routing.operators import add_operator, add_shift, endpoints
+from ari_app.testing.asterisk import PrivateAsterisk, on_free_ports
+from ari_app.tickets.db import make_engine, sessions
+from ari_app.tickets.migrate import upgrade
+from bench.procstat import Reaped, cpu_seconds, peak_rss_mb, reap
+
+log = logging.getLogger(__name__)
+
+TWIN_TEMPLATE = Path(__file__).resolve().parent / "twin.conf"
+FAKE_TIME = "2025-05-19T10:00:00+07:00"  # a Monday morning: Jepara is open
+SERVICES = {"app": "112", "twin": "9112"}
+
+
+async def seed_operators(db_url: str, site: Site, clock: Clock, count: int,
+                         contact_port: int) -> list[OperatorEndpoint]:
+    """op0..opN-1, all on shift now, all with a static contact at the bench's operator UAS."""
+    engine = make_engine(db_url)
+    try:
+        async with sessions(engine)() as s, s.begin():
+            now = clock.now()
+            for i in range(count):
+                name = f"op{i}"
+                await add_operator(s, site, name, name.upper(), now,
+                                   contact=f"sip:{name}@127.0.0.1:{contact_port}")
+                await add_shift(s, name, now - timedelta(hours=4), now + timedelta(hours=4))
+        async with sessions(engine)() as s:
+            return await endpoints(s, site.code)
+    finally:
+        await engine.dispose()
+
+
+def twin_dialplan(var_dir: Path, operators: int) -> Path:
+    text = TWIN_TEMPLATE.read_text().replace("{{operators}}", str(operators))
+    text = text.replace("{{last}}", str(operators - 1))
+    out = var_dir / "bench-twin.conf"
+    out.write_text(text)
+    return out
+
+
+@dataclass
+class CpuMark:
+    asterisk_s: float
+    app_s: float
+    at: float
+
+
+class TargetStack:
+    def __init__(self, target: str, var_dir: Path, sounds: Path, operators: int,
+                 operator_port: int) -> None:
+        if target not in SERVICES:
+            raise ValueError(f"target must be one of {sorted(SERVICES)}, got {target!r}")
+        self.target, self.var_dir, self.sounds = target, var_dir, sounds
+        self.operators, self.operator_port = operators, operator_port
+        self.service = SERVICES[target]
+        self.site: Site = on_free_ports(load_site("jepara"))
+        self.db_url = f"sqlite+aiosqlite:///{var_dir}/siaga112.db"
+        self.asterisk: PrivateAsterisk | None = None
+        self.app: subprocess.Popen[bytes] | None = None
+        self.app_reaped: Reaped | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        link = self.var_dir / "sounds"
+        if not link.exists():
+            link.symlink_to(self.sounds, target_is_directory=True)
+        upgrade(self.db_url)
+        clock = Clock(datetime.fromisoformat(FAKE_TIME))
+        eps = asyncio.run(seed_operators(self.db_url, self.site, clock, self.operators,
+                                         self.operator_port))
+        self.asterisk = PrivateAsterisk(self.site, self.var_dir, operators=eps,
+                                        extra_dialplan=[twin_dialplan(self.var_dir,
+                                                                      self.operators)])
+        self.asterisk.start()
+        if self.target == "app":
+            self._start_app()
+
+    def _start_app(self) -> None:
+        assert self.asterisk is not None
+        env = dict(os.environ)
+        env.update({
+            "SIAGA112_ARI_URL": self.asterisk.ari_url,
+            "SIAGA112_ARI_USER": self.asterisk.rendered.ari_user,
+            "SIAGA112_ARI_PASSWORD": self.asterisk.rendered.ari_password,
+            "DATABASE_URL": self.db_url,
+            "SIAGA112_VAR": str(self.var_dir),
+            "SIAGA112_FAKE_TIME": FAKE_TIME,
+        })
+        with open(self.var_dir / "app.log", "wb") as out:
+            self.app = subprocess.Popen(
+                [sys.executable, "-m", "ari_app.cli", "--site", "jepara", "serve"],
+                cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.app.poll() is not None:
+                raise RuntimeError(f"app exited with {self.app.returncode}; see "
+                                   f"{self.var_dir / 'app.log'}")
+            if self._ari_ok(f"applications/{self.site.stasis_app}"):
+                time.sleep(1.5)  # the roster's first refresh runs right after connecting
+                return
+            time.sleep(0.2)
+        raise RuntimeError("app did not connect to ARI within 30 s")
+
+    def _ari_ok(self, path: str) -> bool:
+        assert self.asterisk is not None
+        r = self.asterisk.rendered
+        req = urllib.request.Request(f"{self.asterisk.ari_url}/ari/{path}")
+        token = base64.b64encode(f"{r.ari_user}:{r.ari_password}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=1) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        if self.app is not None and self.app_reaped is None:
+            self.app.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                self.app_reaped = reap(self.app.pid, block=False)
+                if self.app_reaped is not None:
+                    break
+                time.sleep(0.1)
+            if self.app_reaped is None:
+                self.app.kill()
+                self.app_reaped = reap(self.app.pid, block=True)
+            self.app.returncode = 0
+        if self.asterisk is not None:
+            try:
+                self.asterisk.stop()
+            except Exception as exc:  # a stuck Asterisk must not hide the figures
+                log.error("asterisk stop: %s", exc)
+
+    # ---- measures --------------------------------------------------------------------------
+    @property
+    def asterisk_pid(self) -> int:
+        assert self.asterisk is not None and self.asterisk.process.proc is not None
+        return self.asterisk.process.proc.pid
+
+    @property
+    def app_pid(self) -> int | None:
+        return self.app.pid if self.app is not None else None
+
+    def cpu_mark(self) -> CpuMark:
+        app = cpu_seconds(self.app_pid) if self.app_pid else 0.0
+        return CpuMark(cpu_seconds(self.asterisk_pid), app, time.monotonic())
+
+    def peak_rss(self) -> tuple[float, float]:
+        app = peak_rss_mb(self.app_pid) if self.app_pid else 0.0
+        return peak_rss_mb(self.asterisk_pid), app
+
+    def taskprocessor_warnings(self) -> list[str]:
+        if self.asterisk is None:
+            return []
+        return [line for line in self.asterisk.log_text().splitlines()
+                if "task processor queue reached" in line or ("taskprocessor" in line.lower()
+                and "high water" in line.lower())]
+
+    def ws_bytes(self) -> int:
+        """Bytes Asterisk sent on the app's events websocket (from the kernel's tcp_info).
+
+        The websocket is the connection to the HTTP port on which Asterisk sent the most while
+        receiving almost nothing (REST connections carry requests both ways).
+        """
+        http_port = self.site.asterisk.http_port
+        try:
+            out = subprocess.run(["ss", "-tinH", "state", "established", "(", "sport", "=",
+                                  f":{http_port}", ")"], capture_output=True, text=True,
+                                 timeout=5, check=False).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return 0
+        best = 0
+        blocks: list[str] = []
+        for line in out.splitlines():
+            if line[:1].isspace() and blocks:
+                blocks[-1] += " " + line
+            else:
+                blocks.append(line)
+        for block in blocks:
+            sent = _field(block, "bytes_acked:")
+            received = _field(block, "bytes_received:")
+            if sent > best and sent > 20 * max(received, 1):
+                best = sent
+        return best
+
+
+def _field(text: str, name: str) -> int:
+    i = text.find(name)
+    if i < 0:
+        return 0
+    digits = ""
+    for ch in text[i + len(name):]:
+        if not ch.isdigit():
+            break
+        digits += ch
+    return int(digits) if digits else 0

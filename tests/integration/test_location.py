@@ -1,0 +1,143 @@
+"""Silent callers are located: AML over HTTPS/SMS, carrier PIDF-LO, cell id (real Asterisk + SIPp)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from ari_app.clock import Clock
+from ari_app.live import next_change
+from tests.integration.conftest import PhoneFactory, StackFactory
+
+pytestmark = pytest.mark.integration
+
+CALLER = "081211112222"
+AML = ('A"ML=1;lt=-6.58870;lg=+110.66840;rd=12;top=20250519030000;lc=68;pm=G;'
+       "si=510101234567890;ei=3582390590425420;mcc=510;mnc=10;ml=124")
+PIDF = """<?xml version="1.0" encoding="UTF-8"?>
+<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10"
+ xmlns:gml="http://www.opengis.net/gml" xmlns:gs="http://www.opengis.net/pidflo/1.0"
+ entity="pres:081211112222@carrier.test">
+<tuple id="carrier"><status><gp:geopriv><gp:location-info>
+<gs:Circle srsName="urn:ogc:def:crs:EPSG::4326"><gml:pos>-3.05000 114.60000</gml:pos>
+<gs:radius uom="urn:ogc:def:uom:EPSG::9001">850</gs:radius></gs:Circle>
+</gp:location-info><gp:usage-rules/><gp:method>Cell</gp:method></gp:geopriv></status>
+</tuple></presence>"""
+
+
+def clock() -> Clock:
+    return Clock(datetime(2025, 5, 19, 10, 0, tzinfo=ZoneInfo("Asia/Jakarta")))
+
+
+def sms(text: str = AML, sender: str = "+62" + CALLER[1:]) -> str:
+    return json.dumps({"from": sender, "text": text})
+
+
+async def test_silent_caller_reaches_operator_flagged_with_aml_location_posted_after_start(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=clock())
+    assert stack.app is not None
+    changes = stack.app.live.listen()
+    call = asyncio.create_task(stack.call("caller_silent.xml", keys={"caller": CALLER}))
+    arrived = await next_change(changes, "arrived", timeout=20)
+    await asyncio.sleep(3)  # the handset's AML SMS reaches the gateway three seconds in
+    status, body = await stack.post_aml(sms())
+    assert (status, body["status"]) == (200, "accepted")
+    located = await next_change(changes, "location", timeout=10, call=arrived["call"])
+    assert (located["latitude"], located["longitude"]) == (-6.5887, 110.6684)
+    assert (await call).ok
+    await stack.settle()
+    [ticket] = await stack.tickets()
+    assert ticket.silent and ticket.operator == "op1" and ticket.priority == 1
+    [loc] = await stack.locations(ticket)
+    assert (loc.source, loc.latitude, loc.longitude, loc.radius_m, loc.method) == (
+        "aml-sms", -6.5887, 110.6684, 12.0, "GNSS")
+    assert loc.raw == AML and loc.caller_key == "+6281211112222"
+    assert "-6.5887,110.6684" in ticket.notes
+
+
+async def test_aml_that_arrives_ten_seconds_before_the_call_is_attached_when_it_comes(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=clock())
+    status, _ = await stack.post_aml(sms())
+    assert status == 200
+    stack.clock.advance(10)  # the INVITE comes ten seconds after the SMS
+    assert (await stack.call("caller_silent.xml", keys={"caller": CALLER})).ok
+    await stack.settle()
+    [ticket] = await stack.tickets()
+    [loc] = await stack.locations(ticket)
+    assert loc.source == "aml-sms" and ticket.silent
+    assert (ticket.arrived_at - loc.received_at).total_seconds() >= 10
+    assert "-6.5887,110.6684" in ticket.notes
+
+
+async def test_carrier_pidf_lo_and_cell_id_become_locations_on_the_ticket(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=clock())
+    result = await stack.call("caller_pidf.xml", keys={"caller": CALLER},
+                              template={"pidf": PIDF, "tac_eci": "0A1B2C3D4E5F6"})
+    assert result.ok, result.errors
+    await stack.settle()
+    [ticket] = await stack.tickets()
+    by_source = {loc.source: loc for loc in await stack.locations(ticket)}
+    pidf = by_source["pidf"]
+    assert (pidf.latitude, pidf.longitude, pidf.radius_m, pidf.method) == (
+        -3.05, 114.6, 850.0, "Cell")
+    cell = by_source["cell"]
+    assert cell.latitude is None and json.loads(cell.civic or "{}")["radio"] == "E-UTRAN"
+    assert ticket.operator == "op1"
+
+
+async def test_garbage_pidf_lo_still_reaches_operator_and_the_rejection_is_recorded(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=clock())
+    result = await stack.call("caller_pidf.xml", keys={"caller": CALLER},
+                              template={"pidf": "<presence>not a location</nonsense>",
+                                        "tac_eci": "zz"})
+    assert result.ok, result.errors
+    await stack.settle()
+    [ticket] = await stack.tickets()
+    assert ticket.operator == "op1"
+    assert await stack.locations(ticket) == []
+    sources = {r.source for r in await stack.rejections()}
+    assert {"pidf", "cell"} <= sources
+
+
+async def test_aml_without_valid_token_is_refused_and_nothing_is_stored(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(start_app=True)
+    status, _ = await stack.post_aml(sms(), token="wrong")
+    assert status == 401
+    status, _ = await stack.post_aml(sms(), token="")
+    assert status == 401
+    status, _ = await stack.post_aml(b"x" * (1024 * 1024))
+    assert status == 413
+    await stack.settle()
+    assert await stack.locations() == [] and await stack.rejections() == []
+
+
+async def test_bad_aml_gets_2xx_with_its_reason_and_the_rejection_keeps_the_raw_text(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack()
+    bad = AML.replace("pm=G", "pm=Z")
+    status, body = await stack.post_aml(sms(bad))
+    assert status == 200 and body["status"] == "rejected"
+    assert "pm" in body["reason"] and "'Z'" in body["reason"]
+    await stack.settle()
+    [rejection] = await stack.rejections()
+    assert rejection.source == "aml" and rejection.origin == "smsgw"
+    assert json.loads(rejection.raw)["text"] == bad and rejection.reason == body["reason"]
