@@ -6,11 +6,11 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ari_app.config import Site
-from ari_app.tickets.models import Operator, Shift, Ticket, TicketAudit
+from ari_app.tickets.models import CallerFlagClear, Operator, Shift, Ticket, TicketAudit
 
 TICKET_FIELDS = ("reference", "status", "kind", "category", "priority", "silent", "caller_number",
                  "operator", "agency", "menu_choice", "policy", "callback_needed", "arrived_at",
@@ -76,3 +76,47 @@ async def list_shifts(s: AsyncSession, site: str) -> list[dict[str, Any]]:
                            .where(Operator.site == site).order_by(Shift.starts_at))
     return [{"operator": n, "starts_at": a.isoformat(), "ends_at": b.isoformat()}
             for n, a, b in rows]
+
+
+OUTCOMES = ("genuine", "complaint", "prank", "ghost", "abandoned")
+
+
+async def caller_history(s: AsyncSession, key: str, since: datetime) -> dict[str, Any]:
+    """Counts per outcome class for one normalised number, after the last supervisor clear."""
+    cleared = await s.scalar(select(func.max(CallerFlagClear.cleared_at))
+                             .where(CallerFlagClear.caller_key == key))
+    q = select(Ticket.outcome, func.count()).where(Ticket.caller_key == key,
+                                                   Ticket.arrived_at >= since)
+    if cleared is not None:
+        q = q.where(Ticket.arrived_at > cleared)
+    counts = {o: 0 for o in OUTCOMES}
+    for outcome, n in await s.execute(q.group_by(Ticket.outcome)):
+        if outcome in counts:
+            counts[outcome] = int(n)
+    return {"caller": key, "since": since.isoformat(),
+            "cleared_at": cleared.isoformat() if cleared else None, "counts": counts}
+
+
+async def clear_flags(s: AsyncSession, key: str, by: str, reason: str, at: datetime) -> None:
+    """A supervisor clears a number's prank/ghost history; audited on the number's tickets."""
+    s.add(CallerFlagClear(caller_key=key, cleared_at=at, cleared_by=by, reason=reason))
+    latest = await s.scalar(select(Ticket).where(Ticket.caller_key == key)
+                            .order_by(Ticket.arrived_at.desc()).limit(1))
+    if latest is not None:
+        s.add(TicketAudit(ticket_id=latest.id, at=at, actor=by, action="flags cleared",
+                          detail=json.dumps({"caller": key, "reason": reason})))
+
+
+async def mark_ticket(s: AsyncSession, reference: str, status: str, by: str,
+                      at: datetime) -> bool:
+    """An operator marks a ticket prank/ghost/duplicate (counts for screening)."""
+    t = await s.scalar(select(Ticket).where(Ticket.reference == reference))
+    if t is None:
+        return False
+    before = {"status": t.status, "outcome": t.outcome}
+    t.status = status
+    if status in ("prank", "ghost"):
+        t.outcome = status
+    s.add(TicketAudit(ticket_id=t.id, at=at, actor=by, action="marked",
+                      detail=json.dumps({"before": before, "status": status})))
+    return True

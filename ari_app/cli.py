@@ -298,6 +298,62 @@ def cmd_aml_parse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _caller_key_or_exit(number: str) -> str:
+    from ari_app.location.numbers import InvalidNumber, normalise_msisdn
+
+    try:
+        return normalise_msisdn(number)
+    except InvalidNumber as exc:
+        raise ConfigError("command line", "NUMBER", "a phone number", number) from exc
+
+
+def cmd_callers_history(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from ari_app.admin import caller_history
+
+    site = _site(args)
+    key = _caller_key_or_exit(args.number)
+    since = datetime.now(UTC) - timedelta(hours=args.hours or site.screening.window_h)
+
+    async def work(s: AsyncSession) -> int:
+        data = await caller_history(s, key, since)
+        flagged = data["counts"]["prank"] + data["counts"]["ghost"] >= site.screening.threshold
+        data["flagged"] = flagged and key not in site.screening.allowlist
+        print(json.dumps(data, indent=1) if args.json else
+              f"{key}: " + ", ".join(f"{k} {v}" for k, v in data["counts"].items())
+              + (" (FLAGGED: warning + lower priority)" if data["flagged"] else ""))
+        return 0
+
+    return _run_db(args, work)
+
+
+def cmd_callers_clear(args: argparse.Namespace) -> int:
+    from ari_app.admin import clear_flags
+
+    key = _caller_key_or_exit(args.number)
+
+    async def work(s: AsyncSession) -> int:
+        await clear_flags(s, key, args.by, args.reason, datetime.now(UTC))
+        print(f"{key}: prank/ghost history cleared by {args.by}")
+        return 0
+
+    return _run_db(args, work, write=True)
+
+
+def cmd_tickets_mark(args: argparse.Namespace) -> int:
+    from ari_app.admin import mark_ticket
+
+    async def work(s: AsyncSession) -> int:
+        if not await mark_ticket(s, args.reference, args.status, args.by, datetime.now(UTC)):
+            print(f"siaga112: no ticket {args.reference}", file=sys.stderr)
+            return 1
+        print(f"{args.reference} marked {args.status} by {args.by}")
+        return 0
+
+    return _run_db(args, work, write=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="siaga112", description="Siaga 112 emergency line")
     p.add_argument("--site", help="site code or TOML file (default: $SIAGA112_SITE or jepara)")
@@ -328,6 +384,25 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("reference")
     ts.add_argument("--json", action="store_true")
     ts.set_defaults(func=cmd_tickets_show)
+
+    tm = tk.add_parser("mark", help="mark a ticket prank/ghost/duplicate (counts for screening)")
+    tm.add_argument("reference")
+    tm.add_argument("status", choices=["prank", "ghost", "duplicate"])
+    tm.add_argument("--by", required=True, help="who marks it (audited)")
+    tm.set_defaults(func=cmd_tickets_mark)
+
+    cl = sub.add_parser("callers", help="caller history and flags").add_subparsers(
+        dest="cl_cmd", required=True)
+    ch = cl.add_parser("history", help="outcome counts for a number")
+    ch.add_argument("number")
+    ch.add_argument("--hours", type=float)
+    ch.add_argument("--json", action="store_true")
+    ch.set_defaults(func=cmd_callers_history)
+    cc = cl.add_parser("clear", help="a supervisor clears a number's prank/ghost flags")
+    cc.add_argument("number")
+    cc.add_argument("--by", required=True, help="the supervisor (audited)")
+    cc.add_argument("--reason", default="")
+    cc.set_defaults(func=cmd_callers_clear)
 
     ops = sub.add_parser("operators", help="operators").add_subparsers(dest="op_cmd", required=True)
     oa = ops.add_parser("add", help="add an operator and their SIP account")

@@ -69,3 +69,41 @@ async def test_tickets_list_and_show_read_what_the_service_wrote(tmp_path: Path,
     assert missing.returncode == 1 and "no ticket JPR-0" in missing.stderr
 
 
+
+
+async def test_supervisor_clears_flags_and_history_counts_only_what_came_after(
+    tmp_path: Path, db_url: str,
+) -> None:
+    site = load_site("jepara")
+    engine = make_engine(db_url)
+    writer = Writer(sessions(engine))
+    task = asyncio.create_task(writer.run())
+    service = TicketService(writer, site.code, site.reference_prefix, site.timezone)
+    now = Clock().now()
+    for i in range(3):
+        service.open(f"g{i}", "081277770001", now, caller_key="+6281277770001")
+        service.change(f"g{i}", "ended", now, outcome="ghost")
+    await writer.flush()
+    task.cancel()
+    await engine.dispose()
+    history = json.loads((await asyncio.to_thread(
+        cli, tmp_path, db_url, "callers", "history", "0812-7777-0001", "--json")).stdout)
+    assert history["counts"]["ghost"] == 3 and history["flagged"] is True
+    cleared = await asyncio.to_thread(cli, tmp_path, db_url, "callers", "clear", "081277770001",
+                                      "--by", "supervisor1", "--reason", "hospital line")
+    assert cleared.returncode == 0, cleared.stderr
+    history = json.loads((await asyncio.to_thread(
+        cli, tmp_path, db_url, "callers", "history", "+6281277770001", "--json")).stdout)
+    assert history["counts"]["ghost"] == 0 and history["flagged"] is False
+    ref = json.loads((await asyncio.to_thread(cli, tmp_path, db_url, "tickets", "list",
+                                              "--json")).stdout)[0]["reference"]
+    shown = json.loads((await asyncio.to_thread(cli, tmp_path, db_url, "tickets", "show", ref,
+                                                "--json")).stdout)
+    assert any(a["action"] == "flags cleared" and a["actor"] == "supervisor1"
+               for a in shown["audit"])
+    marked = await asyncio.to_thread(cli, tmp_path, db_url, "tickets", "mark", ref, "prank",
+                                     "--by", "op1")
+    assert marked.returncode == 0
+    shown = json.loads((await asyncio.to_thread(cli, tmp_path, db_url, "tickets", "show", ref,
+                                                "--json")).stdout)
+    assert shown["status"] == "prank"

@@ -1,0 +1,132 @@
+"""Ghost and prank screening (AGI before Stasis) and the dialplan fallback when the app is down."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from ari_app.clock import Clock
+from ari_app.tickets.models import Ticket
+from tests.integration.conftest import PhoneFactory, Stack, StackFactory
+
+pytestmark = pytest.mark.integration
+
+FLAGGED = "081277770000"
+CLEAN = "081288880000"
+
+
+def clock() -> Clock:
+    return Clock(datetime(2025, 5, 19, 10, 0, tzinfo=ZoneInfo("Asia/Jakarta")))
+
+
+async def seed_ghosts(stack: Stack, number: str, count: int) -> None:
+    """Earlier ghost calls from this number, within the last 24 h of real time (AGI's clock)."""
+    assert stack.app is not None
+    key = "+62" + number[1:]
+    async with stack.app.sessions() as s, s.begin():
+        for i in range(count):
+            s.add(Ticket(reference=f"OLD-{number}-{i}", site=stack.site.code, caller_number=number,
+                         caller_key=key, arrived_at=datetime.now(UTC) - timedelta(hours=i + 1),
+                         outcome="ghost", status="abandoned"))
+
+
+async def audit_detail(stack: Stack, ticket: Ticket, action: str) -> dict[str, object]:
+    [entry] = [a for a in await stack.audit(ticket) if a.action == action]
+    return dict(json.loads(entry.detail))
+
+
+async def test_flagged_number_hears_warning_presses_key_and_reaches_operator(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=clock())
+    await seed_ghosts(stack, FLAGGED, 3)
+    result = await stack.call("caller_key.xml", keys={"caller": FLAGGED},
+                              template={"digit": "1", "key_after_ms": "1200"})
+    assert result.ok, result.errors
+    await stack.settle()
+    ticket = next(t for t in await stack.tickets() if t.channel_id)
+    assert ticket.policy is not None and ticket.policy.startswith("warned: 3 prank/ghost calls")
+    assert ticket.menu_choice == "warned-key" and ticket.operator == "op1"
+    assert ticket.priority == stack.site.menu.uncategorised_priority + 3
+    assert (await audit_detail(stack, ticket, "screening"))["flags"] == "flagged:3"
+
+
+async def test_flagged_number_staying_silent_still_reaches_an_operator(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=clock())
+    await seed_ghosts(stack, FLAGGED, 3)
+    result = await stack.call("caller_silent.xml", keys={"caller": FLAGGED})
+    assert result.ok, result.errors
+    await stack.settle()
+    ticket = next(t for t in await stack.tickets() if t.channel_id)
+    assert ticket.menu_choice == "warned-stayed" and ticket.operator == "op1"
+    assert ticket.status != "abandoned"
+
+
+async def test_clean_number_hears_no_warning(make_stack: StackFactory,
+                                             phone: PhoneFactory) -> None:
+    _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=clock())
+    await seed_ghosts(stack, CLEAN, 2)  # below the threshold of 3
+    result = await stack.call("caller_key.xml", keys={"caller": CLEAN}, template={"digit": "2"})
+    assert result.ok, result.errors
+    await stack.settle()
+    ticket = next(t for t in await stack.tickets() if t.channel_id)
+    assert ticket.policy == "screen: clean"
+    assert not [a for a in await stack.audit(ticket) if a.action == "warned"]
+    assert ticket.category == "fire"
+
+
+async def test_unreachable_database_screening_returns_within_budget_and_call_goes_on(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    # A "database" that accepts connections and never answers: the worst kind of outage.
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    port = blackhole.getsockname()[1]
+    try:
+        _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+        stack = await make_stack(operators=[("op1", contact)], clock=clock(),
+                                 agi_database_url=f"postgresql://x@127.0.0.1:{port}/none")
+        result = await stack.call("caller_key.xml", template={"digit": "2"})
+        assert result.ok, result.errors
+        await stack.settle()
+        [ticket] = await stack.tickets()
+        assert ticket.policy == "screen: unscreened" and ticket.operator == "op1"
+        detail = await audit_detail(stack, ticket, "screening")
+        budget = stack.site.screening.budget_ms
+        assert isinstance(detail["screen_ms"], int)
+        # The budget starts when the AGI process does; allow for Python's own start-up.
+        assert detail["screen_ms"] <= budget + 600, detail
+    finally:
+        blackhole.close()
+
+
+async def test_app_down_caller_reaches_operator_by_fallback_and_gets_one_ticket_later(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1500"])
+    stack = await make_stack(operators=[("op1", contact)], clock=clock(), start_app=False)
+    result = await stack.call("caller_listen.xml", keys={"caller": "081233334444"})
+    assert result.ok, result.errors
+    assert (await uas.wait(15)).successful == 1  # a human answered with the app down
+    await stack.start_app()
+    await stack.app.writer.flush()  # type: ignore[union-attr]
+    [ticket] = await stack.tickets()
+    assert ticket.caller_number == "081233334444"
+    assert ticket.policy is not None and ticket.policy.startswith("fallback")
+    assert ticket.operator is not None and "op1" in ticket.operator
+    assert ticket.end_reason == "fallback: ANSWER"
+    # The app restarting again does not import the same call twice.
+    await stack.stop_app()
+    await stack.start_app()
+    await stack.app.writer.flush()  # type: ignore[union-attr]
+    assert len(await stack.tickets()) == 1
