@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from ari_app.tickets.db import database_url, make_engine, sessions
 from ari_app.tickets.fallback import FallbackImporter
 from ari_app.tickets.service import TicketService
 from ari_app.tickets.writer import Writer
+from ari_app.web.console import start_background
 from ari_app.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,40 @@ class AppSettings:
         )
 
 
+class AppAlreadyRunning(Exception):
+    """Another app holds this site's Stasis name: ARI would silently starve one of them."""
+
+
+class InstanceLock:
+    """One app per Stasis name on this node: an flock, released by the kernel even on SIGKILL."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise AppAlreadyRunning(
+                f"another siaga112 serve (pid {holder}) already runs Stasis app "
+                f"{self.path.stem!r}; two apps on one name make ARI drop calls. "
+                f"Stop it first (lock: {self.path})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
 class App:
     def __init__(self, settings: AppSettings) -> None:
         self.settings = settings
@@ -84,6 +120,7 @@ class App:
         self.events = EventLoop(self.ari, site.stasis_app, self.registry.on_event,
                                 self._on_connect)
         self._tasks: list[asyncio.Task[None]] = []
+        self.lock = InstanceLock(settings.var_dir / "run" / f"{site.stasis_app}.lock")
         self.web: WebServer | None = None
         if settings.web_port != 0:
             self.web = WebServer(self, settings.web_port)
@@ -93,23 +130,36 @@ class App:
 
     async def _on_connect(self, channel_ids: list[str]) -> None:
         self.fallback.import_new()
+        self._close_lost_calls(set(channel_ids))
         await self._holding_bridge()
         await self.roster.refresh()
         await self._adopt(channel_ids)
 
+    def _close_lost_calls(self, present: set[str]) -> None:
+        """Calls whose channels died with Asterisk are closed (end reason "asterisk restart")."""
+        for call_id, call in list(self.registry.calls.items()):
+            if call_id not in present:
+                log.warning("%s channel gone after reconnect: Asterisk restarted", call.tag)
+                call.lost_reason = "asterisk restart"
+                call.deliver({"type": "ChannelDestroyed", "channel": {"id": call_id},
+                              "cause_txt": "asterisk restart"})
+
     async def _holding_bridge(self) -> None:
         bridge = self.ctx.holding_bridge
         try:
-            await self.ari.post("bridges", bridge, type="holding", name="112 waiting callers")
-            await self.ari.post("bridges", bridge, "moh", mohClass="default")
+            try:
+                await self.ari.get("bridges", bridge)  # still there after an app restart
+            except NotFound:
+                await self.ari.post("bridges", bridge, type="holding", name="112 waiting callers")
+                await self.ari.post("bridges", bridge, "moh", mohClass="default")
         except AriError as exc:
             log.error("holding bridge %s not ready: %s (callers get channel music)", bridge, exc)
 
     async def _adopt(self, channel_ids: list[str]) -> None:
         """Calls still in our app after a reconnect or restart are taken up again."""
         for channel_id in channel_ids:
-            if channel_id in self.registry.owners:
-                continue
+            if channel_id in self.registry.owners or channel_id.startswith("op-"):
+                continue  # operator legs are paired again by their caller's adoption
             try:
                 channel = await self.ari.get("channels", channel_id)
             except NotFound:
@@ -118,6 +168,7 @@ class App:
             self.registry.start(channel, ["adopted"])
 
     async def start(self) -> None:
+        self.lock.acquire()
         if self.web is not None:
             await self.web.start()
         self._tasks = [
@@ -126,6 +177,7 @@ class App:
             asyncio.create_task(self._roster_loop(), name="roster"),
             asyncio.create_task(self._fallback_loop(), name="fallback-import"),
         ]
+        self._tasks.append(start_background(self))  # agencies seeded, notification worker
 
     async def _roster_loop(self) -> None:
         await self.events.wait_ready(None)
@@ -153,3 +205,4 @@ class App:
             await self.web.stop()
         await self.ari.close()
         await self.engine.dispose()
+        self.lock.release()

@@ -100,7 +100,7 @@ def cmd_prompts_build(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ari_app.app import App, AppSettings
+    from ari_app.app import App, AppAlreadyRunning, AppSettings
 
     site, var_dir = _site(args), _var_dir(args)
     settings = AppSettings.from_env(site, var_dir)
@@ -111,7 +111,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await app.start()
+        try:
+            await app.start()
+        except AppAlreadyRunning as exc:
+            print(f"siaga112: {exc}", file=sys.stderr)
+            await app.engine.dispose()
+            raise SystemExit(3) from None
         log.info("serving site=%s app=%s ARI=%s", site.code, site.stasis_app, settings.ari_url)
         await stop.wait()
         await app.stop()
@@ -354,6 +359,96 @@ def cmd_tickets_mark(args: argparse.Namespace) -> int:
     return _run_db(args, work, write=True)
 
 
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from ari_app.web.auth import UserError, add_user
+
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+
+    async def work(s: AsyncSession) -> int:
+        try:
+            made = await add_user(s, args.name, args.role, password, datetime.now(UTC))
+        except UserError as exc:
+            print(f"siaga112: {exc}", file=sys.stderr)
+            return 2
+        print(f"user {args.name} ({args.role}) added" +
+              ("" if password else f". password: {made}   (shown once)"))
+        return 0
+
+    return _run_db(args, work, write=True)
+
+
+def cmd_users_token(args: argparse.Namespace) -> int:
+    from ari_app.web.auth import UserError, add_token
+
+    async def work(s: AsyncSession) -> int:
+        try:
+            token = await add_token(s, args.name, args.label, datetime.now(UTC))
+        except UserError as exc:
+            print(f"siaga112: {exc}", file=sys.stderr)
+            return 2
+        print(f"API token for {args.name} (shown once): {token}")
+        return 0
+
+    return _run_db(args, work, write=True)
+
+
+def cmd_agencies_seed(args: argparse.Namespace) -> int:
+    from ari_app.web.agencies import seed_agencies
+
+    site, var_dir = _site(args), _var_dir(args)
+
+    async def work(s: AsyncSession) -> int:
+        print(f"{await seed_agencies(s, site.code, var_dir)} agencies added")
+        return 0
+
+    return _run_db(args, work, write=True)
+
+
+def cmd_agencies_set(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from ari_app.tickets.models import Agency
+
+    site = _site(args)
+
+    async def work(s: AsyncSession) -> int:
+        agency = await s.scalar(select(Agency).where(Agency.site == site.code,
+                                                     Agency.code == args.code))
+        if agency is None:
+            print(f"siaga112: no agency {args.code} (run `siaga112 agencies seed`)", file=sys.stderr)
+            return 1
+        if args.webhook_url is not None:
+            if args.webhook_url and not args.webhook_url.startswith(("http://", "https://")):
+                print("siaga112: --webhook-url: expected an http(s) URL", file=sys.stderr)
+                return 2
+            agency.webhook_url = args.webhook_url
+        if args.email is not None:
+            agency.email = args.email
+        print(f"{agency.code}: webhook {agency.webhook_url or '-'}, e-mail {agency.email or '-'}")
+        return 0
+
+    return _run_db(args, work, write=True)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from ari_app.web import kpi
+
+    site = _site(args)
+    try:
+        start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
+    except ValueError:
+        raise ConfigError("command line", "--from/--to", "YYYY-MM-DD", f"{args.start} {args.end}") from None
+
+    async def work(s: AsyncSession) -> int:
+        k = await kpi.load(s, site.code, site.timezone, start, end)
+        print(kpi.to_csv(k) if args.csv else kpi.to_text(k), end="\n" if not args.csv else "")
+        return 0
+
+    return _run_db(args, work)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="siaga112", description="Siaga 112 emergency line")
     p.add_argument("--site", help="site code or TOML file (default: $SIAGA112_SITE or jepara)")
@@ -437,6 +532,33 @@ def build_parser() -> argparse.ArgumentParser:
                                                                               required=True)
     aml.add_parser("parse", help="parse one message from stdin (SMS text, hex, HTTPS form)"
                    ).set_defaults(func=cmd_aml_parse)
+
+    us = sub.add_parser("users", help="console users").add_subparsers(dest="us_cmd", required=True)
+    ua = us.add_parser("add", help="add a console user (password generated and shown once)")
+    ua.add_argument("name")
+    ua.add_argument("--role", required=True, choices=["operator", "supervisor", "admin"])
+    ua.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    ua.set_defaults(func=cmd_users_add)
+    ut = us.add_parser("token", help="make an API bearer token for a user (shown once)")
+    ut.add_argument("name")
+    ut.add_argument("--label", default="cli")
+    ut.set_defaults(func=cmd_users_token)
+
+    ag = sub.add_parser("agencies", help="agencies tickets are dispatched to").add_subparsers(
+        dest="ag_cmd", required=True)
+    ag.add_parser("seed", help="add the site's agencies from config/agencies/<site>.toml"
+                  ).set_defaults(func=cmd_agencies_seed)
+    ags = ag.add_parser("set", help="set an agency's webhook URL or e-mail")
+    ags.add_argument("code")
+    ags.add_argument("--webhook-url")
+    ags.add_argument("--email")
+    ags.set_defaults(func=cmd_agencies_set)
+
+    rp = sub.add_parser("report", help="KPIs for a period (site-local dates, inclusive)")
+    rp.add_argument("--from", dest="start", required=True, help="YYYY-MM-DD")
+    rp.add_argument("--to", dest="end", required=True, help="YYYY-MM-DD")
+    rp.add_argument("--csv", action="store_true")
+    rp.set_defaults(func=cmd_report)
 
     pr = sub.add_parser("prompts", help="IVR prompts").add_subparsers(dest="pr_cmd", required=True)
     b = pr.add_parser("build", help="speak config/prompts/*.toml into var/sounds")

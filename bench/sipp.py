@@ -136,7 +136,7 @@ class SippProc:
                 failed = _int(last, col.get("FailedCall(C)"))
                 wd_major = _int(last, col.get("WatchdogMajor(C)"))
                 wd_minor = _int(last, col.get("WatchdogMinor(C)"))
-                current = [_int(r, col.get("CurrentCall(P)")) for r in rows[1:]]
+                current = [_int(r, col.get("CurrentCall")) for r in rows[1:]]
         rtts: list[float] = []
         for rtt in wd.glob("*_rtt.csv"):
             for row in csv.reader(rtt.read_text(errors="replace").splitlines()[1:], delimiter=";"):

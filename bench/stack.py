@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from ari_app.config import PROJECT_ROOT, Site, load_site
 from ari_app.pbx.render import OperatorEndpoint
 from ari_app.routing.operators import add_operator, add_shift, endpoints
 from ari_app.testing.asterisk import PrivateAsterisk, on_free_ports
+from ari_app.testing.ports import rtp_range
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.migrate import upgrade
 from bench.procstat import Reaped, cpu_seconds, peak_rss_mb, reap
@@ -79,7 +81,12 @@ class TargetStack:
         self.target, self.var_dir, self.sounds = target, var_dir, sounds
         self.operators, self.operator_port = operators, operator_port
         self.service = SERVICES[target]
-        self.site: Site = on_free_ports(load_site("jepara"))
+        site = on_free_ports(load_site("jepara"))
+        # The harness's default 400 RTP ports (200 channels) ran out at 8 cps (run of
+        # 2026-11-22): a bridged call takes two channels. 2000 ports = 1000 channels.
+        start, end = rtp_range(2000)
+        self.site: Site = dataclasses.replace(
+            site, asterisk=dataclasses.replace(site.asterisk, rtp_start=start, rtp_end=end))
         self.db_url = f"sqlite+aiosqlite:///{var_dir}/siaga112.db"
         self.asterisk: PrivateAsterisk | None = None
         self.app: subprocess.Popen[bytes] | None = None

@@ -35,6 +35,7 @@ class Call:
         self.ticket_ref: str | None = None
         self.keys = ""          # every DTMF digit the caller pressed
         self.talked = False     # talk detection heard the caller at least once
+        self.lost_reason: str | None = None  # e.g. "asterisk restart"
 
     @staticmethod
     def loop_time() -> float:

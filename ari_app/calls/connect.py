@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ari_app.ari import AriError, BadRequest, NotFound
+from ari_app.ari import AriError, BadRequest, NotFound, Unprocessable
 from ari_app.calls.call import Call, CallerHungUp
 from ari_app.calls.context import CallContext
 from ari_app.routing.queue import Waiting
@@ -31,6 +31,8 @@ async def hold(ctx: CallContext, call: Call) -> None:
                            role="participant")
     except NotFound as exc:
         raise CallerHungUp(call.id) from exc
+    except Unprocessable:
+        log.info("%s already in the holding bridge", call.tag)  # adopted after a restart
     except AriError as exc:  # no holding bridge: the caller still waits, with channel MOH
         log.warning("%s holding bridge unavailable (%s): channel music instead", call.tag, exc)
         try:
@@ -70,9 +72,35 @@ async def wait_turn(ctx: CallContext, call: Call, entry: Waiting) -> str:
             log.info("%s reminder not played: %s", call.tag, exc)
 
 
+def operator_leg_id(caller_id: str) -> str:
+    """Operator legs carry their caller's id, so a restarted app can pair them again."""
+    return f"op-{caller_id}-{uuid.uuid4().hex[:8]}"
+
+
+def operator_name(channel_name: str) -> str:
+    """``PJSIP/op1-0000000a`` → ``op1``."""
+    return channel_name.split("/", 1)[-1].rsplit("-", 1)[0]
+
+
+async def wait_answer(ctx: CallContext, call: Call, channel_id: str, timeout: float) -> bool:
+    """Wait for an operator leg to answer (enter Stasis); hang it up if it does not in time."""
+    try:
+        event = await call.next_event(
+            lambda e: e.get("channel", {}).get("id") == channel_id
+            and e.get("type") in ("StasisStart", "ChannelDestroyed"), timeout)
+    except CallerHungUp:
+        await _hangup(ctx, channel_id)
+        raise
+    if event is not None and event["type"] == "StasisStart":
+        return True
+    if event is None:
+        await _hangup(ctx, channel_id)
+    return False
+
+
 async def ring(ctx: CallContext, call: Call, operator: str) -> str | None:
     """Ring one operator; the operator's channel id if answered, None if not."""
-    channel_id = f"op-{uuid.uuid4().hex[:20]}"
+    channel_id = operator_leg_id(call.id)
     ctx.registry.attach(channel_id, call)
     timeout = int(ctx.site.queue.ring_timeout_s)
     log.info("%s ringing operator=%s for %ds", call.tag, operator, timeout)
@@ -85,17 +113,8 @@ async def ring(ctx: CallContext, call: Call, operator: str) -> str | None:
     except AriError as exc:
         log.warning("%s operator=%s could not be rung: %s", call.tag, operator, exc)
         return None
-    try:
-        event = await call.next_event(
-            lambda e: e.get("channel", {}).get("id") == channel_id
-            and e.get("type") in ("StasisStart", "ChannelDestroyed"), timeout + 10)
-    except CallerHungUp:
-        await _hangup(ctx, channel_id)
-        raise
-    if event is not None and event["type"] == "StasisStart":
+    if await wait_answer(ctx, call, channel_id, timeout + 10):
         return channel_id
-    if event is None:
-        await _hangup(ctx, channel_id)
     log.info("%s operator=%s did not answer", call.tag, operator)
     return None
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ari_app.ari import AriError
-from ari_app.calls import connect, menu, silent
+from ari_app.calls import adopt, connect, menu, silent
 from ari_app.calls.call import Call, CallerHungUp
 from ari_app.calls.context import CallContext
 
@@ -57,7 +57,29 @@ async def handle(ctx: CallContext, call: Call) -> None:
         log.warning("call=%s operator leg without its caller: hanging up", call.id)
         await call.hangup()
         return
+    if kind == "adopted":
+        await adopted_caller(ctx, call)
+        return
     await serve_caller(ctx, call)
+
+
+async def adopted_caller(ctx: CallContext, call: Call) -> None:
+    """After a restart: the ticket exists (or is made once), the call carries on."""
+    now = ctx.clock.now()
+    ctx.calls.opened(call.id, call.caller, "", now)
+    key = ctx.locations.call_arrived(call.id, call.caller, now)
+    ctx.tickets.open(call.id, call.caller, now, caller_key=key,
+                     on_reference=lambda ref: setattr(call, "ticket_ref", ref))
+    outcome = Outcome()
+    outcome.answered_at = now
+    call.keys = call.keys or "?"  # unknown before the restart: never count it as a ghost
+    try:
+        await adopt.resume(ctx, call, outcome)
+    except CallerHungUp:
+        log.info("%s caller hung up", call.tag)
+    finally:
+        _close(ctx, call, outcome)
+        ctx.locations.call_ended(call.id, call.caller)
 
 
 async def serve_caller(ctx: CallContext, call: Call) -> None:
@@ -190,6 +212,12 @@ async def to_operator(ctx: CallContext, call: Call, priority: int, outcome: Outc
             ctx.queue.requeue(entry, operator)
     finally:
         ctx.queue.leave(call.id)
+    await talk_with(ctx, call, operator, link, outcome)
+
+
+async def talk_with(ctx: CallContext, call: Call, operator: str, link: connect.Connected,
+                    outcome: Outcome) -> None:
+    """Bridged: record, write it down, and stay until either side hangs up."""
     outcome.operator = operator
     try:
         now = ctx.clock.now()
@@ -250,6 +278,8 @@ def _outcome_class(call: Call, outcome: Outcome, now: datetime) -> str | None:
 
 def _close(ctx: CallContext, call: Call, outcome: Outcome) -> None:
     now: datetime = ctx.clock.now()
+    if call.lost_reason:
+        outcome.reason = call.lost_reason
     if outcome.forwarded:
         status = "forwarded"
     elif outcome.operator_answered:
@@ -261,7 +291,8 @@ def _close(ctx: CallContext, call: Call, outcome: Outcome) -> None:
     callback = outcome.callback or status == "abandoned"
     ctx.tickets.change(call.id, "ended", now, ended_at=now, end_reason=outcome.reason,
                        status=status, callback_needed=callback,
-                       outcome=_outcome_class(call, outcome, now))
+                       outcome=_outcome_class(call, outcome, now),
+                       status_from=("new", "in_call"), only_if_unset=("outcome",))
     ctx.calls.closed(call.id, now, outcome.reason)
     ctx.live.publish(call.id, "ended", reason=outcome.reason, status=status)
     log.info("%s ended: %s (%s)", call.tag, outcome.reason, status)

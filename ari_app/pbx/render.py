@@ -155,7 +155,7 @@ def render(
         "var_dir": str(ast_dir),
         "data_dir": "/usr/share/asterisk",
         "agi_dir": str(ast_dir / "agi-bin"),
-        "maxload": os.environ.get("SIAGA112_MAXLOAD", "8.0"),
+        "maxload": os.environ.get("SIAGA112_MAXLOAD", "0"),
         "maxcalls": os.environ.get("SIAGA112_MAXCALLS", "400"),
         "bind": a.bind,
         "http_port": str(a.http_port),

@@ -181,3 +181,83 @@ class CallerFlagClear(Base):
     cleared_at: Mapped[datetime] = mapped_column(UTCDateTime())
     cleared_by: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class Agency(Base):
+    """An agency tickets are dispatched to (fire brigade, BPBD...). Seeded per site from config."""
+
+    __tablename__ = "agencies"
+    __table_args__ = (UniqueConstraint("site", "code", name="uq_agencies_site_code"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site: Mapped[str] = mapped_column(String(32))
+    code: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(128))
+    phone: Mapped[str] = mapped_column(String(32), default="")
+    webhook_url: Mapped[str] = mapped_column(Text, default="")
+    webhook_secret: Mapped[str] = mapped_column(String(128))  # generated at seed time
+    email: Mapped[str] = mapped_column(String(255), default="")
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class Notification(Base):
+    """Outbox row: written with the dispatch, delivered by the worker, acknowledged by the agency."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("ticket_id", "agency_id", name="uq_notifications_ticket_agency"),
+                      Index("ix_notifications_due", "status", "next_attempt_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16), default="webhook")
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending/delivered/failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    evidence: Mapped[str] = mapped_column(Text, default="")
+    photo_url: Mapped[str] = mapped_column(Text, default="")
+
+
+class User(Base):
+    """A console user. Only the argon2 hash of the password is kept; no default account exists."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))  # operator, supervisor, admin
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ApiToken(Base):
+    """A bearer token for the REST API; only its SHA-256 is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ConsoleSession(Base):
+    """A logged-in browser: the cookie holds a random id (only its SHA-256 is kept) and a CSRF token."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

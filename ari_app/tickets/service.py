@@ -76,7 +76,7 @@ class TicketService:
 
     def change(self, channel_id: str, action: str, at: datetime, actor: str = "system",
                only_if_unset: tuple[str, ...] = (), audit: dict[str, Any] | None = None,
-               **fields: Any) -> None:
+               status_from: tuple[str, ...] | None = None, **fields: Any) -> None:
         """Set fields on the call's ticket and write one audit line describing the change."""
 
         async def op(s: AsyncSession) -> None:
@@ -88,6 +88,8 @@ class TicketService:
             for key, value in fields.items():
                 if key in only_if_unset and getattr(ticket, key) is not None:
                     continue
+                if key == "status" and status_from is not None and ticket.status not in status_from:
+                    continue  # an operator's classification/dispatch during the call stands
                 if getattr(ticket, key) != value:
                     setattr(ticket, key, value)
                     changed[key] = _jsonable(value)

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ari_app.web.aml import AmlReceiver, load_gateways
+from ari_app.web.console import register_console
 
 if TYPE_CHECKING:
     from ari_app.app import App
@@ -45,6 +46,7 @@ def make_web_app(app: App) -> web.Application:
     web_app.router.add_post("/aml", receiver.handle)
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/metrics", metrics)
+    register_console(web_app, app)
     return web_app
 
 

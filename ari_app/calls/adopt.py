@@ -1,0 +1,92 @@
+"""A call found in our Stasis app after the app restarted: carry on, or get it to a human.
+
+What Asterisk still holds tells us where the call was: a bridge ``call-<id>`` with an operator
+in it (talking: keep it so), an operator leg ``op-<id>-...`` ringing (wait for it), or neither
+(in the menu or queued: straight to the queue, urgent, since the caller has already waited).
+The ticket writes are keyed by channel id, so nothing is created twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ari_app.ari import AriError, NotFound
+from ari_app.calls import connect
+from ari_app.calls.call import Call
+from ari_app.calls.context import CallContext
+
+if TYPE_CHECKING:
+    from ari_app.calls.flow import Outcome
+
+log = logging.getLogger(__name__)
+
+ADOPTED_PRIORITY = 2
+
+
+async def _get(ctx: CallContext, *path: str) -> Any:
+    try:
+        return await ctx.ari.get(*path)
+    except NotFound:
+        return None
+
+
+async def resume(ctx: CallContext, call: Call, outcome: Outcome) -> None:
+    from ari_app.calls.flow import to_operator
+
+    now = ctx.clock.now()
+    bridge = await _get(ctx, "bridges", f"call-{call.id}")
+    others = [c for c in (bridge or {}).get("channels", []) if c != call.id]
+    if bridge and others:
+        op_channel = others[0]
+        channel = await _get(ctx, "channels", op_channel)
+        operator = connect.operator_name(str((channel or {}).get("name", "")))
+        log.warning("%s adopted while bridged to operator=%s: the conversation goes on",
+                    call.tag, operator)
+        ctx.registry.attach(op_channel, call)
+        ctx.roster.reserve(operator)
+        outcome.operator, outcome.operator_answered = operator, True
+        ctx.tickets.change(call.id, "adopted", now, actor="system", operator=operator,
+                           status="in_call", only_if_unset=("operator",),
+                           audit={"state": "bridged"})
+        link = connect.Connected(operator, op_channel, bridge["id"])
+        ctx.live.publish(call.id, "bridged", operator=operator, operator_channel=op_channel,
+                         bridge=link.bridge_id)
+        try:
+            await connect.talk(ctx, call, link)
+            outcome.reason = f"{link.ended_by} hangup"
+        finally:
+            ctx.roster.release(operator, talked=True)
+        return
+    if bridge:  # the operator left while we were away
+        try:
+            await ctx.ari.delete("bridges", bridge["id"])
+        except AriError:
+            pass
+    channels = await _get(ctx, "channels") or []
+    ringing = [c for c in channels if str(c.get("id", "")).startswith(f"op-{call.id}-")]
+    for leg in ringing:
+        operator = connect.operator_name(str(leg.get("name", "")))
+        log.warning("%s adopted while operator=%s rings: waiting for the answer", call.tag,
+                    operator)
+        ctx.registry.attach(leg["id"], call)
+        ctx.roster.reserve(operator)
+        ctx.tickets.change(call.id, "adopted", now, audit={"state": "ringing",
+                                                           "operator": operator})
+        try:
+            answered = await connect.wait_answer(ctx, call, leg["id"],
+                                                 ctx.site.queue.ring_timeout_s + 5)
+            joined = await connect.bridge(ctx, call, operator, leg["id"]) if answered else None
+        except BaseException:
+            ctx.roster.release(operator, talked=False)
+            raise
+        if joined is not None:
+            from ari_app.calls.flow import talk_with
+
+            await talk_with(ctx, call, operator, joined, outcome)
+            return
+        ctx.roster.release(operator, talked=False)
+    log.warning("%s adopted (menu or queue): to an operator at priority %d", call.tag,
+                ADOPTED_PRIORITY)
+    ctx.tickets.change(call.id, "adopted", now, audit={"state": "waiting"})
+    await to_operator(ctx, call, ADOPTED_PRIORITY, outcome)

@@ -1,0 +1,271 @@
+"""REST API /api/v1: tickets, classify, dispatch, complaints, agency acknowledgement, OpenAPI."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ari_app.admin import ticket_dict
+from ari_app.tickets.models import Agency, LocationRecord, Notification, Ticket, TicketAudit
+from ari_app.web.actions import SCREEN_STATUSES, ActionError, site_categories
+from ari_app.web.auth import current_user, require
+from ari_app.web.links import LinkError
+from ari_app.web.openapi import openapi_document
+
+if TYPE_CHECKING:
+    from ari_app.web.console import Console
+
+log = logging.getLogger(__name__)
+
+PHONE = re.compile(r"\+?[0-9][0-9 \-]{5,19}")
+
+
+def _iso(v: datetime | None) -> str | None:
+    return v.isoformat() if v is not None else None
+
+
+async def ticket_view(s: AsyncSession, site: str, reference: str | None = None, *,
+                      channel_id: str | None = None, now: datetime) -> dict[str, Any] | None:
+    """Everything the console card and GET /tickets/{ref} show about one ticket."""
+    q = select(Ticket).where(Ticket.site == site)
+    q = q.where(Ticket.reference == reference) if reference else q.where(Ticket.channel_id == channel_id)
+    t = await s.scalar(q)
+    if t is None:
+        return None
+    data = ticket_dict(t)
+    data["caller_key"], data["outcome"], data["id"] = t.caller_key, t.outcome, t.id
+    audit = await s.scalars(select(TicketAudit).where(TicketAudit.ticket_id == t.id)
+                            .order_by(TicketAudit.id))
+    data["audit"] = [{"at": a.at.isoformat(), "actor": a.actor, "action": a.action,
+                      "detail": json.loads(a.detail or "{}")} for a in audit]
+    locs = await s.scalars(select(LocationRecord).where(LocationRecord.ticket_id == t.id)
+                           .order_by(LocationRecord.received_at.desc()))
+    data["locations"] = [{"source": loc.source, "latitude": loc.latitude, "longitude": loc.longitude,
+                          "radius_m": loc.radius_m, "method": loc.method, "civic": loc.civic,
+                          "received_at": loc.received_at.isoformat(),
+                          "age_s": round((now - loc.received_at).total_seconds())} for loc in locs]
+    rows = await s.execute(select(Notification, Agency.code).join(Agency, Agency.id == Notification.agency_id)
+                           .where(Notification.ticket_id == t.id).order_by(Notification.id))
+    data["notifications"] = [{"id": n.id, "agency": code, "status": n.status, "attempts": n.attempts,
+                              "last_error": n.last_error, "delivered_at": _iso(n.delivered_at),
+                              "acknowledged_at": _iso(n.acknowledged_at),
+                              "resolved_at": _iso(n.resolved_at), "evidence": n.evidence,
+                              "photo_url": n.photo_url} for n, code in rows]
+    earlier: list[dict[str, Any]] = []
+    if t.caller_key:
+        prev = await s.scalars(select(Ticket).where(Ticket.caller_key == t.caller_key,
+                                                    Ticket.id != t.id)
+                               .order_by(Ticket.arrived_at.desc()).limit(10))
+        earlier = [{"reference": p.reference, "arrived_at": p.arrived_at.isoformat(),
+                    "category": p.category, "status": p.status, "outcome": p.outcome} for p in prev]
+    data["earlier_tickets"] = earlier
+    return data
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPUnprocessableEntity(text=json.dumps({"error": "body is not JSON"}),
+                                          content_type="application/json") from None
+    if not isinstance(body, dict):
+        raise web.HTTPUnprocessableEntity(text=json.dumps({"error": "body must be a JSON object"}),
+                                          content_type="application/json")
+    return body
+
+
+def validate(body: dict[str, Any], fields: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    """A small JSON-schema subset (type, enum, lengths, pattern, required, no unknown keys)."""
+    errors = [{"field": k, "message": "unknown field"} for k in sorted(set(body) - set(fields))]
+    for name, rule in fields.items():
+        if name not in body:
+            if rule.get("required"):
+                errors.append({"field": name, "message": "required"})
+            continue
+        v = body[name]
+        kind = rule["type"]
+        if kind == "string" and not isinstance(v, str):
+            errors.append({"field": name, "message": f"expected a string, got {type(v).__name__}"})
+        elif kind == "array" and not (isinstance(v, list) and all(isinstance(i, str) for i in v)):
+            errors.append({"field": name, "message": "expected a list of strings"})
+        elif kind == "string":
+            if len(v) < rule.get("minLength", 0):
+                errors.append({"field": name, "message": f"at least {rule['minLength']} characters"})
+            elif len(v) > rule.get("maxLength", 10**6):
+                errors.append({"field": name, "message": f"at most {rule['maxLength']} characters"})
+            elif "enum" in rule and v not in rule["enum"]:
+                errors.append({"field": name, "message": f"expected one of {rule['enum']}"})
+            elif "pattern" in rule and not re.fullmatch(rule["pattern"], v):
+                errors.append({"field": name, "message": rule.get("hint", "bad format")})
+    return errors
+
+
+def complaint_fields(categories: list[str]) -> dict[str, dict[str, Any]]:
+    return {
+        "description": {"type": "string", "required": True, "minLength": 10, "maxLength": 2000},
+        "phone": {"type": "string", "required": True, "minLength": 6, "maxLength": 20,
+                  "pattern": PHONE.pattern, "hint": "a phone number: digits, spaces, -, leading +"},
+        "name": {"type": "string", "maxLength": 100},
+        "category": {"type": "string", "enum": categories},
+    }
+
+
+CLASSIFY_FIELDS: dict[str, dict[str, Any]] = {
+    "category": {"type": "string", "maxLength": 32},
+    "kind": {"type": "string", "enum": ["emergency", "complaint", "information"]},
+    "notes": {"type": "string", "maxLength": 4000},
+    "status": {"type": "string", "enum": list(SCREEN_STATUSES)},
+}
+DISPATCH_FIELDS: dict[str, dict[str, Any]] = {"agencies": {"type": "array", "required": True}}
+ACK_FIELDS: dict[str, dict[str, Any]] = {
+    "action": {"type": "string", "required": True, "enum": ["acknowledge", "resolve"]},
+    "evidence": {"type": "string", "maxLength": 4000},
+    "photo_url": {"type": "string", "maxLength": 1000, "pattern": r"https?://\S+",
+                  "hint": "an http(s) link"},
+}
+
+
+def register_api(web_app: web.Application, console: Console) -> None:
+    app, actions = console.app, console.actions
+    site = app.settings.site
+
+    async def list_tickets(request: web.Request) -> web.Response:
+        require(request, "operator")
+        status = request.query.get("status")
+        try:
+            limit = min(int(request.query.get("limit", "50")), 500)
+        except ValueError:
+            return _error(422, "limit: expected an integer")
+        async with app.sessions() as s:
+            q = select(Ticket).where(Ticket.site == site.code)
+            if status:
+                q = q.where(Ticket.status == status)
+            rows = await s.scalars(q.order_by(Ticket.id.desc()).limit(limit))
+            return web.json_response({"tickets": [ticket_dict(t) for t in rows]})
+
+    async def get_ticket(request: web.Request) -> web.Response:
+        require(request, "operator")
+        async with app.sessions() as s:
+            data = await ticket_view(s, site.code, request.match_info["ref"],
+                                     now=app.settings.clock.now())
+        return web.json_response(data) if data else _error(404, "no such ticket")
+
+    async def classify(request: web.Request) -> web.Response:
+        user = require(request, "operator")
+        body = await _json_body(request)
+        fields = CLASSIFY_FIELDS | {"category": {"type": "string",
+                                                 "enum": site_categories(site)}}
+        errors = validate(body, fields)
+        if errors:
+            return _error(422, "invalid body", errors=errors)
+        try:
+            status = await actions.classify(request.match_info["ref"], user.username, **body)
+        except ActionError as exc:
+            return _error(exc.status, exc.message)
+        return web.json_response({"reference": request.match_info["ref"], "status": status})
+
+    async def dispatch(request: web.Request) -> web.Response:
+        user = require(request, "operator")
+        body = await _json_body(request)
+        errors = validate(body, DISPATCH_FIELDS)
+        if errors:
+            return _error(422, "invalid body", errors=errors)
+        try:
+            ids = await actions.dispatch(request.match_info["ref"], body["agencies"], user.username)
+        except ActionError as exc:
+            return _error(exc.status, exc.message)
+        return web.json_response({"reference": request.match_info["ref"], "status": "dispatched",
+                                  "notifications": ids}, status=201)
+
+    async def complaints(request: web.Request) -> web.Response:
+        form = request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
+        if form:
+            data = dict(await request.post())
+            csrf = str(data.pop("csrf", ""))
+            if not console.auth.check_pre_csrf(request, csrf):
+                return _error(403, "CSRF token missing or wrong: reload the form")
+            body: dict[str, Any] = {k: str(v) for k, v in data.items() if str(v) != ""}
+            actor = "web-form"
+        else:
+            user = await console.auth.user(request)
+            if user is None:
+                return _error(401, "authentication required (or use the public form at /complaint)")
+            if user.csrf is not None and not hmac.compare_digest(
+                    request.headers.get("X-CSRF-Token", ""), user.csrf):
+                return _error(403, "CSRF token missing or wrong")
+            body = await _json_body(request)
+            actor = user.username
+        errors = validate(body, complaint_fields(sorted({*site_categories(site), "complaint"})))
+        if errors:
+            return _error(422, "invalid complaint", errors=errors)
+        ref = await actions.create_complaint(description=body["description"], phone=body["phone"],
+                                             name=body.get("name", ""),
+                                             category=body.get("category", "complaint"), actor=actor)
+        if form:
+            raise web.HTTPSeeOther(f"/complaint?ref={ref}")
+        return web.json_response({"reference": ref, "status": "new"}, status=201)
+
+    async def agencies(request: web.Request) -> web.Response:
+        require(request, "operator")
+        async with app.sessions() as s:
+            rows = await s.scalars(select(Agency).where(Agency.site == site.code).order_by(Agency.code))
+            return web.json_response({"agencies": [
+                {"code": a.code, "name": a.name, "phone": a.phone, "active": a.active,
+                 "webhook": bool(a.webhook_url)} for a in rows]})
+
+    async def ack(request: web.Request) -> web.Response:
+        try:
+            nid = console.signer.verify(request.match_info["token"], app.settings.clock.now())
+        except LinkError as exc:
+            return _error(403, str(exc))
+        body = await _json_body(request)
+        errors = validate(body, ACK_FIELDS)
+        if errors:
+            return _error(422, "invalid body", errors=errors)
+        try:
+            r = await actions.agency_step(nid, body["action"], evidence=body.get("evidence", ""),
+                                          photo_url=body.get("photo_url", ""))
+        except ActionError as exc:
+            return _error(exc.status, exc.message)
+        return web.json_response({"reference": r.reference, "status": r.status, "agency": r.agency})
+
+    async def retry(request: web.Request) -> web.Response:
+        require(request, "supervisor")
+        try:
+            nid = int(request.match_info["id"])
+        except ValueError:
+            return _error(404, "no such notification")
+        if not await console.worker.retry(nid):
+            return _error(409, "only a failed notification can be retried")
+        return web.json_response({"notification": nid, "status": "pending"})
+
+    async def me(request: web.Request) -> web.Response:
+        user = current_user(request)
+        return web.json_response({"username": user.username, "role": user.role})
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(openapi_document(site_categories(site)))
+
+    r = web_app.router
+    r.add_get("/api/v1/openapi.json", openapi)
+    r.add_get("/api/v1/me", me)
+    r.add_get("/api/v1/tickets", list_tickets)
+    r.add_get("/api/v1/tickets/{ref}", get_ticket)
+    r.add_post("/api/v1/tickets/{ref}/classify", classify)
+    r.add_post("/api/v1/tickets/{ref}/dispatch", dispatch)
+    r.add_post("/api/v1/complaints", complaints)
+    r.add_get("/api/v1/agencies", agencies)
+    r.add_post("/api/v1/ack/{token}", ack)
+    r.add_post("/api/v1/notifications/{id}/retry", retry)

@@ -1,0 +1,101 @@
+"""Wiring for the console side: ticket actions, notification worker, auth, routes.
+
+`register_console(web_app, app)` is called from make_web_app; `start_background(app)` from
+App.start (it returns the worker task, which App.stop cancels with its others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ari_app.secrets import secret
+from ari_app.web.actions import TicketActions, TicketBus
+from ari_app.web.agencies import seed_agencies
+from ari_app.web.auth import Auth, make_middleware
+from ari_app.web.links import LinkSigner
+from ari_app.web.outbox import OutboxWorker
+
+if TYPE_CHECKING:
+    from ari_app.app import App
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Console:
+    app: App
+    bus: TicketBus
+    actions: TicketActions
+    signer: LinkSigner
+    worker: OutboxWorker
+    auth: Auth
+    task: asyncio.Task[None] | None = None
+
+    def base_url(self) -> str:
+        explicit = os.environ.get("SIAGA112_PUBLIC_URL")
+        if explicit:
+            return explicit
+        web_ = self.app.settings.site.web
+        port = self.app.web.port if self.app.web is not None else web_.port
+        return f"http://{web_.bind}:{port}"
+
+
+_consoles: weakref.WeakKeyDictionary[App, Console] = weakref.WeakKeyDictionary()
+
+
+def console_for(app: App) -> Console:
+    found = _consoles.get(app)
+    if found is not None:
+        return found
+    s = app.settings
+    bus = TicketBus()
+    signer = LinkSigner(secret(s.var_dir, "ack-links.key", 32))
+    holder: list[Console] = []
+    worker = OutboxWorker(app.sessions, s.site.code, s.clock, signer,
+                          lambda: holder[0].base_url(), bus)
+    actions = TicketActions(app.sessions, s.site, s.clock, bus, on_dispatch=worker.wake)
+    console = Console(app, bus, actions, signer, worker,
+                      Auth(app.sessions, s.clock, secret(s.var_dir, "console-csrf.key", 32)))
+    holder.append(console)
+    _consoles[app] = console
+    return console
+
+
+def register_console(web_app: web.Application, app: App) -> None:
+    from ari_app.web.api import register_api
+    from ari_app.web.pages import register_pages
+
+    console = console_for(app)
+    web_app.middlewares.append(make_middleware(console.auth))
+    register_api(web_app, console)
+    register_pages(web_app, console)
+
+
+async def _background(console: Console) -> None:
+    s = console.app.settings
+    while True:  # the agencies must exist before anything is dispatched; the DB may be late
+        try:
+            async with console.app.sessions() as session, session.begin():
+                added = await seed_agencies(session, s.site.code, s.var_dir)
+            if added:
+                log.info("seeded %d agencies for site %s", added, s.site.code)
+            break
+        except Exception:
+            log.exception("seeding agencies failed; retrying in 5 s")
+            await asyncio.sleep(5)
+    await console.worker.run()
+
+
+def start_background(app: App) -> asyncio.Task[None]:
+    """Start (once) the agency seeding and the notification worker for this app."""
+    console = console_for(app)
+    if console.task is None or console.task.done():
+        console.task = asyncio.create_task(_background(console), name="notifications")
+    return console.task

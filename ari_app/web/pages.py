@@ -1,0 +1,279 @@
+"""Server-rendered pages: login, operator console (+ SSE), agency ack link, complaint form, admin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from aiohttp import web
+from sqlalchemy import select, update
+
+from ari_app.tickets.models import Agency, Notification, Ticket, User
+from ari_app.web.actions import ActionError, site_categories
+from ari_app.web.api import ticket_view
+from ari_app.web.auth import SESSION_COOKIE, SESSION_TTL, UserError, add_user, check_password, require
+from ari_app.web.links import LinkError
+
+if TYPE_CHECKING:
+    from ari_app.web.console import Console
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+MAP_URL = "https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=17/{lat}/{lon}"
+
+
+def _age(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def make_env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["age"] = _age
+    return env
+
+
+def register_pages(web_app: web.Application, console: Console) -> None:
+    app, auth, actions = console.app, console.auth, console.actions
+    site = app.settings.site
+    env = make_env()
+    map_url = os.environ.get("SIAGA112_MAP_URL", MAP_URL)
+
+    def render(request: web.Request, name: str, status: int = 200, **ctx: Any) -> web.Response:
+        user = request.get("user")
+        html = env.get_template(name).render(site_name=site.name, user=user,
+                                             csrf=user.csrf if user else "", title=ctx.pop("title", ""),
+                                             map_url=map_url, **ctx)
+        return web.Response(text=html, content_type="text/html", status=status,
+                            headers={"Content-Security-Policy": "default-src 'self'; img-src 'self'",
+                                     "X-Frame-Options": "DENY", "Cache-Control": "no-store"})
+
+    def with_pre(request: web.Request, name: str, status: int = 200, **ctx: Any) -> web.Response:
+        value, form_csrf = auth.pre_csrf(request)
+        resp = render(request, name, status, form_csrf=form_csrf, **ctx)
+        auth.set_pre_cookie(resp, value)
+        return resp
+
+    async def root(_: web.Request) -> web.Response:
+        raise web.HTTPSeeOther("/console")
+
+    async def login_form(request: web.Request) -> web.Response:
+        nxt = request.query.get("next", "/console")
+        return with_pre(request, "login.html", title="Login", next=nxt if nxt.startswith("/") else "/console",
+                        error="")
+
+    async def login(request: web.Request) -> web.Response:
+        form = await request.post()
+        nxt = str(form.get("next", "/console"))
+        if not nxt.startswith("/") or nxt.startswith("//"):
+            nxt = "/console"
+        if not auth.check_pre_csrf(request, str(form.get("csrf", ""))):
+            return with_pre(request, "login.html", 403, title="Login", next=nxt,
+                            error="The form expired (CSRF check failed): please try again.")
+        async with app.sessions() as s:
+            user = await check_password(s, str(form.get("username", "")), str(form.get("password", "")))
+        if user is None:
+            log.warning("failed login for %r", str(form.get("username", ""))[:64])
+            return with_pre(request, "login.html", 401, title="Login", next=nxt,
+                            error="Wrong username or password.")
+        token, _ = await auth.login(user)
+        resp = web.HTTPSeeOther(nxt)
+        resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict", path="/",
+                        max_age=int(SESSION_TTL.total_seconds()), secure=request.secure)
+        raise resp
+
+    async def logout(request: web.Request) -> web.Response:
+        await auth.logout(request)
+        resp = web.HTTPSeeOther("/login")
+        resp.del_cookie(SESSION_COOKIE, path="/")
+        raise resp
+
+    async def console_page(request: web.Request) -> web.Response:
+        require(request, "operator")
+        async with app.sessions() as s:
+            recent = list(await s.scalars(
+                select(Ticket).where(Ticket.site == site.code,
+                                     Ticket.status.in_(("new", "in_call", "classified", "dispatched",
+                                                        "acknowledged", "abandoned")))
+                .order_by(Ticket.id.desc()).limit(30)))
+        return render(request, "console.html", title="Console", recent=recent)
+
+    async def card(request: web.Request) -> web.Response:
+        require(request, "operator")
+        async with app.sessions() as s:
+            t = await ticket_view(s, site.code, request.query.get("ref") or None,
+                                  channel_id=request.query.get("call"), now=app.settings.clock.now())
+            agencies = list(await s.scalars(select(Agency).where(Agency.site == site.code,
+                                                                 Agency.active.is_(True))
+                                            .order_by(Agency.code)))
+        if t is None:
+            raise web.HTTPNotFound(text="no ticket yet")
+        html = env.get_template("card.html").render(t=t, agencies=agencies, map_url=map_url,
+                                                    categories=site_categories(site))
+        return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        require(request, "operator")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        calls = app.live.listen()
+        out: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+
+        def on_ticket(change: dict[str, Any]) -> None:
+            out.put_nowait(("ticket", change))
+
+        async def pump() -> None:
+            while True:
+                change = await calls.get()
+                out.put_nowait(("call", change))
+
+        refs: dict[str, str] = {}
+
+        async def enrich(change: dict[str, Any]) -> dict[str, Any]:
+            cid = str(change.get("call"))
+            if cid not in refs and change.get("stage") != "ended":
+                with contextlib.suppress(Exception):
+                    async with app.sessions() as s:
+                        ref = await s.scalar(select(Ticket.reference).where(Ticket.channel_id == cid))
+                    if ref:
+                        refs[cid] = ref
+            return {**change, "reference": refs.get(cid)}
+
+        console.bus.subscribe(on_ticket)
+        task = asyncio.create_task(pump())
+        try:
+            for state in list(app.live.state.values()):
+                await resp.write(f"event: call\ndata: {json.dumps(await enrich(state))}\n\n".encode())
+            while True:
+                try:
+                    kind, change = await asyncio.wait_for(out.get(), 15)
+                except TimeoutError:
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                if kind == "call":
+                    change = await enrich(change)
+                    if change["reference"] is None and change.get("stage") != "ended":
+                        await asyncio.sleep(0.3)  # the ticket row is written just after 'arrived'
+                        change = await enrich(change)
+                await resp.write(f"event: {kind}\ndata: {json.dumps(change, default=str)}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            task.cancel()
+            console.bus.unsubscribe(on_ticket)
+            app.live.unlisten(calls)
+        return resp
+
+    async def _ack_context(token: str) -> tuple[int, dict[str, Any], str]:
+        nid = console.signer.verify(token, app.settings.clock.now())
+        async with app.sessions() as s:
+            n = await s.get(Notification, nid)
+            if n is None:
+                raise LinkError("this notification no longer exists")
+            ticket = await s.get(Ticket, n.ticket_id)
+            agency = await s.get(Agency, n.agency_id)
+            assert ticket is not None and agency is not None
+            t = await ticket_view(s, site.code, ticket.reference, now=app.settings.clock.now())
+        assert t is not None
+        return nid, t, agency.name
+
+    async def ack_page(request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        try:
+            _, t, agency = await _ack_context(token)
+        except LinkError as exc:
+            return render(request, "ack.html", 403, title="Link", error=str(exc), form_csrf="")
+        return render(request, "ack.html", title=t["reference"], error="", t=t, agency=agency,
+                      done=request.query.get("done", ""), form_csrf=console.signer.form_token(token))
+
+    async def ack_post(request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        try:
+            nid, t, agency = await _ack_context(token)
+        except LinkError as exc:
+            return render(request, "ack.html", 403, title="Link", error=str(exc), form_csrf="")
+        form = await request.post()
+        if str(form.get("csrf", "")) != console.signer.form_token(token):
+            raise web.HTTPForbidden(text="CSRF token missing or wrong: reload the page")
+        try:
+            await actions.agency_step(nid, str(form.get("action", "")),
+                                      evidence=str(form.get("evidence", ""))[:4000],
+                                      photo_url=str(form.get("photo_url", "")).strip())
+        except ActionError as exc:
+            return render(request, "ack.html", exc.status, title=t["reference"], error="", t=t,
+                          agency=agency, done=f"not saved: {exc.message}",
+                          form_csrf=console.signer.form_token(token))
+        raise web.HTTPSeeOther(f"/ack/{token}?done=saved")
+
+    async def complaint_form(request: web.Request) -> web.Response:
+        return with_pre(request, "complaint.html", title="Pengaduan", ref=request.query.get("ref", ""),
+                        categories=sorted({*site_categories(site), "complaint"}))
+
+    async def admin_page(request: web.Request, message: str = "") -> web.Response:
+        require(request, "admin")
+        async with app.sessions() as s:
+            users = list(await s.scalars(select(User).order_by(User.username)))
+            agencies = list(await s.scalars(select(Agency).where(Agency.site == site.code)
+                                            .order_by(Agency.code)))
+        return render(request, "admin.html", title="Admin", users=users, agencies=agencies,
+                      message=message)
+
+    async def admin_get(request: web.Request) -> web.Response:
+        return await admin_page(request)
+
+    async def admin_add_user(request: web.Request) -> web.Response:
+        admin = require(request, "admin")
+        form = await request.post()
+        try:
+            async with app.sessions() as s, s.begin():
+                password = await add_user(s, str(form.get("username", "")), str(form.get("role", "")),
+                                          None, app.settings.clock.now())
+        except UserError as exc:
+            return await admin_page(request, f"not added: {exc}")
+        name = str(form.get("username", ""))
+        log.info("admin %s added user %s", admin.username, name)
+        return await admin_page(request, f"user {name} added; password (shown once): {password}")
+
+    async def admin_agency(request: web.Request) -> web.Response:
+        admin = require(request, "admin")
+        form = await request.post()
+        url = str(form.get("webhook_url", "")).strip()
+        if url and not url.startswith(("http://", "https://")):
+            return await admin_page(request, "webhook URL must be http(s)")
+        async with app.sessions() as s, s.begin():
+            await s.execute(update(Agency).where(Agency.site == site.code,
+                                                 Agency.code == str(form.get("code", "")))
+                            .values(webhook_url=url))
+        log.info("admin %s set webhook of %s", admin.username, form.get("code"))
+        return await admin_page(request, "saved")
+
+    from ari_app.web.kpi import register_kpi
+
+    r = web_app.router
+    r.add_get("/", root)
+    r.add_get("/login", login_form)
+    r.add_post("/login", login)
+    r.add_post("/logout", logout)
+    r.add_get("/console", console_page)
+    r.add_get("/console/card", card)
+    r.add_get("/console/events", events)
+    r.add_get("/ack/{token}", ack_page)
+    r.add_post("/ack/{token}", ack_post)
+    r.add_get("/complaint", complaint_form)
+    r.add_get("/admin", admin_get)
+    r.add_post("/admin/users", admin_add_user)
+    r.add_post("/admin/agencies", admin_agency)
+    r.add_static("/static/", HERE / "static")
+    register_kpi(web_app, console, render)

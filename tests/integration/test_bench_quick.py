@@ -1,0 +1,52 @@
+"""`python -m bench run --quick` (issue 8): the load harness works end to end and reports.
+
+No timing assertions: CI machines vary. The run drives a few calls of the 112 mix at the app
+(in its own process) and at the dialplan twin, each on its own private Asterisk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ari_app.config import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_bench_runs_both_targets_and_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "bench-out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--quick", "--target", "both", "--out", str(out)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=170, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    report = (out / "report.md").read_text()
+    assert "| app | 1 |" in report and "| twin | 1 |" in report
+    png = (out / "latency.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+    data = json.loads((out / "results.json").read_text())
+    steps = {s["target"]: s for s in data["steps"]}
+    assert set(steps) == {"app", "twin"}
+    for target, step in steps.items():
+        # Every call of the mix (ghost, prank, full flow) completed on both targets.
+        assert step["offered"] >= 3, target
+        assert step["successful"] == step["offered"], (target, step["notes"])
+        assert step["failed"] == 0 and step["operator_failed"] == 0, (target, step["notes"])
+        assert len(step["invite_200_ms"]) == step["offered"], target
+        assert all(math.isfinite(x) and x >= 0 for x in step["invite_200_ms"]), target
+        for who in ("asterisk", "sipp"):
+            cpu = step["cpu_ms_per_call"][who]
+            assert isinstance(cpu, float) and math.isfinite(cpu) and cpu > 0, (target, who)
+        assert step["peak_rss_mb"]["asterisk"] > 10, target
+    app = steps["app"]
+    assert app["cpu_ms_per_call"]["app"] > 0 and app["peak_rss_mb"]["app"] > 10
+    assert app["ws_bytes"] > 0                       # the app's events websocket was found
+    assert app["app_side_ms"]["arrived_to_answered"]  # the app's own timestamps were read
+    assert data["agi_screening"]["summary"]

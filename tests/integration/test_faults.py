@@ -1,0 +1,212 @@
+"""The line survives its own failures: app killed mid-call, Asterisk restarted, two apps."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from ari_app.ari import AriClient
+from ari_app.clock import Clock
+from ari_app.live import next_change
+from ari_app.pbx.process import AsteriskProcess
+from ari_app.testing.app_process import AppProcess
+from ari_app.testing.ports import free_port
+from tests.integration.conftest import PhoneFactory, Stack, StackFactory
+
+pytestmark = pytest.mark.integration
+
+OPEN = "2025-05-19T10:00:00+07:00"
+CLOCK = Clock(datetime.fromisoformat(OPEN))  # shifts are seeded around the app's clock
+
+
+@pytest.fixture
+async def app_procs() -> AsyncIterator[list[AppProcess]]:
+    procs: list[AppProcess] = []
+    yield procs
+    for proc in procs:
+        await proc.stop()
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
+    """Poll Asterisk's state (another process) until ``check`` returns something truthy."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = await check()
+            if value:
+                return value
+            await asyncio.sleep(0.1)
+
+
+def ari(stack: Stack) -> AriClient:
+    r = stack.asterisk.rendered
+    return AriClient(stack.asterisk.ari_url, r.ari_user, r.ari_password)
+
+
+async def app_process(stack: Stack, procs: list[AppProcess]) -> AppProcess:
+    proc = AppProcess(stack.asterisk, stack.var_dir, stack.db_url, free_port(), fake_time=OPEN)
+    procs.append(proc)
+    await proc.start()
+    return proc
+
+
+async def caller_in_app(client: AriClient, app: str) -> str | None:
+    data = await client.get("applications", app)
+    ids = [c for c in data["channel_ids"] if not str(c).startswith("op-")]
+    return str(ids[0]) if ids else None
+
+
+async def bridged(client: AriClient, caller: str) -> bool:
+    bridges = await client.get("bridges")
+    return any(b["id"] == f"call-{caller}" and len(b["channels"]) == 2 for b in bridges)
+
+
+async def in_holding(client: AriClient, app: str, caller: str) -> bool:
+    bridges = await client.get("bridges")
+    return any(b["id"] == f"{app}-holding" and caller in b["channels"] for b in bridges)
+
+
+async def ringing(client: AriClient, caller: str) -> bool:
+    return any(str(c["id"]).startswith(f"op-{caller}-") and c["state"] == "Ringing"
+               for c in await client.get("channels"))
+
+
+async def one_ticket_each(stack: Stack, n: int) -> list[Any]:
+    await stack.start_app()  # in-process, only to read the database
+    tickets = await stack.tickets()
+    await stack.stop_app()
+    assert len(tickets) == n, [t.reference for t in tickets]
+    assert len({t.channel_id for t in tickets}) == n
+    return tickets
+
+
+async def test_app_killed_in_menu_restarts_and_caller_reaches_operator(
+    make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess],
+) -> None:
+    uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1500"])
+    stack = await make_stack(operators=[("op1", contact)], start_app=False, clock=CLOCK)
+    proc = await app_process(stack, app_procs)
+    client = ari(stack)
+    try:
+        call = asyncio.create_task(stack.call("caller_key.xml",
+                                              template={"digit": "2", "key_after_ms": "8000"}))
+        await until(lambda: caller_in_app(client, stack.site.stasis_app))
+        await proc.kill()
+        await proc.start()
+        result = await call
+        assert result.ok, result.errors
+        assert (await uas.wait(20)).successful == 1
+    finally:
+        await client.close()
+    await proc.stop()
+    [ticket] = await one_ticket_each(stack, 1)
+    assert ticket.operator == "op1"
+
+
+async def test_app_killed_while_ringing_operator_restarts_and_the_answer_is_bridged(
+    make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess],
+) -> None:
+    uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1500"],
+                               answer_after_ms="5000")
+    stack = await make_stack(operators=[("op1", contact)], start_app=False, clock=CLOCK)
+    proc = await app_process(stack, app_procs)
+    client = ari(stack)
+    try:
+        call = asyncio.create_task(stack.call("caller_key.xml", template={"digit": "2"}))
+        caller = await until(lambda: caller_in_app(client, stack.site.stasis_app))
+        await until(lambda: ringing(client, caller))
+        await proc.kill()
+        await proc.start()
+        result = await call
+        assert result.ok, result.errors
+        assert (await uas.wait(20)).successful == 1  # one INVITE, answered, talked
+    finally:
+        await client.close()
+    await proc.stop()
+    [ticket] = await one_ticket_each(stack, 1)
+    assert ticket.operator == "op1"
+
+
+async def test_app_killed_with_one_caller_bridged_and_one_queued_both_carry_on(
+    make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess],
+) -> None:
+    uas, contact = await phone("operator_answer_talk.xml", calls=2, extra_args=["-d", "6000"])
+    stack = await make_stack(operators=[("op1", contact)], start_app=False, clock=CLOCK)
+    proc = await app_process(stack, app_procs)
+    client = ari(stack)
+    app = stack.site.stasis_app
+    try:
+        first = asyncio.create_task(stack.call("caller_key.xml", template={"digit": "2"},
+                                               keys={"caller": "081200000101"}))
+        talking = await until(lambda: caller_in_app(client, app))
+        await until(lambda: bridged(client, talking))
+        second = asyncio.create_task(stack.call("caller_key.xml", template={"digit": "1"},
+                                                keys={"caller": "081200000102"}, timeout_s=120))
+
+        async def queued() -> str | None:
+            data = await client.get("applications", app)
+            for cid in data["channel_ids"]:
+                if cid != talking and not str(cid).startswith("op-") and \
+                        await in_holding(client, app, cid):
+                    return str(cid)
+            return None
+
+        await until(queued)
+        await proc.kill()
+        await proc.start()
+        results = await asyncio.gather(first, second)
+        assert all(r.ok for r in results), [r.errors for r in results]
+        assert (await uas.wait(20)).successful == 2  # the talk went on; the queued one got through
+    finally:
+        await client.close()
+    await proc.stop()
+    tickets = await one_ticket_each(stack, 2)
+    assert [t.operator for t in tickets] == ["op1", "op1"]
+
+
+async def test_second_app_on_the_same_stasis_name_refuses_to_start_and_calls_keep_flowing(
+    make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess],
+) -> None:
+    _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], start_app=False, clock=CLOCK)
+    await app_process(stack, app_procs)
+    second = AppProcess(stack.asterisk, stack.var_dir, stack.db_url, free_port(), fake_time=OPEN)
+    proc = await second.spawn()
+    assert await asyncio.wait_for(proc.wait(), 20) == 3
+    assert "already runs Stasis app" in second.log_tail()
+    result = await stack.call("caller_key.xml", template={"digit": "2"})
+    assert result.ok, result.errors
+
+
+async def test_calls_that_die_with_asterisk_are_closed_as_asterisk_restart(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    _uas, contact = await phone("operator_answer_wait.xml")
+    stack = await make_stack(operators=[("op1", contact)], clock=CLOCK)
+    assert stack.app is not None
+    changes = stack.app.live.listen()
+    call = asyncio.create_task(stack.call("caller_key.xml", template={"digit": "2"},
+                                          timeout_s=40))
+    await next_change(changes, "bridged", timeout=40)
+    await asyncio.to_thread(stack.asterisk.process.kill)  # Asterisk dies with the call up
+    stack.asterisk.process = AsteriskProcess(stack.var_dir, stack.asterisk.rendered)
+    loop = asyncio.get_running_loop()
+    await asyncio.to_thread(stack.asterisk.process.start)
+    ari_up = loop.time()
+    await stack.app.events.wait_ready(10)
+    ready_after = loop.time() - ari_up
+    assert ready_after < 2.0, ready_after
+    call.cancel()
+    await stack.settle()
+    [ticket] = await stack.tickets()
+    assert ticket.end_reason == "asterisk restart" and ticket.ended_at is not None
+    # The next call works: answered by the app, ticket opened (the caller leaves after a key).
+    result = await stack.call("caller_key_hangup.xml", template={"digit": "9"},
+                              extra_args=["-d", "1000"])
+    assert result.ok, result.errors
+    await stack.settle()
+    _first, second = await stack.tickets()
+    assert second.answered_at is not None and second.menu_choice == "9"
