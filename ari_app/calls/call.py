@@ -29,6 +29,7 @@ class Call:
         self.caller: str = str(caller.get("number") or "")
         self.args = args
         self.linkedid: str = channel.get("linkedid") or self.id
+        self.answered_in_dialplan = channel.get("state") == "Up"
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.gone = False
         self.hangup_cause: int | None = None
@@ -36,6 +37,7 @@ class Call:
         self.keys = ""          # every DTMF digit the caller pressed
         self.talked = False     # talk detection heard the caller at least once
         self.lost_reason: str | None = None  # e.g. "asterisk restart"
+        self.hung_up = asyncio.Event()  # set on the caller's hangup, for waits beside the queue
 
     @staticmethod
     def loop_time() -> float:
@@ -73,6 +75,7 @@ class Call:
                 self.talked = True
         if event.get("type") in HANGUP_EVENTS and event.get("channel", {}).get("id") == self.id:
             self.gone = True
+            self.hung_up.set()
             cause = event.get("cause")
             if isinstance(cause, int):
                 self.hangup_cause = cause
@@ -90,8 +93,11 @@ class Call:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 return None
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation when an
+            # event arrives at the same moment, leaving the caller waiting for nothing.
             try:
-                event = await asyncio.wait_for(self.events.get(), remaining)
+                async with asyncio.timeout(remaining):
+                    event = await self.events.get()
             except TimeoutError:
                 return None
             if match(event):
@@ -100,6 +106,8 @@ class Call:
                 raise CallerHungUp(self.id)
 
     async def answer(self) -> None:
+        if self.answered_in_dialplan:
+            return  # the dialplan answered before Stasis(): no ARI round trip (and no 200 ms wait)
         try:
             await self.ari.post("channels", self.id, "answer")
         except (NotFound, NotInStasis) as exc:

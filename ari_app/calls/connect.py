@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ari_app.ari import AriError, BadRequest, NotFound, Unprocessable
 from ari_app.calls.call import Call, CallerHungUp
@@ -55,15 +55,18 @@ async def wait_turn(ctx: CallContext, call: Call, entry: Waiting) -> str:
     """Wait for an operator to be offered; remind the caller periodically that help is coming."""
     every = ctx.site.queue.reminder_every_s
     while True:
-        offered: asyncio.Future[str] = asyncio.ensure_future(asyncio.shield(entry.offer))
-        watcher: asyncio.Future[Any] = asyncio.ensure_future(call.next_event(lambda e: False, every))
-        done, _ = await asyncio.wait([offered, watcher], return_when=asyncio.FIRST_COMPLETED)
-        if offered in done:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-            return offered.result()
-        offered.cancel()
-        watcher.result()  # raises CallerHungUp if the caller left
+        if call.gone:
+            raise CallerHungUp(call.id)
+        hangup: asyncio.Future[Any] = asyncio.ensure_future(call.hung_up.wait())
+        try:
+            await asyncio.wait([cast("asyncio.Future[Any]", entry.offer), hangup], timeout=every,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hangup.cancel()
+        if entry.offer.done():
+            return entry.offer.result()
+        if call.gone:
+            raise CallerHungUp(call.id)
         try:
             await call.play(ctx.sound(ctx.site.prompts["hold"]))
         except CallerHungUp:

@@ -68,6 +68,11 @@ async def test_jepara_fire_call_at_ten_reaches_operator_with_two_way_audio_and_r
     assert times == sorted(times)  # type: ignore[type-var]
     assert ticket.end_reason == "operator hangup" and ticket.status == "classified"
     assert ticket.recording_path and Path(ticket.recording_path).stat().st_size > 8000
-    actions = [a.action for a in await stack.audit(ticket)]
-    assert actions[:4] == ["opened", "answered", "menu", "queued"]
+    audit = await stack.audit(ticket)
+    actions = [a.action for a in audit]
+    assert actions[:5] == ["opened", "screening", "answered", "menu", "queued"]
+    # A free operator is rung at once: the caller is not left to the first "please hold".
+    [ringing] = [a for a in audit if a.action == "ringing"]
+    assert ticket.queued_at is not None
+    assert (ringing.at - ticket.queued_at).total_seconds() < stack.site.queue.reminder_every_s
     assert "operator answered" in actions and actions[-1] == "ended"
