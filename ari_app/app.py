@@ -99,7 +99,8 @@ class App:
         site = settings.site
         self.engine = make_engine(settings.database_url)
         self.sessions = sessions(self.engine)
-        self.writer = Writer(self.sessions)
+        self.writer = Writer(self.sessions, settings.var_dir / "journal" / f"{site.stasis_app}.db",
+                             node=site.stasis_app)
         self.ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password)
         self.registry = CallRegistry(self.ari, self._handle)
         self.roster = Roster(self.ari, self.sessions, site.code, settings.clock,
@@ -205,4 +206,5 @@ class App:
             await self.web.stop()
         await self.ari.close()
         await self.engine.dispose()
+        self.writer.close()
         self.lock.release()

@@ -14,6 +14,7 @@ import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,6 +62,8 @@ class LocationService:
         self._arrived: dict[str, asyncio.Event] = {}
         self.accepted = 0
         self.rejected_count = 0
+        writer.register("location.store", self._store)
+        writer.register("input.rejected", self._rejected)
 
     # -- calls ---------------------------------------------------------------------------
     def call_arrived(self, call_id: str, number: str, at: datetime) -> str:
@@ -125,43 +128,44 @@ class LocationService:
         elif key:
             self.pending[key].append(entry)
             self._prune(key, at)
-        self.writer.submit(f"location {location.source} for {key or '?'}",
-                           self._store(location, at, key, call_id))
+        self.writer.submit("location.store", {
+            "key": key, "call": call_id, "at": at, "source": location.source,
+            "latitude": location.latitude, "longitude": location.longitude,
+            "radius_m": location.radius_m, "confidence_pct": location.confidence_pct,
+            "method": location.method, "civic": location.civic, "fix_time": location.fix_time,
+            "warnings": list(location.warnings), "raw": location.raw[:65536]})
         log.info("location source=%s caller=%s live_calls=%s", location.source, key or "?",
                  ",".join(live) or "-")
 
     def _prune(self, key: str, now: datetime) -> None:
         self.pending[key] = [r for r in self.pending[key] if r.received_at >= now - self.before]
 
-    def _store(self, loc: Location, at: datetime, key: str, call_id: str | None):  # type: ignore[no-untyped-def]
-        after = self.after
-
-        async def op(s: AsyncSession) -> None:
-            ticket_id = None
-            if call_id:
-                ticket_id = await s.scalar(select(Ticket.id).where(Ticket.channel_id == call_id))
-            elif key:
-                ticket_id = await s.scalar(
-                    select(Ticket.id).where(Ticket.caller_key == key, Ticket.arrived_at >= at - after)
-                    .order_by(Ticket.arrived_at.desc()).limit(1))
-            s.add(LocationRecord(
-                ticket_id=ticket_id, caller_key=key, source=loc.source, latitude=loc.latitude,
-                longitude=loc.longitude, radius_m=loc.radius_m, confidence_pct=loc.confidence_pct,
-                method=loc.method, civic=json.dumps(loc.civic) if loc.civic else None,
-                fix_time=loc.fix_time, received_at=at, warnings="\n".join(loc.warnings),
-                raw=loc.raw[:65536]))
-
-        return op
+    async def _store(self, s: AsyncSession, p: dict[str, Any]) -> None:
+        ticket_id = None
+        if p["call"]:
+            ticket_id = await s.scalar(select(Ticket.id).where(Ticket.channel_id == p["call"]))
+        elif p["key"]:
+            ticket_id = await s.scalar(
+                select(Ticket.id).where(Ticket.caller_key == p["key"],
+                                        Ticket.arrived_at >= p["at"] - self.after)
+                .order_by(Ticket.arrived_at.desc()).limit(1))
+        s.add(LocationRecord(
+            ticket_id=ticket_id, caller_key=p["key"], source=p["source"], latitude=p["latitude"],
+            longitude=p["longitude"], radius_m=p["radius_m"], confidence_pct=p["confidence_pct"],
+            method=p["method"], civic=json.dumps(p["civic"]) if p["civic"] else None,
+            fix_time=p["fix_time"], received_at=p["at"], warnings="\n".join(p["warnings"]),
+            raw=p["raw"]))
 
     def rejected(self, source: str, origin: str, reason: str, raw: str, at: datetime) -> None:
         self.rejected_count += 1
         log.warning("rejected %s from %s: %s", source, origin or "?", reason)
 
-        async def op(s: AsyncSession) -> None:
-            s.add(InputRejection(received_at=at, source=source, origin=origin[:128],
-                                 reason=reason[:2000], raw=raw[:65536]))
+        self.writer.submit("input.rejected", {"at": at, "source": source, "origin": origin[:128],
+                                              "reason": reason[:2000], "raw": raw[:65536]})
 
-        self.writer.submit(f"rejection {source}", op)
+    async def _rejected(self, s: AsyncSession, p: dict[str, Any]) -> None:
+        s.add(InputRejection(received_at=p["at"], source=p["source"], origin=p["origin"],
+                             reason=p["reason"], raw=p["raw"]))
 
 
 def location_summary(location: Location) -> dict[str, object]:

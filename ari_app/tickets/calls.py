@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,41 +13,47 @@ from ari_app.tickets.writer import Writer
 
 
 class CallStore:
-    """Queues idempotent writes keyed by channel id; never awaits the database."""
+    """Journals idempotent writes keyed by channel id; never awaits the database."""
 
     def __init__(self, writer: Writer, site: str) -> None:
         self.writer, self.site = writer, site
+        writer.register("call.opened", self._opened)
+        writer.register("call.answered", self._answered)
+        writer.register("call.event", self._event)
+        writer.register("call.closed", self._closed)
 
     def opened(self, channel_id: str, caller: str, dialled: str, at: datetime) -> None:
-        async def op(s: AsyncSession) -> None:
-            exists = await s.scalar(select(CallRecord.id).where(CallRecord.channel_id == channel_id))
-            if exists is None:
-                s.add(CallRecord(channel_id=channel_id, site=self.site, caller_number=caller,
-                                 dialled=dialled, started_at=at))
-
-        self.writer.submit(f"call {channel_id} opened", op)
+        self.writer.submit("call.opened", {"channel": channel_id, "caller": caller,
+                                           "dialled": dialled, "at": at})
 
     def answered(self, channel_id: str, at: datetime) -> None:
-        async def op(s: AsyncSession) -> None:
-            rec = await s.scalar(select(CallRecord).where(CallRecord.channel_id == channel_id))
-            if rec is not None and rec.answered_at is None:
-                rec.answered_at = at
-
-        self.writer.submit(f"call {channel_id} answered", op)
+        self.writer.submit("call.answered", {"channel": channel_id, "at": at})
 
     def event(self, channel_id: str, kind: str, at: datetime, detail: str = "") -> None:
-        async def op(s: AsyncSession) -> None:
-            last = await s.scalar(
-                select(func.max(CallEvent.seq)).where(CallEvent.channel_id == channel_id))
-            s.add(CallEvent(channel_id=channel_id, seq=(last or 0) + 1, at=at, kind=kind,
-                            detail=detail))
-
-        self.writer.submit(f"call {channel_id} {kind}", op)
+        self.writer.submit("call.event", {"channel": channel_id, "kind": kind, "at": at,
+                                          "detail": detail})
 
     def closed(self, channel_id: str, at: datetime, reason: str) -> None:
-        async def op(s: AsyncSession) -> None:
-            rec = await s.scalar(select(CallRecord).where(CallRecord.channel_id == channel_id))
-            if rec is not None and rec.ended_at is None:
-                rec.ended_at, rec.end_reason = at, reason
+        self.writer.submit("call.closed", {"channel": channel_id, "at": at, "reason": reason})
 
-        self.writer.submit(f"call {channel_id} closed", op)
+    async def _opened(self, s: AsyncSession, p: dict[str, Any]) -> None:
+        exists = await s.scalar(select(CallRecord.id).where(CallRecord.channel_id == p["channel"]))
+        if exists is None:
+            s.add(CallRecord(channel_id=p["channel"], site=self.site, caller_number=p["caller"],
+                             dialled=p["dialled"], started_at=p["at"]))
+
+    async def _answered(self, s: AsyncSession, p: dict[str, Any]) -> None:
+        rec = await s.scalar(select(CallRecord).where(CallRecord.channel_id == p["channel"]))
+        if rec is not None and rec.answered_at is None:
+            rec.answered_at = p["at"]
+
+    async def _event(self, s: AsyncSession, p: dict[str, Any]) -> None:
+        last = await s.scalar(select(func.max(CallEvent.seq))
+                              .where(CallEvent.channel_id == p["channel"]))
+        s.add(CallEvent(channel_id=p["channel"], seq=(last or 0) + 1, at=p["at"], kind=p["kind"],
+                        detail=p["detail"]))
+
+    async def _closed(self, s: AsyncSession, p: dict[str, Any]) -> None:
+        rec = await s.scalar(select(CallRecord).where(CallRecord.channel_id == p["channel"]))
+        if rec is not None and rec.ended_at is None:
+            rec.ended_at, rec.end_reason = p["at"], p["reason"]

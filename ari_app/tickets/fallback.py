@@ -12,6 +12,7 @@ import logging
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +29,7 @@ class FallbackImporter:
         self.offset_path = journal.with_suffix(".offset")
         self.imported = 0
         self.bad_lines = 0
+        writer.register("fallback.offset", self._save_offset)
 
     def _offset(self) -> int:
         try:
@@ -56,19 +58,18 @@ class FallbackImporter:
             except (ValueError, KeyError, TypeError) as exc:
                 self.bad_lines += 1
                 log.error("fallback journal: unreadable line %r: %s", raw[:200], exc)
-        new_offset = start + end
-
-        async def save_offset(_: AsyncSession) -> None:
-            tmp = self.offset_path.with_suffix(".offset.tmp")
-            tmp.write_text(str(new_offset))
-            os.replace(tmp, self.offset_path)
-
-        self.writer.submit("fallback journal offset", save_offset)
+        # Moved only once the tickets before it are in the database (the journal keeps order).
+        self.writer.submit("fallback.offset", {"offset": start + end})
         self.imported += count
         if count:
             log.warning("fallback journal: %d record(s) of calls taken while the app was down",
                         count)
         return count
+
+    async def _save_offset(self, _: AsyncSession, p: dict[str, Any]) -> None:
+        tmp = self.offset_path.with_suffix(".offset.tmp")
+        tmp.write_text(str(p["offset"]))
+        os.replace(tmp, self.offset_path)
 
     def _queue(self, rec: dict[str, str]) -> None:
         channel = str(rec["uniqueid"])
@@ -87,5 +88,12 @@ class FallbackImporter:
                 status="new" if answered else "abandoned", callback_needed=not answered,
                 operator=operator, outcome="genuine" if answered else "abandoned",
                 audit={"answered_s": rec.get("answered_s", "")})
+        elif rec["event"] == "early":
+            self.tickets.open(channel, rec.get("caller", ""), at,
+                              caller_key=caller_key(rec.get("caller")),
+                              policy="hung up before the app took the call")
+            self.tickets.change(channel, "ended", at, ended_at=at,
+                                end_reason="caller hangup before the app", status="abandoned",
+                                callback_needed=True, outcome="ghost")
         else:
             raise KeyError(f"unknown event {rec['event']!r}")

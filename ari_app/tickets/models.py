@@ -261,3 +261,12 @@ class ConsoleSession(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class JournalApplied(Base):
+    """Which local journal entries (per node) reached the database: replays apply nothing twice."""
+
+    __tablename__ = "journal_applied"
+
+    node: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

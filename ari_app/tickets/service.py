@@ -45,55 +45,67 @@ async def next_reference(s: AsyncSession, site: str, prefix: str, day: str) -> s
 class TicketService:
     def __init__(self, writer: Writer, site: str, prefix: str, tz: ZoneInfo) -> None:
         self.writer, self.site, self.prefix, self.tz = writer, site, prefix, tz
+        writer.register("ticket.open", self._open)
+        writer.register("ticket.change", self._change)
 
     def open(self, channel_id: str, caller: str, at: datetime,
              on_reference: Callable[[str], None] | None = None, caller_key: str = "",
              attach_locations_since: datetime | None = None, **fields: Any) -> None:
-        async def op(s: AsyncSession) -> None:
-            ticket = await s.scalar(select(Ticket).where(Ticket.channel_id == channel_id))
-            if ticket is None:
-                day = at.astimezone(self.tz).strftime("%Y%m%d")
-                ticket = Ticket(reference=await next_reference(s, self.site, self.prefix, day),
-                                site=self.site, channel_id=channel_id, caller_number=caller,
-                                caller_key=caller_key, arrived_at=at, status="new", **fields)
-                s.add(ticket)
-                await s.flush()
-                if caller_key and attach_locations_since is not None:
-                    # Locations (AML) that reached us before the call belong to it.
-                    await s.execute(
-                        update(LocationRecord)
-                        .where(LocationRecord.caller_key == caller_key,
-                               LocationRecord.ticket_id.is_(None),
-                               LocationRecord.received_at >= attach_locations_since)
-                        .values(ticket_id=ticket.id))
-                s.add(TicketAudit(ticket_id=ticket.id, at=at, actor="system", action="opened",
-                                  detail=json.dumps({"caller": caller, "channel": channel_id})))
-                log.info("call=%s ticket=%s opened", channel_id, ticket.reference)
-            if on_reference is not None:
-                on_reference(ticket.reference)
+        def done(reference: Any) -> None:
+            if on_reference is not None and isinstance(reference, str):
+                on_reference(reference)
 
-        self.writer.submit(f"ticket open {channel_id}", op)
+        self.writer.submit("ticket.open", {
+            "channel": channel_id, "caller": caller, "at": at, "caller_key": caller_key,
+            "attach_since": attach_locations_since, "fields": fields}, done)
+
+    async def _open(self, s: AsyncSession, p: dict[str, Any]) -> str:
+        channel_id, at, caller_key = p["channel"], p["at"], p["caller_key"]
+        ticket = await s.scalar(select(Ticket).where(Ticket.channel_id == channel_id))
+        if ticket is None:
+            day = at.astimezone(self.tz).strftime("%Y%m%d")
+            ticket = Ticket(reference=await next_reference(s, self.site, self.prefix, day),
+                            site=self.site, channel_id=channel_id, caller_number=p["caller"],
+                            caller_key=caller_key, arrived_at=at, status="new", **p["fields"])
+            s.add(ticket)
+            await s.flush()
+            if caller_key and p["attach_since"] is not None:
+                # Locations (AML) that reached us before the call belong to it.
+                await s.execute(
+                    update(LocationRecord)
+                    .where(LocationRecord.caller_key == caller_key,
+                           LocationRecord.ticket_id.is_(None),
+                           LocationRecord.received_at >= p["attach_since"])
+                    .values(ticket_id=ticket.id))
+            s.add(TicketAudit(ticket_id=ticket.id, at=at, actor="system", action="opened",
+                              detail=json.dumps({"caller": p["caller"], "channel": channel_id})))
+            log.info("call=%s ticket=%s opened", channel_id, ticket.reference)
+        return ticket.reference
 
     def change(self, channel_id: str, action: str, at: datetime, actor: str = "system",
                only_if_unset: tuple[str, ...] = (), audit: dict[str, Any] | None = None,
                status_from: tuple[str, ...] | None = None, **fields: Any) -> None:
         """Set fields on the call's ticket and write one audit line describing the change."""
+        self.writer.submit("ticket.change", {
+            "channel": channel_id, "action": action, "at": at, "actor": actor,
+            "only_if_unset": list(only_if_unset), "audit": audit or {},
+            "status_from": list(status_from) if status_from is not None else None,
+            "fields": fields})
 
-        async def op(s: AsyncSession) -> None:
-            ticket = await s.scalar(select(Ticket).where(Ticket.channel_id == channel_id))
-            if ticket is None:
-                log.error("call=%s no ticket for %s", channel_id, action)
-                return
-            changed = {}
-            for key, value in fields.items():
-                if key in only_if_unset and getattr(ticket, key) is not None:
-                    continue
-                if key == "status" and status_from is not None and ticket.status not in status_from:
-                    continue  # an operator's classification/dispatch during the call stands
-                if getattr(ticket, key) != value:
-                    setattr(ticket, key, value)
-                    changed[key] = _jsonable(value)
-            s.add(TicketAudit(ticket_id=ticket.id, at=at, actor=actor, action=action,
-                              detail=json.dumps(changed | (audit or {}), sort_keys=True)))
-
-        self.writer.submit(f"ticket {action} {channel_id}", op)
+    async def _change(self, s: AsyncSession, p: dict[str, Any]) -> None:
+        ticket = await s.scalar(select(Ticket).where(Ticket.channel_id == p["channel"]))
+        if ticket is None:
+            log.error("call=%s no ticket for %s", p["channel"], p["action"])
+            return
+        changed = {}
+        status_from = p["status_from"]
+        for key, value in p["fields"].items():
+            if key in p["only_if_unset"] and getattr(ticket, key) is not None:
+                continue
+            if key == "status" and status_from is not None and ticket.status not in status_from:
+                continue  # an operator's classification/dispatch during the call stands
+            if getattr(ticket, key) != value:
+                setattr(ticket, key, value)
+                changed[key] = _jsonable(value)
+        s.add(TicketAudit(ticket_id=ticket.id, at=p["at"], actor=p["actor"], action=p["action"],
+                          detail=json.dumps(changed | p["audit"], sort_keys=True)))

@@ -181,14 +181,16 @@ async def make_stack(var_dir: Path, db_url: str, jepara: Site) -> AsyncIterator[
                    operators: list[tuple[str, str | None]] | None = None,
                    clock: Clock | None = None, start_app: bool = True, on_shift: bool = True,
                    trunk_contact: str | None = None,
-                   agi_database_url: str | None = None) -> Stack:
+                   agi_database_url: str | None = None,
+                   app_db_url: str | None = None) -> Stack:
         chosen = on_free_ports(site or jepara)
         clock = clock or Clock()
-        eps = await seed_operators(db_url, chosen, clock, operators or [], on_shift)
+        database = app_db_url or db_url
+        eps = await seed_operators(database, chosen, clock, operators or [], on_shift)
         ast = PrivateAsterisk(chosen, var_dir, operators=eps, trunk_contact=trunk_contact,
-                              database_url=agi_database_url or db_url)
+                              database_url=agi_database_url or database)
         await asyncio.to_thread(ast.start)
-        stack = Stack(chosen, var_dir, db_url, ast, clock=clock)
+        stack = Stack(chosen, var_dir, database, ast, clock=clock)
         stacks.append(stack)
         if start_app:
             await stack.start_app()

@@ -47,7 +47,7 @@ async def test_tickets_list_and_show_read_what_the_service_wrote(tmp_path: Path,
                                                                  db_url: str) -> None:
     site = load_site("jepara")
     engine = make_engine(db_url)
-    writer = Writer(sessions(engine))
+    writer = Writer(sessions(engine), tmp_path / "journal.db", node="test")
     task = asyncio.create_task(writer.run())
     service = TicketService(writer, site.code, site.reference_prefix, site.timezone)
     now = Clock().now()
@@ -76,7 +76,7 @@ async def test_supervisor_clears_flags_and_history_counts_only_what_came_after(
 ) -> None:
     site = load_site("jepara")
     engine = make_engine(db_url)
-    writer = Writer(sessions(engine))
+    writer = Writer(sessions(engine), tmp_path / "journal.db", node="test")
     task = asyncio.create_task(writer.run())
     service = TicketService(writer, site.code, site.reference_prefix, site.timezone)
     now = Clock().now()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from datetime import UTC, datetime, timedelta
@@ -130,3 +131,27 @@ async def test_app_down_caller_reaches_operator_by_fallback_and_gets_one_ticket_
     await stack.start_app()
     await stack.app.writer.flush()  # type: ignore[union-attr]
     assert len(await stack.tickets()) == 1
+
+
+async def test_caller_hanging_up_during_screening_still_leaves_an_abandoned_ticket(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(clock=clock())
+    assert stack.app is not None
+    result = await stack.call("caller_cancel.xml", keys={"caller": "081299998888"},
+                              template={"cancel_after_ms": "20"})
+    assert result.ok, result.errors
+    journal = stack.var_dir / "fallback" / "calls.jsonl"
+
+    async def recorded() -> bool:  # the hangup handler's AGI is another process
+        return journal.exists() and b'"early"' in journal.read_bytes()
+
+    async with asyncio.timeout(10):
+        while not await recorded():  # noqa: ASYNC110 - another process writes the file
+            await asyncio.sleep(0.05)
+    assert stack.app.fallback.import_new() == 1
+    await stack.settle()
+    [ticket] = await stack.tickets()
+    assert (ticket.caller_number, ticket.status, ticket.callback_needed) == (
+        "081299998888", "abandoned", True)
+    assert ticket.end_reason == "caller hangup before the app"
