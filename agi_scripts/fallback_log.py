@@ -26,6 +26,55 @@ def record(journal: str, line: dict[str, str]) -> None:
         os.close(fd)
 
 
+ON_DUTY_SQLITE = """
+SELECT DISTINCT o.name FROM operators o JOIN shifts s ON s.operator_id = o.id
+ WHERE o.site = ? AND o.active = 1 AND s.starts_at <= ? AND s.ends_at > ? ORDER BY o.name
+"""
+ON_DUTY_PG = """
+SELECT DISTINCT o.name FROM operators o JOIN shifts s ON s.operator_id = o.id
+ WHERE o.site = $1 AND o.active AND s.starts_at <= $2 AND s.ends_at > $2 ORDER BY o.name
+"""
+
+
+def on_duty_dial(config: dict[str, object]) -> str:
+    """``PJSIP/op1&PJSIP/op2`` for the operators on shift now; '' if unknown (ring everyone)."""
+    import time
+
+    deadline = time.monotonic() + int(str(config.get("budget_ms", 400))) / 1000
+    now = datetime.now(UTC)
+    url = str(config["database_url"])
+    try:
+        if url.startswith("sqlite"):
+            import sqlite3
+
+            conn = sqlite3.connect(f"file:{url.split(':///', 1)[1]}?mode=ro", uri=True,
+                                   timeout=max(0.01, deadline - time.monotonic()))
+            try:
+                conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+                stamp = now.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+                names = [r[0] for r in conn.execute(ON_DUTY_SQLITE, (config["site"], stamp,
+                                                                     stamp))]
+            finally:
+                conn.close()
+        else:
+            import asyncio
+
+            import asyncpg
+
+            async def fetch() -> list[str]:
+                conn = await asyncpg.connect(url.replace("+asyncpg", ""),
+                                             timeout=max(0.01, deadline - time.monotonic()))
+                try:
+                    return [r[0] for r in await conn.fetch(ON_DUTY_PG, config["site"], now)]
+                finally:
+                    await conn.close(timeout=0.2)
+
+            names = asyncio.run(asyncio.wait_for(fetch(), max(0.01, deadline - time.monotonic())))
+    except Exception:
+        return ""  # the database is down too: the dialplan rings every operator
+    return "&".join(f"PJSIP/{n}" for n in names)
+
+
 def main() -> int:
     from asterisk.agi import AGI  # pyst2: per-process AGI only
 
@@ -46,6 +95,10 @@ def main() -> int:
             line["answered_s"] = agi.get_variable("ANSWEREDTIME") or ""
             line["operator"] = agi.get_variable("DIALEDPEERNAME") or ""
         record(str(config["fallback_journal"]), line)
+        if event == "start":
+            dial = on_duty_dial(config)
+            if dial:
+                agi.set_variable("SIAGA_FALLBACK_ON_DUTY", dial)
     except Exception as exc:
         agi.verbose(f"siaga112 fallback_log: {type(exc).__name__}: {exc}", 1)
     return 0

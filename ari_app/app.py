@@ -20,6 +20,7 @@ from ari_app.live import LiveBus
 from ari_app.location.service import LocationService
 from ari_app.routing.queue import CallQueue
 from ari_app.routing.roster import Roster
+from ari_app.pbx.taskprocessors import TaskprocessorWatch
 from ari_app.secrets import secret
 from ari_app.tickets.calls import CallStore
 from ari_app.tickets.db import database_url, make_engine, sessions
@@ -121,6 +122,7 @@ class App:
         self.events = EventLoop(self.ari, site.stasis_app, self.registry.on_event,
                                 self._on_connect)
         self._tasks: list[asyncio.Task[None]] = []
+        self.taskprocessors = TaskprocessorWatch(settings.var_dir)
         self.lock = InstanceLock(settings.var_dir / "run" / f"{site.stasis_app}.lock")
         self.web: WebServer | None = None
         if settings.web_port != 0:
@@ -177,6 +179,7 @@ class App:
             asyncio.create_task(self.events.run(), name="ari-events"),
             asyncio.create_task(self._roster_loop(), name="roster"),
             asyncio.create_task(self._fallback_loop(), name="fallback-import"),
+            asyncio.create_task(self.taskprocessors.run(), name="taskprocessors"),
         ]
         self._tasks.append(start_background(self))  # agencies seeded, notification worker
 

@@ -210,3 +210,24 @@ async def test_calls_that_die_with_asterisk_are_closed_as_asterisk_restart(
     await stack.settle()
     _first, second = await stack.tickets()
     assert second.answered_at is not None and second.menu_choice == "9"
+
+
+async def test_healthz_and_metrics_show_readiness_backlog_and_taskprocessor_queues(
+    make_stack: StackFactory,
+) -> None:
+    import aiohttp
+
+    stack = await make_stack(clock=CLOCK)
+    assert stack.app is not None
+    await asyncio.to_thread(stack.app.taskprocessors.sample)  # a real `core show taskprocessors`
+    assert stack.app.taskprocessors.deepest_ever >= 0 and stack.app.taskprocessors.available
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{stack.web_url}/healthz") as resp:
+            health = await resp.json()
+            assert resp.status == 200
+        async with http.get(f"{stack.web_url}/metrics") as resp:
+            metrics = await resp.text()
+    assert health["ari_connected"] is True and isinstance(health["db_backlog"], int)
+    for name in ("siaga112_db_backlog", "siaga112_ari_connected 1.0",
+                 "siaga112_taskprocessor_queue_depth", "siaga112_taskprocessor_high_water 0.0"):
+        assert name in metrics, name
