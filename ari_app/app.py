@@ -18,9 +18,9 @@ from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.live import LiveBus
 from ari_app.location.service import LocationService
+from ari_app.pbx.taskprocessors import TaskprocessorWatch
 from ari_app.routing.queue import CallQueue
 from ari_app.routing.roster import Roster
-from ari_app.pbx.taskprocessors import TaskprocessorWatch
 from ari_app.secrets import secret
 from ari_app.tickets.calls import CallStore
 from ari_app.tickets.db import database_url, make_engine, sessions

@@ -172,6 +172,8 @@ class _Reader:
         value = self.data[key]
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > 2**53:
+                raise ConfigError(self.file, self._key(key), expected, "a number too large")
             value, ok = float(value), True
         if not ok:
             raise ConfigError(self.file, self._key(key), expected, value)
@@ -241,7 +243,7 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
     tzname = s.string("timezone")
     try:
         tz = ZoneInfo(tzname)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "Asia" is a directory, not a zone
         raise ConfigError(file, "site.timezone", "an IANA time zone such as Asia/Jakarta",
                           tzname) from None
     languages = s.get("languages", list, "a list of language codes", ["id", "en"])
@@ -399,8 +401,9 @@ def load_site(path_or_code: str | Path) -> Site:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(shown, "(file)", "UTF-8 text", "undecodable bytes") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(shown, "(syntax)", "valid TOML", str(exc)) from None
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
+        # tomllib raises plain ValueError for huge integers, RecursionError for deep nesting.
+        raise ConfigError(shown, "(syntax)", "valid TOML", str(exc)[:200]) from None
     return parse_site(shown, data)
 
 

@@ -403,7 +403,10 @@ def _timestamp(root: ET.Element, raw: str) -> datetime | None:
                 ) from None
             if moment.tzinfo is None:
                 raise LocationParseError(f"timestamp has no UTC offset: {_show(text)}", raw)
-            return moment.astimezone(UTC)
+            try:
+                return moment.astimezone(UTC)
+            except OverflowError:
+                raise LocationParseError(f"timestamp out of range: {_show(text)}", raw) from None
     return None
 
 

@@ -133,7 +133,7 @@ class LocationService:
             "latitude": location.latitude, "longitude": location.longitude,
             "radius_m": location.radius_m, "confidence_pct": location.confidence_pct,
             "method": location.method, "civic": location.civic, "fix_time": location.fix_time,
-            "warnings": list(location.warnings), "raw": location.raw[:65536]})
+            "warnings": list(location.warnings), "raw": _storable(location.raw[:65536])})
         log.info("location source=%s caller=%s live_calls=%s", location.source, key or "?",
                  ",".join(live) or "-")
 
@@ -157,6 +157,7 @@ class LocationService:
             raw=p["raw"]))
 
     def rejected(self, source: str, origin: str, reason: str, raw: str, at: datetime) -> None:
+        raw, reason = _storable(raw), _storable(reason)
         self.rejected_count += 1
         log.warning("rejected %s from %s: %s", source, origin or "?", reason)
 
@@ -166,6 +167,11 @@ class LocationService:
     async def _rejected(self, s: AsyncSession, p: dict[str, Any]) -> None:
         s.add(InputRejection(received_at=p["at"], source=p["source"], origin=p["origin"],
                              reason=p["reason"], raw=p["raw"]))
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL: keep the evidence visible instead of losing the row."""
+    return text.replace("\x00", "\\x00")
 
 
 def location_summary(location: Location) -> dict[str, object]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from ari_app.pbx.taskprocessors import parse
 
 SAMPLE = """
-Processor                                                               Processed   In Queue  Max Depth  Low water High water
-ast_msg_queue                                                                   0          0          0        450        500
-stasis/m:ari:application/siaga112-jepara                                     9120         12        512        450        500
-pjsip/default-0000000a                                                         20          0          2        450        500
+Processor   Processed   In Queue   Max Depth   Low water High water
+ast_msg_queue   0   0   0   450   500
+stasis/m:ari:application/siaga112-jepara   9120   12   512   450   500
+pjsip/default-0000000a   20   0   2   450   500
 
 78 taskprocessors
 """
