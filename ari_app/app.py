@@ -161,7 +161,7 @@ class App:
     async def _adopt(self, channel_ids: list[str]) -> None:
         """Calls still in our app after a reconnect or restart are taken up again."""
         for channel_id in channel_ids:
-            if channel_id in self.registry.owners or channel_id.startswith("op-"):
+            if channel_id in self.registry.owners or channel_id.startswith(("op-", "ag-")):
                 continue  # operator legs are paired again by their caller's adoption
             try:
                 channel = await self.ari.get("channels", channel_id)

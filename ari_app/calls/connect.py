@@ -132,7 +132,8 @@ async def _hangup(ctx: CallContext, channel_id: str) -> None:
 async def bridge(ctx: CallContext, call: Call, operator: str, op_channel: str) -> Connected | None:
     """Caller and operator in one mixing bridge; None if the operator left before it was made."""
     bridge_id = f"call-{call.id}"
-    await ctx.ari.post("bridges", bridge_id, type="mixing", name=f"112 {call.id}")
+    # dtmf_events: the operator's keypad must reach the app (agency conference codes).
+    await ctx.ari.post("bridges", bridge_id, type="mixing,dtmf_events", name=f"112 {call.id}")
     try:
         await ctx.ari.post("bridges", bridge_id, "addChannel", channel=op_channel)
     except (NotFound, BadRequest):
@@ -168,16 +169,73 @@ async def record(ctx: CallContext, call: Call, link: Connected) -> str | None:
     return str(ctx.recordings_dir / f"{name}.wav")
 
 
+FEATURE_START, FEATURE_END = "*", "#"
+
+
 async def talk(ctx: CallContext, call: Call, link: Connected) -> None:
-    """Until either side hangs up; then end the other side and the bridge."""
+    """Until either side hangs up; then end the other side and the bridge.
+
+    The operator can add an agency to the call: ``*`` + the agency's number + ``#`` on the
+    phone's keypad (e.g. ``*113#`` for the fire brigade) dials it through the carrier trunk
+    and conferences it in. Only the site's other emergency numbers are accepted.
+    """
+    keys = ""
+    agencies: set[str] = set()
+    op = link.operator_channel
+
+    def ours(e: dict[str, Any]) -> bool:
+        cid = e.get("channel", {}).get("id")
+        return cid == op or cid in agencies
+
     try:
-        await call.next_event(
-            lambda e: e.get("channel", {}).get("id") == link.operator_channel
-            and e.get("type") in ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed"))
+        while True:
+            event = await call.next_event(ours)
+            assert event is not None  # no timeout: only a matching event or a hangup ends this
+            kind, cid = event.get("type"), event.get("channel", {}).get("id")
+            if cid == op and kind in ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed"):
+                break
+            if cid == op and kind == "ChannelDtmfReceived":
+                keys = (keys + str(event.get("digit", "")))[-24:]
+                if keys.endswith(FEATURE_END) and FEATURE_START in keys:
+                    number = keys[keys.rindex(FEATURE_START) + 1:-1]
+                    keys = ""
+                    leg = await add_agency(ctx, call, link, number)
+                    if leg:
+                        agencies.add(leg)
+            elif cid in agencies and kind == "StasisStart":
+                try:
+                    await ctx.ari.post("bridges", link.bridge_id, "addChannel", channel=cid)
+                except AriError as exc:
+                    log.warning("%s agency leg %s not bridged: %s", call.tag, cid, exc)
         link.ended_by = "operator"
         await call.hangup()
     except CallerHungUp:
         link.ended_by = "caller"
-        await _hangup(ctx, link.operator_channel)
+        await _hangup(ctx, op)
     finally:
+        for leg in agencies:
+            await _hangup(ctx, leg)
         await _destroy(ctx, link.bridge_id)
+
+
+async def add_agency(ctx: CallContext, call: Call, link: Connected, number: str) -> str | None:
+    """Dial an agency through the trunk into this call's bridge; the leg's id, or None."""
+    allowed = set(ctx.site.other_services.values())
+    if number not in allowed:
+        log.warning("%s operator=%s asked for %r, not an agency number (%s)", call.tag,
+                    link.operator, number, ", ".join(sorted(allowed)))
+        return None
+    leg = f"ag-{call.id}-{uuid.uuid4().hex[:6]}"
+    ctx.registry.attach(leg, call)
+    try:
+        await ctx.ari.post("channels", endpoint=f"PJSIP/{number}@carrier", app=ctx.site.stasis_app,
+                           appArgs=f"agency,{call.id}", channelId=leg, timeout=60,
+                           callerId=f'"112 {call.caller}" <{call.caller or "112"}>')
+    except AriError as exc:
+        log.error("%s agency %s could not be dialled: %s", call.tag, number, exc)
+        return None
+    log.info("%s operator=%s adds agency %s", call.tag, link.operator, number)
+    ctx.tickets.change(call.id, "agency added", ctx.clock.now(), actor=link.operator,
+                       audit={"number": number, "channel": leg})
+    ctx.live.publish(call.id, "agency", number=number)
+    return leg

@@ -53,7 +53,7 @@ class Outcome:
 
 async def handle(ctx: CallContext, call: Call) -> None:
     kind = call.args[0] if call.args else "emergency"
-    if kind == "operator":  # an operator leg whose caller we no longer know (app restarted)
+    if kind in ("operator", "agency"):  # a leg whose caller we no longer know (app restarted)
         log.warning("call=%s operator leg without its caller: hanging up", call.id)
         await call.hangup()
         return

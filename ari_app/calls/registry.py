@@ -46,7 +46,8 @@ class CallRegistry:
         channel_id = _target_channel(event)
         if kind == "StasisStart" and channel_id and channel_id not in self.owners:
             args = [str(a) for a in event.get("args", [])]
-            caller = self.calls.get(args[1]) if len(args) > 1 and args[0] == "operator" else None
+            caller = (self.calls.get(args[1])
+                      if len(args) > 1 and args[0] in ("operator", "agency") else None)
             if caller is not None:  # an operator leg rung before a restart, now answered
                 self.attach(channel_id, caller)
                 caller.deliver(event)

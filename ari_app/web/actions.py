@@ -112,9 +112,9 @@ class TicketActions:
                 put("status", "classified")
             s.add(TicketAudit(ticket_id=ticket.id, at=now, actor=actor, action="classified",
                               detail=json.dumps(changed, sort_keys=True)))
-            result = ticket.status
+            result, shown = ticket.status, {"category": ticket.category, "caller": ticket.caller_number}
         log.info("ticket=%s classified by %s: %s", reference, actor, changed)
-        self.bus.publish(reference, result, action="classified")
+        self.bus.publish(reference, result, action="classified", **shown)
         return result
 
     async def dispatch(self, reference: str, codes: list[str], actor: str) -> list[int]:

@@ -23,6 +23,7 @@ from ari_app.location.aml import parse_https_form, parse_sms_text, parse_sms_use
 from ari_app.location.model import Location, LocationParseError
 from ari_app.location.service import LocationService
 from ari_app.secrets import secret
+from ari_app.web.ratelimit import TokenBucketLimiter, too_many_requests
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,11 @@ def load_gateways(var_dir: Path, names: tuple[str, ...]) -> list[Gateway]:
 
 class AmlReceiver:
     def __init__(self, locations: LocationService, clock: Clock, gateways: list[Gateway],
-                 registry: CollectorRegistry, *, require_hmac: bool = False) -> None:
+                 registry: CollectorRegistry, *, require_hmac: bool = False,
+                 limiter: TokenBucketLimiter | None = None) -> None:
         self.locations, self.clock, self.gateways = locations, clock, gateways
         self.require_hmac = require_hmac
+        self.limiter = limiter  # per gateway; None: unlimited
         self.counter = Counter("siaga112_aml_messages", "AML messages by result",
                                ["result"], registry=registry)
 
@@ -61,12 +64,18 @@ class AmlReceiver:
         if gateway is None:
             self.counter.labels("unauthorised").inc()
             return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        wait = self.limiter.acquire(gateway.name) if self.limiter is not None else 0.0
+        if wait > 0:  # refused before the body is read: nothing of it is stored
+            self.counter.labels("rate_limited").inc()
+            log.warning("aml from %s refused: over the rate limit", gateway.name)
+            return too_many_requests(wait, f"from gateway {gateway.name}")
         body = await request.read()  # aiohttp refuses bodies over client_max_size with 413
         signature = request.headers.get("X-Siaga-Signature", "")
         if signature or self.require_hmac:
             expected = "sha256=" + hmac.new(gateway.hmac_key.encode(), body,
                                             hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(signature, expected):
+            if not hmac.compare_digest(signature.encode("utf-8", "surrogateescape"),
+                                       expected.encode()):
                 self.counter.labels("unauthorised").inc()
                 return web.json_response({"error": "X-Siaga-Signature does not match the body"},
                                          status=401)
@@ -88,7 +97,7 @@ class AmlReceiver:
         if content_type == "application/json":
             try:
                 data = json.loads(raw)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: [[[[... thousands deep
                 raise LocationParseError(f"body is not JSON: {exc}", raw) from None
             if not isinstance(data, dict):
                 raise LocationParseError("JSON body must be an object", raw)

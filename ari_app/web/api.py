@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,15 +16,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ari_app.admin import ticket_dict
 from ari_app.tickets.models import Agency, LocationRecord, Notification, Ticket, TicketAudit
 from ari_app.web.actions import SCREEN_STATUSES, ActionError, site_categories
-from ari_app.web.auth import current_user, require
+from ari_app.web.auth import current_user, require, same_secret
 from ari_app.web.links import LinkError
 from ari_app.web.openapi import openapi_document
+from ari_app.web.ratelimit import COMPLAINTS_LIMITER, client_ip, too_many_requests
 
 if TYPE_CHECKING:
     from ari_app.web.console import Console
 
 log = logging.getLogger(__name__)
 
+MAX_ID = 2**31 - 1
 PHONE = re.compile(r"\+?[0-9][0-9 \-]{5,19}")
 
 
@@ -77,13 +79,39 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise web.HTTPUnprocessableEntity(text=json.dumps({"error": "body is not JSON"}),
                                           content_type="application/json") from None
     if not isinstance(body, dict):
         raise web.HTTPUnprocessableEntity(text=json.dumps({"error": "body must be a JSON object"}),
                                           content_type="application/json")
+    if not storable(body):
+        raise web.HTTPUnprocessableEntity(text=json.dumps({"error": NOT_TEXT}),
+                                          content_type="application/json")
     return body
+
+
+NOT_TEXT = "text must be valid Unicode without NUL characters"
+
+
+def storable(value: Any, depth: int = 0) -> bool:
+    """False when a string anywhere in a JSON value holds NUL or a lone surrogate (a JSON
+    \\ud800 escape): neither can be stored (PostgreSQL text refuses NUL, UTF-8 surrogates)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if depth > 50:
+        return False
+    if isinstance(value, dict):
+        return all(storable(k, depth + 1) and storable(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return all(storable(v, depth + 1) for v in value)
+    return True
 
 
 def validate(body: dict[str, Any], fields: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
@@ -101,7 +129,9 @@ def validate(body: dict[str, Any], fields: dict[str, dict[str, Any]]) -> list[di
         elif kind == "array" and not (isinstance(v, list) and all(isinstance(i, str) for i in v)):
             errors.append({"field": name, "message": "expected a list of strings"})
         elif kind == "string":
-            if len(v) < rule.get("minLength", 0):
+            if "\x00" in v:  # PostgreSQL text cannot store it; say so instead of failing
+                errors.append({"field": name, "message": "must not contain NUL characters"})
+            elif len(v) < rule.get("minLength", 0):
                 errors.append({"field": name, "message": f"at least {rule['minLength']} characters"})
             elif len(v) > rule.get("maxLength", 10**6):
                 errors.append({"field": name, "message": f"at most {rule['maxLength']} characters"})
@@ -137,6 +167,29 @@ ACK_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 
+@web.middleware
+async def json_errors(request: web.Request,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+    """API clients get every error as JSON {"error": ...}: unknown paths, wrong methods, a body
+    over the size limit (aiohttp raises those as plain text). Path and query values that cannot
+    be stored or compared (NUL, lone surrogates) are refused before any handler sees them."""
+    if request.path.startswith("/api/"):
+        if not storable(list(request.match_info.values())):
+            return _error(404, "not found: " + NOT_TEXT)  # no ticket or token can hold these
+        if not storable([*request.query.keys(), *request.query.values()]):
+            return _error(422, NOT_TEXT)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if (not request.path.startswith("/api/") or exc.status < 400
+                or exc.content_type == "application/json"):
+            raise
+        headers = {k: v for k, v in exc.headers.items()
+                   if k.lower() not in ("content-type", "content-length")}
+        return web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
+
+
 def register_api(web_app: web.Application, console: Console) -> None:
     app, actions = console.app, console.actions
     site = app.settings.site
@@ -144,10 +197,10 @@ def register_api(web_app: web.Application, console: Console) -> None:
     async def list_tickets(request: web.Request) -> web.Response:
         require(request, "operator")
         status = request.query.get("status")
-        try:
-            limit = min(int(request.query.get("limit", "50")), 500)
-        except ValueError:
-            return _error(422, "limit: expected an integer")
+        raw = request.query.get("limit", "50").strip()
+        if not re.fullmatch(r"[0-9]{1,9}", raw) or int(raw) < 1:  # no negative LIMIT for SQL
+            return _error(422, "limit: expected an integer from 1 to 500")
+        limit = min(int(raw), 500)
         async with app.sessions() as s:
             q = select(Ticket).where(Ticket.site == site.code)
             if status:
@@ -190,9 +243,16 @@ def register_api(web_app: web.Application, console: Console) -> None:
                                   "notifications": ids}, status=201)
 
     async def complaints(request: web.Request) -> web.Response:
+        limiter = request.app.get(COMPLAINTS_LIMITER)
+        wait = limiter.acquire(client_ip(request)) if limiter is not None else 0.0
+        if wait > 0:  # refused before the body is read: nothing of it is stored
+            log.warning("complaint from %s refused: over the rate limit", client_ip(request))
+            return too_many_requests(wait, "from this address")
         form = request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
         if form:
             data = dict(await request.post())
+            if not storable([*data, *(str(v) for v in data.values())]):
+                return _error(422, NOT_TEXT)
             csrf = str(data.pop("csrf", ""))
             if not console.auth.check_pre_csrf(request, csrf):
                 return _error(403, "CSRF token missing or wrong: reload the form")
@@ -202,7 +262,7 @@ def register_api(web_app: web.Application, console: Console) -> None:
             user = await console.auth.user(request)
             if user is None:
                 return _error(401, "authentication required (or use the public form at /complaint)")
-            if user.csrf is not None and not hmac.compare_digest(
+            if user.csrf is not None and not same_secret(
                     request.headers.get("X-CSRF-Token", ""), user.csrf):
                 return _error(403, "CSRF token missing or wrong")
             body = await _json_body(request)
@@ -243,10 +303,10 @@ def register_api(web_app: web.Application, console: Console) -> None:
 
     async def retry(request: web.Request) -> web.Response:
         require(request, "supervisor")
-        try:
-            nid = int(request.match_info["id"])
-        except ValueError:
+        raw = request.match_info["id"]
+        if not re.fullmatch(r"[0-9]{1,10}", raw) or int(raw) > MAX_ID:  # a database integer
             return _error(404, "no such notification")
+        nid = int(raw)
         if not await console.worker.retry(nid):
             return _error(409, "only a failed notification can be retried")
         return web.json_response({"notification": nid, "status": "pending"})
@@ -258,6 +318,7 @@ def register_api(web_app: web.Application, console: Console) -> None:
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(openapi_document(site_categories(site)))
 
+    web_app.middlewares.append(json_errors)
     r = web_app.router
     r.add_get("/api/v1/openapi.json", openapi)
     r.add_get("/api/v1/me", me)

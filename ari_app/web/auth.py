@@ -43,8 +43,16 @@ class UserError(Exception):
     pass
 
 
+def same_secret(sent: str, expected: str) -> bool:
+    """Constant-time comparison of a token sent by a client (hmac.compare_digest refuses str
+    holding non-ASCII characters, which anyone can send: compare the bytes)."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"),
+                               expected.encode("utf-8", "surrogatepass"))
+
+
 def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    # surrogatepass: a header or cookie with bytes that are not UTF-8 reaches us as surrogates
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,7 @@ class Auth:
         if not value:
             return False
         expected = hmac.new(self.key, f"pre:{value}".encode(), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(field, expected)
+        return same_secret(field, expected)
 
     async def login(self, user: User) -> tuple[str, str]:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
@@ -185,7 +193,7 @@ def make_middleware(auth: Auth) -> Middleware:
             if not sent and request.content_type in ("application/x-www-form-urlencoded",
                                                      "multipart/form-data"):
                 sent = str((await request.post()).get("csrf", ""))
-            if not hmac.compare_digest(sent, user.csrf):
+            if not same_secret(sent, user.csrf):
                 log.warning("user %s %s %s refused: CSRF token missing or wrong", user.username,
                             request.method, path)
                 if is_api:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from datetime import datetime, timedelta
 
 
@@ -26,8 +27,12 @@ class LinkSigner:
 
     def verify(self, token: str, now: datetime) -> int:
         """The notification id the token stands for; LinkError if forged, damaged or expired."""
+        # ASCII digits only ("²".isdigit() is true but int() refuses it), a MAC in base64url
+        # (compare_digest refuses non-ASCII str); ids and expiries fit a 64-bit integer.
         parts = token.split(".")
-        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+        if (len(parts) != 3 or not re.fullmatch(r"[0-9]{1,18}", parts[0])
+                or not re.fullmatch(r"[0-9]{1,18}", parts[1])
+                or not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", parts[2])):
             raise LinkError("this link is damaged")
         body = f"{parts[0]}.{parts[1]}"
         if not hmac.compare_digest(parts[2], self._mac(body)):

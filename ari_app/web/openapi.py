@@ -21,6 +21,7 @@ def _op(summary: str, ok: str, ok_schema: dict[str, Any], *, body: dict[str, Any
         op["responses"][code] = {"description": "error", **_json(_ref("Error"))}
     if body is not None:
         op["requestBody"] = {"required": True, **_json(body)}
+        op["responses"]["413"] = {"description": "body over the size limit", **_json(_ref("Error"))}
     if public:
         op["security"] = []
     return op
@@ -57,11 +58,12 @@ def openapi_document(categories: list[str]) -> dict[str, Any]:
                       {"type": "object"}, body=_ref("Classify")), "parameters": [REF_PARAM]}},
             "/api/v1/tickets/{ref}/dispatch": {"post": {
                 **_op("Dispatch to agencies (writes the notification outbox)", "201",
-                      {"type": "object"}, body=_ref("Dispatch")), "parameters": [REF_PARAM]}},
+                      {"type": "object"}, body=_ref("Dispatch"),
+                      errors=("401", "403", "404", "409", "422")), "parameters": [REF_PARAM]}},
             "/api/v1/complaints": {"post": _op(
                 "Open a complaint ticket (API: bearer token; browsers: the public form)", "201",
                 {"type": "object", "properties": {"reference": {"type": "string"}}},
-                body=_ref("Complaint"), errors=("401", "403", "422"))},
+                body=_ref("Complaint"), errors=("401", "403", "422", "429"))},
             "/api/v1/agencies": {"get": _op("Agencies of this site", "200", {"type": "object"},
                                             errors=("401",))},
             "/api/v1/ack/{token}": {"post": {
@@ -74,7 +76,8 @@ def openapi_document(categories: list[str]) -> dict[str, Any]:
                 **_op("Send a failed notification again (supervisor)", "200", {"type": "object"},
                       errors=("401", "403", "404", "409")),
                 "parameters": [{"name": "id", "in": "path", "required": True,
-                                "schema": {"type": "integer"}}]}},
+                                "schema": {"type": "integer", "minimum": 1,
+                                           "maximum": 2**31 - 1}}]}},
         },
         "components": {
             "securitySchemes": {

@@ -7,8 +7,10 @@ import contextlib
 import json
 import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
@@ -17,7 +19,15 @@ from sqlalchemy import select, update
 from ari_app.tickets.models import Agency, Notification, Ticket, User
 from ari_app.web.actions import ActionError, site_categories
 from ari_app.web.api import ticket_view
-from ari_app.web.auth import SESSION_COOKIE, SESSION_TTL, UserError, add_user, check_password, require
+from ari_app.web.auth import (
+    SESSION_COOKIE,
+    SESSION_TTL,
+    UserError,
+    add_user,
+    check_password,
+    require,
+    same_secret,
+)
 from ari_app.web.links import LinkError
 
 if TYPE_CHECKING:
@@ -37,6 +47,16 @@ def _age(seconds: int) -> str:
     return f"{seconds // 3600} h"
 
 
+def local_time(iso: str | None, tz: ZoneInfo) -> str:
+    """An ISO instant from the database as the site's wall-clock time (operators think in WIB)."""
+    if not iso:
+        return ""
+    at = datetime.fromisoformat(iso)
+    if at.tzinfo is None:  # SQLite hands back naive UTC
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def make_env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
@@ -48,6 +68,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
     app, auth, actions = console.app, console.auth, console.actions
     site = app.settings.site
     env = make_env()
+    env.filters["local"] = lambda iso, width=19: local_time(iso, site.timezone)[:width]
     map_url = os.environ.get("SIAGA112_MAP_URL", MAP_URL)
 
     def render(request: web.Request, name: str, status: int = 200, **ctx: Any) -> web.Response:
@@ -168,8 +189,8 @@ def register_pages(web_app: web.Application, console: Console) -> None:
                         await asyncio.sleep(0.3)  # the ticket row is written just after 'arrived'
                         change = await enrich(change)
                 await resp.write(f"event: {kind}\ndata: {json.dumps(change, default=str)}\n\n".encode())
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the browser went away (a cancellation on shutdown propagates)
         finally:
             task.cancel()
             console.bus.unsubscribe(on_ticket)
@@ -205,7 +226,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         except LinkError as exc:
             return render(request, "ack.html", 403, title="Link", error=str(exc), form_csrf="")
         form = await request.post()
-        if str(form.get("csrf", "")) != console.signer.form_token(token):
+        if not same_secret(str(form.get("csrf", "")), console.signer.form_token(token)):
             raise web.HTTPForbidden(text="CSRF token missing or wrong: reload the page")
         try:
             await actions.agency_step(nid, str(form.get("action", "")),

@@ -11,6 +11,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ari_app.web.aml import AmlReceiver, load_gateways
 from ari_app.web.console import register_console
+from ari_app.web.ratelimit import (
+    AML_DEFAULT,
+    AML_LIMITER,
+    COMPLAINTS_DEFAULT,
+    COMPLAINTS_LIMITER,
+    RateLimit,
+    TokenBucketLimiter,
+)
 
 if TYPE_CHECKING:
     from ari_app.app import App
@@ -21,15 +29,22 @@ log = logging.getLogger(__name__)
 def make_web_app(app: App) -> web.Application:
     site = app.settings.site
     registry = CollectorRegistry()
+    aml_limiter = TokenBucketLimiter(RateLimit.from_env("SIAGA112_AML", AML_DEFAULT))
     receiver = AmlReceiver(app.locations, app.settings.clock,
                            load_gateways(app.settings.var_dir, site.web.aml_gateways), registry,
-                           require_hmac=site.web.aml_require_hmac)
+                           require_hmac=site.web.aml_require_hmac, limiter=aml_limiter)
     Gauge("siaga112_db_backlog", "database writes waiting", registry=registry).set_function(
         lambda: app.writer.backlog)
     Gauge("siaga112_ari_connected", "1 when the ARI websocket is up",
           registry=registry).set_function(lambda: 1 if app.events.ready else 0)
     Gauge("siaga112_calls_active", "calls being handled", registry=registry).set_function(
         lambda: len(app.registry.calls))
+    Gauge("siaga112_taskprocessor_queue_depth", "deepest ARI/PJSIP taskprocessor queue now",
+          registry=registry).set_function(lambda: app.taskprocessors.deepest_now)
+    Gauge("siaga112_taskprocessor_high_water", "ARI/PJSIP taskprocessors past their high water",
+          registry=registry).set_function(lambda: len(app.taskprocessors.high_water_queues))
+    Gauge("siaga112_journal_dead", "writes the database refused (see the journal's dead table)",
+          registry=registry).set_function(lambda: len(app.writer.failed))
     Gauge("siaga112_callers_waiting", "callers waiting for an operator",
           registry=registry).set_function(lambda: len(app.queue.waiting))
 
@@ -43,6 +58,9 @@ def make_web_app(app: App) -> web.Application:
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     web_app = web.Application(client_max_size=site.web.max_body_bytes)
+    web_app[AML_LIMITER] = aml_limiter
+    web_app[COMPLAINTS_LIMITER] = TokenBucketLimiter(
+        RateLimit.from_env("SIAGA112_COMPLAINTS", COMPLAINTS_DEFAULT))
     web_app.router.add_post("/aml", receiver.handle)
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/metrics", metrics)

@@ -76,3 +76,20 @@ async def test_jepara_fire_call_at_ten_reaches_operator_with_two_way_audio_and_r
     assert ticket.queued_at is not None
     assert (ringing.at - ticket.queued_at).total_seconds() < stack.site.queue.reminder_every_s
     assert "operator answered" in actions and actions[-1] == "ended"
+
+
+async def test_operator_keys_star_113_hash_and_the_fire_brigade_joins_through_the_trunk(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    fire_brigade, trunk = await phone("operator_answer_wait.xml", name="113")
+    uas, contact = await phone("operator_adds_agency.xml", extra_args=["-d", "3000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=at(10, WIB),
+                             trunk_contact=trunk.replace("sip:113@", "sip:"))
+    result = await stack.call("caller_key.xml", template={"digit": "2"})
+    assert result.ok, result.errors
+    assert (await uas.wait(20)).successful == 1
+    assert (await fire_brigade.wait(20)).successful == 1  # joined, then hung up with the call
+    await stack.settle()
+    [ticket] = await stack.tickets()
+    [added] = [a for a in await stack.audit(ticket) if a.action == "agency added"]
+    assert added.actor == "op1" and '"number": "113"' in added.detail

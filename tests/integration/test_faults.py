@@ -91,8 +91,8 @@ async def test_app_killed_in_menu_restarts_and_caller_reaches_operator(
     proc = await app_process(stack, app_procs)
     client = ari(stack)
     try:
-        call = asyncio.create_task(stack.call("caller_key.xml",
-                                              template={"digit": "2", "key_after_ms": "8000"}))
+        # A caller who says nothing stays in the menu for its whole timeout: kill it there.
+        call = asyncio.create_task(stack.call("caller_silent.xml"))
         await until(lambda: caller_in_app(client, stack.site.stasis_app))
         await proc.kill()
         await proc.start()
@@ -140,7 +140,7 @@ async def test_app_killed_with_one_caller_bridged_and_one_queued_both_carry_on(
     app = stack.site.stasis_app
     try:
         first = asyncio.create_task(stack.call("caller_key.xml", template={"digit": "2"},
-                                               keys={"caller": "081200000101"}))
+                                               keys={"caller": "081200000101"}, timeout_s=120))
         talking = await until(lambda: caller_in_app(client, app))
         await until(lambda: bridged(client, talking))
         second = asyncio.create_task(stack.call("caller_key.xml", template={"digit": "1"},

@@ -1,0 +1,11 @@
+.PHONY: fuzz fuzz-ci
+
+# Nightly-style: 200,000+ cases (SIAGA112_FUZZ_SCALE=20); override e.g. `make fuzz SCALE=50`.
+SCALE ?= 20
+
+fuzz:
+	SIAGA112_FUZZ_SCALE=$(SCALE) ./fuzz/run.sh
+
+# What CI runs: 10,000 cases, derandomised.
+fuzz-ci:
+	SIAGA112_FUZZ_SCALE=1 SIAGA112_FUZZ_RANDOM=0 ./fuzz/run.sh
