@@ -52,10 +52,12 @@ async def resume(ctx: CallContext, call: Call, outcome: Outcome) -> None:
         link = connect.Connected(operator, op_channel, bridge["id"])
         ctx.live.publish(call.id, "bridged", operator=operator, operator_channel=op_channel,
                          bridge=link.bridge_id)
+        ctx.links[call.id] = link
         try:
             await connect.talk(ctx, call, link)
             outcome.reason = f"{link.ended_by} hangup"
         finally:
+            ctx.links.pop(call.id, None)
             ctx.roster.release(operator, talked=True)
         return
     if bridge:  # the operator left while we were away

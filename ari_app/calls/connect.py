@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from ari_app.ari import AriError, BadRequest, NotFound, Unprocessable
@@ -22,6 +22,7 @@ class Connected:
     operator_channel: str
     bridge_id: str
     ended_by: str = ""  # "caller" or "operator"
+    agencies: set[str] = field(default_factory=set)  # agency legs conferenced in
 
 
 async def hold(ctx: CallContext, call: Call) -> None:
@@ -180,7 +181,7 @@ async def talk(ctx: CallContext, call: Call, link: Connected) -> None:
     and conferences it in. Only the site's other emergency numbers are accepted.
     """
     keys = ""
-    agencies: set[str] = set()
+    agencies = link.agencies  # also added from the console (add_agency)
     op = link.operator_channel
 
     def ours(e: dict[str, Any]) -> bool:
@@ -199,9 +200,7 @@ async def talk(ctx: CallContext, call: Call, link: Connected) -> None:
                 if keys.endswith(FEATURE_END) and FEATURE_START in keys:
                     number = keys[keys.rindex(FEATURE_START) + 1:-1]
                     keys = ""
-                    leg = await add_agency(ctx, call, link, number)
-                    if leg:
-                        agencies.add(leg)
+                    await add_agency(ctx, call, link, number)
             elif cid in agencies and kind == "StasisStart":
                 try:
                     await ctx.ari.post("bridges", link.bridge_id, "addChannel", channel=cid)
@@ -234,6 +233,7 @@ async def add_agency(ctx: CallContext, call: Call, link: Connected, number: str)
     except AriError as exc:
         log.error("%s agency %s could not be dialled: %s", call.tag, number, exc)
         return None
+    link.agencies.add(leg)
     log.info("%s operator=%s adds agency %s", call.tag, link.operator, number)
     ctx.tickets.change(call.id, "agency added", ctx.clock.now(), actor=link.operator,
                        audit={"number": number, "channel": leg})

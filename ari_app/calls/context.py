@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ari_app.ari import AriClient
 from ari_app.calls.registry import CallRegistry
@@ -32,6 +33,7 @@ class CallContext:
     live: LiveBus
     locations: LocationService
     holding_bridge: str = ""
+    links: dict[str, Any] = field(default_factory=dict)  # caller id → its Connected, while bridged
 
     def sound(self, name: str, language: str | None = None) -> str:
         lang = language or self.site.languages[0]

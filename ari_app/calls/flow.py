@@ -229,9 +229,11 @@ async def talk_with(ctx: CallContext, call: Call, operator: str, link: connect.C
         ctx.live.publish(call.id, "bridged", operator=operator,
                          operator_channel=link.operator_channel, bridge=link.bridge_id)
         log.info("%s operator=%s bridged", call.tag, operator)
+        ctx.links[call.id] = link
         await connect.talk(ctx, call, link)
         outcome.reason = f"{link.ended_by} hangup"
     finally:
+        ctx.links.pop(call.id, None)
         ctx.roster.release(operator, talked=True)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ari_app.admin import ticket_dict
+from ari_app.calls.connect import add_agency
 from ari_app.tickets.models import Agency, LocationRecord, Notification, Ticket, TicketAudit
 from ari_app.web.actions import SCREEN_STATUSES, ActionError, site_categories
 from ari_app.web.auth import current_user, require, same_secret
@@ -44,6 +45,7 @@ async def ticket_view(s: AsyncSession, site: str, reference: str | None = None, 
         return None
     data = ticket_dict(t)
     data["caller_key"], data["outcome"], data["id"] = t.caller_key, t.outcome, t.id
+    data["channel_id"] = t.channel_id
     audit = await s.scalars(select(TicketAudit).where(TicketAudit.ticket_id == t.id)
                             .order_by(TicketAudit.id))
     data["audit"] = [{"at": a.at.isoformat(), "actor": a.actor, "action": a.action,
@@ -140,6 +142,31 @@ def validate(body: dict[str, Any], fields: dict[str, dict[str, Any]]) -> list[di
             elif "pattern" in rule and not re.fullmatch(rule["pattern"], v):
                 errors.append({"field": name, "message": rule.get("hint", "bad format")})
     return errors
+
+
+def whatsapp_messages(body: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(phone, name, text) for every text message in a Cloud API webhook; other kinds skipped."""
+    out = []
+    entries = body.get("entry")
+    if not isinstance(entries, list):
+        raise ValueError('"entry" must be a list')
+    for entry in entries:
+        for change in (entry.get("changes") or []) if isinstance(entry, dict) else []:
+            value = change.get("value") if isinstance(change, dict) else None
+            if not isinstance(value, dict):
+                continue
+            names = {c.get("wa_id"): (c.get("profile") or {}).get("name", "")
+                     for c in value.get("contacts") or [] if isinstance(c, dict)}
+            for msg in value.get("messages") or []:
+                if not isinstance(msg, dict) or msg.get("type") != "text":
+                    continue
+                text = (msg.get("text") or {}).get("body")
+                sender = msg.get("from")
+                if not isinstance(text, str) or not isinstance(sender, str):
+                    raise ValueError("a text message needs from and text.body")
+                name = names.get(sender, "")
+                out.append(("+" + sender.lstrip("+"), name if isinstance(name, str) else "", text))
+    return out
 
 
 def complaint_fields(categories: list[str]) -> dict[str, dict[str, Any]]:
@@ -277,6 +304,49 @@ def register_api(web_app: web.Application, console: Console) -> None:
             raise web.HTTPSeeOther(f"/complaint?ref={ref}")
         return web.json_response({"reference": ref, "status": "new"}, status=201)
 
+    async def call_agency(request: web.Request) -> web.Response:
+        """Conference an agency (110, 113, 118...) into a live call through the trunk."""
+        user = require(request, "operator")
+        if user.csrf is not None and not same_secret(request.headers.get("X-CSRF-Token", ""),
+                                                     user.csrf):
+            return _error(403, "CSRF token missing or wrong")
+        body = await _json_body(request)
+        numbers = sorted(set(site.other_services.values()))
+        errors = validate(body, {"number": {"type": "string", "required": True, "enum": numbers}})
+        if errors:
+            return _error(422, "invalid body", errors=errors)
+        call = app.registry.calls.get(request.match_info["call"])
+        link = app.ctx.links.get(request.match_info["call"])
+        if call is None or link is None:
+            return _error(409, "that call is not connected to an operator now")
+        leg = await add_agency(app.ctx, call, link, body["number"])
+        if leg is None:
+            return _error(502, f"{body['number']} could not be dialled through the trunk")
+        return web.json_response({"call": call.id, "number": body["number"], "channel": leg},
+                                 status=202)
+
+    async def whatsapp(request: web.Request) -> web.Response:
+        """A WhatsApp provider's webhook (Cloud API shape) mapped onto complaints, one per text."""
+        limiter = request.app.get(COMPLAINTS_LIMITER)
+        wait = limiter.acquire(client_ip(request)) if limiter is not None else 0.0
+        if wait > 0:
+            return too_many_requests(wait, "from this address")
+        user = require(request, "operator")  # the provider holds an API token
+        body = await _json_body(request)
+        try:
+            messages = whatsapp_messages(body)
+        except ValueError as exc:
+            return _error(422, f"not a WhatsApp webhook body: {exc}")
+        refs = []
+        for phone, name, text in messages:
+            errors = validate({"description": text, "phone": phone, "name": name},
+                              complaint_fields(["complaint"]))
+            if errors:
+                return _error(422, "invalid message", errors=errors)
+            refs.append(await actions.create_complaint(description=text, phone=phone, name=name,
+                                                       actor=f"whatsapp:{user.username}"))
+        return web.json_response({"references": refs}, status=201 if refs else 200)
+
     async def agencies(request: web.Request) -> web.Response:
         require(request, "operator")
         async with app.sessions() as s:
@@ -327,6 +397,8 @@ def register_api(web_app: web.Application, console: Console) -> None:
     r.add_post("/api/v1/tickets/{ref}/classify", classify)
     r.add_post("/api/v1/tickets/{ref}/dispatch", dispatch)
     r.add_post("/api/v1/complaints", complaints)
+    r.add_post("/api/v1/whatsapp", whatsapp)
+    r.add_post("/api/v1/calls/{call}/agency", call_agency)
     r.add_get("/api/v1/agencies", agencies)
     r.add_post("/api/v1/ack/{token}", ack)
     r.add_post("/api/v1/notifications/{id}/retry", retry)

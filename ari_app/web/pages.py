@@ -141,7 +141,8 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         if t is None:
             raise web.HTTPNotFound(text="no ticket yet")
         html = env.get_template("card.html").render(t=t, agencies=agencies, map_url=map_url,
-                                                    categories=site_categories(site))
+                                                    categories=site_categories(site),
+                                                    services=sorted(site.other_services.items()))
         return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
 
     async def events(request: web.Request) -> web.StreamResponse:
