@@ -19,6 +19,7 @@ from ari_app.location.service import cell_location
 log = logging.getLogger(__name__)
 
 CONFIRM = "55"
+LISTEN_S = 6.0  # after the prompt: a frightened caller may need a moment to find the key
 
 
 async def carrier_location(ctx: CallContext, call: Call) -> None:
@@ -55,10 +56,10 @@ async def carrier_location(ctx: CallContext, call: Call) -> None:
 async def procedure(ctx: CallContext, call: Call) -> bool:
     """Prompt "press 5 twice if you cannot speak"; True if the caller confirmed with 55."""
     prompt = ctx.sound(ctx.site.prompts.get("silent", "silent_press_5"))
-    first, _ = await listen(call, [prompt], 4.0)
+    first, _ = await listen(call, [prompt], LISTEN_S)
     digits = first or ""
     if first is not None:
-        second, _ = await _next_digit(call, 4.0)
+        second, _ = await _next_digit(call, LISTEN_S)
         digits += second or ""
     confirmed = digits == CONFIRM
     log.info("%s silent caller%s", call.tag, " confirmed with 55" if confirmed else "")

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ari_app.clock import Clock
+from ari_app.config import Site
 from ari_app.live import next_change
 from tests.integration.conftest import PhoneFactory, StackFactory
 
@@ -141,3 +142,19 @@ async def test_bad_aml_gets_2xx_with_its_reason_and_the_rejection_keeps_the_raw_
     [rejection] = await stack.rejections()
     assert rejection.source == "aml" and rejection.origin == "smsgw"
     assert json.loads(rejection.raw)["text"] == bad and rejection.reason == body["reason"]
+
+
+async def test_silent_caller_who_presses_5_twice_is_a_confirmed_silent_emergency(
+    make_stack: StackFactory, phone: PhoneFactory, batola: Site,
+) -> None:
+    _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(batola, operators=[("op1", contact)], clock=clock())
+    # The caller keys 5 twice about 18.5 s in: after Batola's menu (~10 s) and its 5 s timeout,
+    # while "if you cannot speak, press 5 twice" plays or is listened for (a ~10 s window).
+    result = await stack.call("caller_silent_confirms.xml", keys={"caller": CALLER},
+                              template={"confirm_after_ms": "18500"}, timeout_s=90)
+    assert result.ok, result.errors
+    await stack.settle()
+    [ticket] = await stack.tickets()
+    assert ticket.silent and ticket.silent_confirmed and ticket.operator == "op1"
+    assert ticket.priority == 1
