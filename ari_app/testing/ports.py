@@ -32,10 +32,11 @@ def _free_both(port: int, host: str) -> bool:
 
 
 def rtp_range(size: int = 400) -> tuple[int, int]:
-    """A block of UDP ports for one Asterisk's RTP, picked at random to avoid neighbours."""
-    for _ in range(200):
-        start = random.randrange(20000, 60000 - size, 2)
-        if all(p not in _used for p in range(start, start + size)):
-            _used.update(range(start, start + size))
-            return start, start + size - 1
-    raise RuntimeError("no free RTP range found")
+    """A block of UDP ports for one Asterisk's RTP, picked at random.
+
+    Not reserved: Asterisk binds a free port inside its range for every stream, so two
+    instances whose ranges overlap still work; recording the blocks would only exhaust them
+    over a long test run.
+    """
+    start = random.randrange(20000, 60000 - size, 2)
+    return start, start + size - 1
