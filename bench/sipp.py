@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ari_app.testing.ports import free_port
-from ari_app.testing.sipp import SIPP, fill_template
+from ari_app.testing.sipp import SIPP, fill_template, stat_int
 from bench.procstat import Reaped, reap
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -132,11 +132,11 @@ class SippProc:
             if len(rows) >= 2:
                 col = {name: i for i, name in enumerate(rows[0])}
                 last = rows[-1]
-                ok = _int(last, col.get("SuccessfulCall(C)"))
-                failed = _int(last, col.get("FailedCall(C)"))
-                wd_major = _int(last, col.get("WatchdogMajor(C)"))
-                wd_minor = _int(last, col.get("WatchdogMinor(C)"))
-                current = [_int(r, col.get("CurrentCall")) for r in rows[1:]]
+                ok = stat_int(last, col.get("SuccessfulCall(C)"))
+                failed = stat_int(last, col.get("FailedCall(C)"))
+                wd_major = stat_int(last, col.get("WatchdogMajor(C)"))
+                wd_minor = stat_int(last, col.get("WatchdogMinor(C)"))
+                current = [stat_int(r, col.get("CurrentCall")) for r in rows[1:]]
         rtts: list[float] = []
         for rtt in wd.glob("*_rtt.csv"):
             for row in csv.reader(rtt.read_text(errors="replace").splitlines()[1:], delimiter=";"):
@@ -155,10 +155,3 @@ class SippProc:
                            cpu, code, errors[-4000:])
 
 
-def _int(row: list[str], index: int | None) -> int:
-    if index is None or index >= len(row):
-        return 0
-    try:
-        return int(row[index])
-    except ValueError:
-        return 0

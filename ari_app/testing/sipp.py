@@ -133,8 +133,8 @@ class SippProcess:
             if len(rows) >= 2:
                 header, last = rows[0], rows[-1]
                 col = {name: i for i, name in enumerate(header)}
-                successful = _int(last, col.get("SuccessfulCall(C)"))
-                failed = _int(last, col.get("FailedCall(C)"))
+                successful = stat_int(last, col.get("SuccessfulCall(C)"))
+                failed = stat_int(last, col.get("FailedCall(C)"))
         rtts: list[float] = []
         for rtt in self.workdir.glob("*_rtt.csv"):
             for row in csv.reader(rtt.read_text().splitlines()[1:], delimiter=";"):
@@ -171,7 +171,8 @@ def fill_template(text: str, values: dict[str, str]) -> str:
     return re.sub(r"\{\{(\w+)\}\}", sub, text)
 
 
-def _int(row: list[str], index: int | None) -> int:
+def stat_int(row: list[str], index: int | None) -> int:
+    """One integer cell of a SIPp -trace_stat row (0 when absent or not a number)."""
     if index is None or index >= len(row):
         return 0
     try:

@@ -6,13 +6,32 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from ari_app.clock import Clock
 from ari_app.config import load_site
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.service import TicketService
 from ari_app.tickets.writer import Writer
+
+
+@asynccontextmanager
+async def ticket_service(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[TicketService, Any]]:
+    """The app's ticket service on the test database; everything is written on exit."""
+    site = load_site("jepara")
+    engine = make_engine(db_url)
+    writer = Writer(sessions(engine), tmp_path / "journal.db", node="test")
+    task = asyncio.create_task(writer.run())
+    try:
+        yield TicketService(writer, site.code, site.reference_prefix, site.timezone), Clock().now()
+        await writer.flush()
+    finally:
+        task.cancel()
+        await engine.dispose()
+        writer.close()
 
 
 def cli(var_dir: Path, db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -45,17 +64,9 @@ async def test_admin_adds_operator_and_shift_then_lists_them(tmp_path: Path, db_
 
 async def test_tickets_list_and_show_read_what_the_service_wrote(tmp_path: Path,
                                                                  db_url: str) -> None:
-    site = load_site("jepara")
-    engine = make_engine(db_url)
-    writer = Writer(sessions(engine), tmp_path / "journal.db", node="test")
-    task = asyncio.create_task(writer.run())
-    service = TicketService(writer, site.code, site.reference_prefix, site.timezone)
-    now = Clock().now()
-    service.open("chan-1", "081234", now)
-    service.change("chan-1", "menu", now, category="fire", priority=1)
-    await writer.flush()
-    task.cancel()
-    await engine.dispose()
+    async with ticket_service(tmp_path, db_url) as (service, now):
+        service.open("chan-1", "081234", now)
+        service.change("chan-1", "menu", now, category="fire", priority=1)
     listed = await asyncio.to_thread(cli, tmp_path, db_url, "tickets", "list", "--json")
     [row] = json.loads(listed.stdout)
     assert row["category"] == "fire" and row["reference"].startswith("JPR-")
@@ -74,18 +85,10 @@ async def test_tickets_list_and_show_read_what_the_service_wrote(tmp_path: Path,
 async def test_supervisor_clears_flags_and_history_counts_only_what_came_after(
     tmp_path: Path, db_url: str,
 ) -> None:
-    site = load_site("jepara")
-    engine = make_engine(db_url)
-    writer = Writer(sessions(engine), tmp_path / "journal.db", node="test")
-    task = asyncio.create_task(writer.run())
-    service = TicketService(writer, site.code, site.reference_prefix, site.timezone)
-    now = Clock().now()
-    for i in range(3):
-        service.open(f"g{i}", "081277770001", now, caller_key="+6281277770001")
-        service.change(f"g{i}", "ended", now, outcome="ghost")
-    await writer.flush()
-    task.cancel()
-    await engine.dispose()
+    async with ticket_service(tmp_path, db_url) as (service, now):
+        for i in range(3):
+            service.open(f"g{i}", "081277770001", now, caller_key="+6281277770001")
+            service.change(f"g{i}", "ended", now, outcome="ghost")
     history = json.loads((await asyncio.to_thread(
         cli, tmp_path, db_url, "callers", "history", "0812-7777-0001", "--json")).stdout)
     assert history["counts"]["ghost"] == 3 and history["flagged"] is True
