@@ -30,6 +30,12 @@ def _op(summary: str, ok: str, ok_schema: dict[str, Any], *, body: dict[str, Any
 REF_PARAM = {"name": "ref", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _also_ok(op: dict[str, Any], code: str, description: str) -> dict[str, Any]:
+    op["responses"][code] = {"description": description,
+                             **_json({"type": "object"})}
+    return op
+
+
 def openapi_document(categories: list[str]) -> dict[str, Any]:
     props: dict[str, Any] = {
         k: {"type": "string", "nullable": True} for k in (
@@ -64,19 +70,19 @@ def openapi_document(categories: list[str]) -> dict[str, Any]:
                 "Open a complaint ticket (API: bearer token; browsers: the public form)", "201",
                 {"type": "object", "properties": {"reference": {"type": "string"}}},
                 body=_ref("Complaint"), errors=("401", "403", "422", "429"))},
-            "/api/v1/whatsapp": {"post": _op(
+            "/api/v1/whatsapp": {"post": _also_ok(_op(
                 "A WhatsApp provider's webhook (Cloud API shape): one complaint per text message",
                 "201", {"type": "object", "properties": {"references": {
                     "type": "array", "items": {"type": "string"}}}},
                 body={"type": "object", "required": ["entry"],
                       "properties": {"entry": {"type": "array", "items": {"type": "object"}}}},
-                errors=("401", "403", "422", "429"))},
+                errors=("401", "403", "422", "429")), "200", "no text message in it: nothing made")},
             "/api/v1/calls/{call}/agency": {"post": {
                 **_op("Conference an agency number into a live call through the trunk", "202",
                       {"type": "object"},
                       body={"type": "object", "required": ["number"],
                             "properties": {"number": {"type": "string"}}},
-                      errors=("401", "403", "409", "422", "502")),
+                      errors=("401", "403", "404", "409", "422", "502")),
                 "parameters": [{"name": "call", "in": "path", "required": True,
                                 "schema": {"type": "string"}}]}},
             "/api/v1/agencies": {"get": _op("Agencies of this site", "200", {"type": "object"},
