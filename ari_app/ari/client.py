@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -30,7 +31,10 @@ class AriClient:
         password: str,
         *,
         request_timeout: float = 10.0,
+        max_connections: int = 40,
+        connect_retries: int = 3,
     ) -> None:
+        self.max_connections, self.connect_retries = max_connections, connect_retries
         self.base_url = base_url.rstrip("/")
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         self._headers = {"Authorization": f"Basic {token}"}
@@ -40,7 +44,11 @@ class AriClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+            # A bounded pool: Asterisk refuses HTTP sessions past its sessionlimit, and a refused
+            # request must never be what leaves a caller unanswered.
+            connector = aiohttp.TCPConnector(limit=self.max_connections)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout,
+                                                  connector=connector)
         return self._session
 
     async def close(self) -> None:
@@ -61,6 +69,21 @@ class AriClient:
     ) -> Any:
         query = {k: _param(v) for k, v in params.items() if v is not None}
         shown = "/".join(path)
+        for attempt in range(self.connect_retries):
+            try:
+                return await self._once(method, path, shown, query, body)
+            except AriConnectionError as exc:
+                # A dropped or refused connection: Asterisk never saw the request, or it did and
+                # the ARI verbs we use are safe to repeat (ids are ours). A time-out is not
+                # retried: the request may still be running. Give up when Asterisk is gone.
+                if exc.timed_out or attempt + 1 == self.connect_retries:
+                    raise
+                log.warning("ARI %s %s: %s; retrying", method, shown, exc)
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _once(self, method: str, path: tuple[str, ...], shown: str,
+                    query: dict[str, str], body: Any) -> Any:
         try:
             async with self.session.request(
                 method, self.url(*path), params=query,
@@ -73,7 +96,9 @@ class AriClient:
                 if not text:
                     return None
                 return json.loads(text)
-        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+        except TimeoutError as exc:
+            raise AriConnectionError(method, shown, "timed out", timed_out=True) from exc
+        except aiohttp.ClientConnectionError as exc:
             raise AriConnectionError(method, shown, str(exc) or type(exc).__name__) from exc
 
     async def get(self, *path: str, **params: Params) -> Any:

@@ -34,8 +34,9 @@ class Unavailable(AriError):
 class AriConnectionError(AriError):
     """Asterisk did not answer at all (refused, reset, time-out)."""
 
-    def __init__(self, method: str, path: str, message: str) -> None:
+    def __init__(self, method: str, path: str, message: str, *, timed_out: bool = False) -> None:
         super().__init__(method, path, 0, message)
+        self.timed_out = timed_out
 
 
 _BY_STATUS: dict[int, type[AriError]] = {

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ari_app.ari import AriClient
+from ari_app.ari import AriClient, AriError, NotFound
 from ari_app.calls.call import Call
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class CallRegistry:
     def __init__(self, ari: AriClient, handler: Handler) -> None:
         self.ari, self.handler = ari, handler
         self.calls: dict[str, Call] = {}
+        self.fallback_context = "siaga112-fallback"
         self.owners: dict[str, Call] = {}  # every channel id (caller's, operator's) → its call
         self.tasks: set[asyncio.Task[None]] = set()
         self.started = 0
@@ -81,7 +82,9 @@ class CallRegistry:
         try:
             await self.handler(call)
         except Exception:
-            log.exception("%s handler failed", call.tag)
+            log.exception("%s handler failed: handing the caller to the dialplan fallback",
+                          call.tag)
+            await self.rescue(call)
         finally:
             self.calls.pop(call.id, None)
             for cid, owner in list(self.owners.items()):
@@ -90,6 +93,22 @@ class CallRegistry:
             self.finished += 1
             if not self.calls:
                 self._idle.set()
+
+    async def rescue(self, call: Call) -> None:
+        """The safe step when our own code fails: the dialplan rings the operators directly."""
+        if call.gone or (call.args and call.args[0] in ("operator", "agency")):
+            return
+        for _ in range(3):
+            try:
+                await self.ari.post("channels", call.id, "continue", context=self.fallback_context,
+                                    extension="s", priority=1)
+                log.warning("%s sent to %s", call.tag, self.fallback_context)
+                return
+            except NotFound:
+                return  # the caller has gone
+            except AriError as exc:
+                log.error("%s rescue failed: %s", call.tag, exc)
+                await asyncio.sleep(0.2)
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         await asyncio.wait_for(self._idle.wait(), timeout)

@@ -231,3 +231,19 @@ async def test_healthz_and_metrics_show_readiness_backlog_and_taskprocessor_queu
     for name in ("siaga112_db_backlog", "siaga112_ari_connected 1.0",
                  "siaga112_taskprocessor_queue_depth", "siaga112_taskprocessor_high_water 0.0"):
         assert name in metrics, name
+
+
+async def test_a_bug_in_the_call_flow_still_gets_the_caller_to_an_operator_by_the_dialplan(
+    make_stack: StackFactory, phone: PhoneFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ari_app.calls import menu
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug in the menu")
+
+    monkeypatch.setattr(menu, "ask", broken)
+    uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=CLOCK)
+    result = await stack.call("caller_listen.xml")
+    assert result.ok, result.errors
+    assert (await uas.wait(20)).successful == 1  # rung by the dialplan fallback
