@@ -15,7 +15,7 @@ from ari_app.prompts import build, load_prompts
 def _duration(path: Path) -> float:
     with wave.open(str(path)) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
-        return w.getnframes() / 8000
+        return float(w.getnframes()) / 8000
 
 
 def test_recorded_file_replaces_the_generated_prompt_and_rebuild_is_skipped(
