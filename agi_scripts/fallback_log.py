@@ -40,38 +40,17 @@ def on_duty_dial(config: dict[str, object]) -> str:
     """``PJSIP/op1&PJSIP/op2`` for the operators on shift now; '' if unknown (ring everyone)."""
     import time
 
+    from ari_app.pbx.agi_query import query, sqlite_time
+
     deadline = time.monotonic() + int(str(config.get("budget_ms", 400))) / 1000
     now = datetime.now(UTC)
-    url = str(config["database_url"])
     try:
-        if url.startswith("sqlite"):
-            import sqlite3
-
-            conn = sqlite3.connect(f"file:{url.split(':///', 1)[1]}?mode=ro", uri=True,
-                                   timeout=max(0.01, deadline - time.monotonic()))
-            try:
-                conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
-                stamp = now.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-                names = [r[0] for r in conn.execute(ON_DUTY_SQLITE, (config["site"], stamp,
-                                                                     stamp))]
-            finally:
-                conn.close()
-        else:
-            import asyncio
-
-            import asyncpg
-
-            async def fetch() -> list[str]:
-                conn = await asyncpg.connect(url.replace("+asyncpg", ""),
-                                             timeout=max(0.01, deadline - time.monotonic()))
-                try:
-                    return [r[0] for r in await conn.fetch(ON_DUTY_PG, config["site"], now)]
-                finally:
-                    await conn.close(timeout=0.2)
-
-            names = asyncio.run(asyncio.wait_for(fetch(), max(0.01, deadline - time.monotonic())))
+        rows = query(str(config["database_url"]), deadline,
+                     ON_DUTY_SQLITE, (config["site"], sqlite_time(now), sqlite_time(now)),
+                     ON_DUTY_PG, (config["site"], now))
     except Exception:
         return ""  # the database is down too: the dialplan rings every operator
+    names = [str(r[0]) for r in rows]
     return "&".join(f"PJSIP/{n}" for n in names)
 
 

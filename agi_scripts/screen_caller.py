@@ -10,13 +10,13 @@ may never block a call.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from ari_app.pbx.agi_query import OutOfTime, query, sqlite_time
 
 COUNT_SQLITE = """
 SELECT COUNT(*) FROM tickets
@@ -32,48 +32,6 @@ SELECT COUNT(*) FROM tickets
 """
 
 
-class OutOfTime(Exception):
-    pass
-
-
-def count_sqlite(path: str, key: str, since: datetime, deadline: float) -> int:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise OutOfTime
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=remaining)
-    try:
-        # Abort a query that runs past the budget (checked every 1000 VM steps).
-        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
-        stamp = since.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-        row = conn.execute(COUNT_SQLITE, (key, stamp, key)).fetchone()
-        return int(row[0])
-    except sqlite3.OperationalError as exc:
-        if time.monotonic() > deadline:
-            raise OutOfTime from exc
-        raise
-    finally:
-        conn.close()
-
-
-async def _count_pg(url: str, key: str, since: datetime, deadline: float) -> int:
-    import asyncpg  # only PostgreSQL sites pay for the import
-
-    conn = await asyncpg.connect(url, timeout=max(0.01, deadline - time.monotonic()))
-    try:
-        return int(await conn.fetchval(COUNT_PG, key, since))
-    finally:
-        await conn.close(timeout=0.2)
-
-
-def count_pg(url: str, key: str, since: datetime, deadline: float) -> int:
-    url = url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    try:
-        return asyncio.run(asyncio.wait_for(_count_pg(url, key, since, deadline),
-                                            max(0.01, deadline - time.monotonic())))
-    except TimeoutError as exc:
-        raise OutOfTime from exc
-
-
 def decide(config: dict[str, Any], number: str, now: datetime, deadline: float) -> dict[str, str]:
     """The variables to set for this caller ({} when the number cannot be screened)."""
     from ari_app.location.numbers import InvalidNumber, normalise_msisdn
@@ -85,11 +43,8 @@ def decide(config: dict[str, Any], number: str, now: datetime, deadline: float) 
     if key in {normalise_msisdn(n) for n in config.get("allowlist", [])}:
         return {"SIAGA_FLAGS": "allowlisted"}
     since = now - timedelta(hours=float(config["window_h"]))
-    url = str(config["database_url"])
-    if url.startswith("sqlite"):
-        count = count_sqlite(url.split(":///", 1)[1], key, since, deadline)
-    else:
-        count = count_pg(url, key, since, deadline)
+    [(count,)] = query(str(config["database_url"]), deadline,
+                       COUNT_SQLITE, (key, sqlite_time(since), key), COUNT_PG, (key, since))
     if count >= int(config["threshold"]):
         priority = min(9, int(config["uncategorised_priority"]) + int(config["priority_penalty"]))
         return {"SIAGA_FLAGS": f"flagged:{count}", "SIAGA_PRIORITY": str(priority)}

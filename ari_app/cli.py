@@ -262,26 +262,22 @@ def cmd_shifts_list(args: argparse.Namespace) -> int:
     return _run_db(args, work)
 
 
-def cmd_dialplan_check(args: argparse.Namespace) -> int:
-    from ari_app.pbx.dialplan_check import check
+def cmd_dialplan(args: argparse.Namespace) -> int:
+    """`dialplan check` (a throw-away Asterisk) or `dialplan reload` (check, then the live one)."""
+    from ari_app.pbx.dialplan_check import check, reload
     from ari_app.pbx.render import DIALPLAN_DIR
 
-    result = check(_site(args), Path(args.dir) if args.dir else DIALPLAN_DIR)
+    directory = Path(args.dir) if args.dir else DIALPLAN_DIR
+    live = args.dp_cmd == "reload"
+    result = (reload(_site(args), _var_dir(args), directory) if live
+              else check(_site(args), directory))
     if result.problems:
         print(result.format(), file=sys.stderr if not result.ok else sys.stdout)
-    print("dialplan OK" if result.ok else "dialplan REFUSED: fix the errors above")
-    return 0 if result.ok else 1
-
-
-def cmd_dialplan_reload(args: argparse.Namespace) -> int:
-    from ari_app.pbx.dialplan_check import reload
-    from ari_app.pbx.render import DIALPLAN_DIR
-
-    result = reload(_site(args), _var_dir(args), Path(args.dir) if args.dir else DIALPLAN_DIR)
-    if result.problems:
-        print(result.format(), file=sys.stderr if not result.ok else sys.stdout)
-    print("dialplan reloaded" if result.ok else
-          "dialplan NOT reloaded: the running Asterisk keeps its old dialplan")
+    if result.ok:
+        print("dialplan reloaded" if live else "dialplan OK")
+    else:
+        print("dialplan NOT reloaded: the running Asterisk keeps its old dialplan" if live
+              else "dialplan REFUSED: fix the errors above")
     return 0 if result.ok else 1
 
 
@@ -523,10 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                              required=True)
     dc = dp.add_parser("check", help="load dialplan/ into a throw-away Asterisk, list errors")
     dc.add_argument("--dir", help="dialplan directory (default: dialplan/)")
-    dc.set_defaults(func=cmd_dialplan_check)
+    dc.set_defaults(func=cmd_dialplan)
     dr = dp.add_parser("reload", help="check, then reload the running Asterisk")
     dr.add_argument("--dir", help="dialplan directory (default: dialplan/)")
-    dr.set_defaults(func=cmd_dialplan_reload)
+    dr.set_defaults(func=cmd_dialplan)
 
     aml = sub.add_parser("aml", help="Advanced Mobile Location").add_subparsers(dest="aml_cmd",
                                                                               required=True)

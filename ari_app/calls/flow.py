@@ -48,6 +48,7 @@ class Outcome:
     classified: bool = False
     complaint: bool = False
     answered_at: datetime | None = None
+    adopted: bool = False  # taken up after a restart: what the caller did before is unknown
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -70,9 +71,7 @@ async def adopted_caller(ctx: CallContext, call: Call) -> None:
     key = ctx.locations.call_arrived(call.id, call.caller, now)
     ctx.tickets.open(call.id, call.caller, now, caller_key=key,
                      on_reference=lambda ref: setattr(call, "ticket_ref", ref))
-    outcome = Outcome()
-    outcome.answered_at = now
-    call.keys = call.keys or "?"  # unknown before the restart: never count it as a ghost
+    outcome = Outcome(answered_at=now, adopted=True)
     try:
         await adopt.resume(ctx, call, outcome)
     except CallerHungUp:
@@ -268,6 +267,8 @@ def _outcome_class(call: Call, outcome: Outcome, now: datetime) -> str | None:
     """
     if outcome.forwarded:
         return None
+    if outcome.adopted and not outcome.operator_answered:
+        return "abandoned"  # never call it a ghost on half the evidence
     if outcome.operator_answered:
         return "complaint" if outcome.complaint else "genuine"
     if not call.keys and not call.talked:

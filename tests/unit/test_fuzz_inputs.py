@@ -46,6 +46,7 @@ from ari_app.tickets.migrate import upgrade
 from ari_app.tickets.models import InputRejection, LocationRecord, Ticket
 from ari_app.web.ratelimit import AML_LIMITER, COMPLAINTS_LIMITER, RateLimit
 from tests.integration.console_stack import WebStack, web_stack
+from tests.unit.test_location_fuzz import PIDF_SEEDS
 
 T = TypeVar("T")
 
@@ -94,18 +95,6 @@ FORM_SEEDS = (
     "353472104343540&device_imsi=510100000000000&device_iccid=8962100000000000000&device_model="
     "Pixel%207&device_languages=id-ID%2Cen&device_os=Android&cell_carrier=&cell_home_mcc=510"
     "&cell_home_mnc=10&cell_network_mcc=510&cell_network_mnc=10&cell_id=1A2B3C&hmac=0123456789abcdef",
-)
-PIDF_SEEDS = (
-    '<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
-    'xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10" xmlns:gml="http://www.opengis.net/gml" '
-    'xmlns:gs="http://www.opengis.net/pidflo/1.0" '
-    'xmlns:ca="urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr" entity="pres:+62812@x">'
-    '<tuple id="a"><status><gp:geopriv><gp:location-info>'
-    '<gs:Circle srsName="urn:ogc:def:crs:EPSG::4326"><gml:pos>-6.5887 110.6684</gml:pos>'
-    '<gs:radius uom="urn:ogc:def:uom:EPSG::9001">850</gs:radius></gs:Circle>'
-    "<ca:civicAddress><ca:country>ID</ca:country><ca:A3>Jepara</ca:A3></ca:civicAddress>"
-    "</gp:location-info><gp:method>Cell</gp:method></gp:geopriv></status>"
-    "<timestamp>2025-05-19T03:04:05Z</timestamp></tuple></presence>",
 )
 GEOLOC_SEEDS = (
     'shape="Circle",crs="2d",pos="-6.58870 110.66840",radius="850"',
