@@ -7,7 +7,6 @@ PostgreSQL through asyncpg with connect and query bounded by the same deadline.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -29,6 +28,8 @@ def query(url: str, deadline: float, sqlite_sql: str, sqlite_params: Sequence[An
     """Rows of one query, or OutOfTime once ``time.monotonic()`` passes ``deadline``."""
     if url.startswith("sqlite"):
         return _sqlite(url.split(":///", 1)[1], deadline, sqlite_sql, sqlite_params)
+    import asyncio  # only PostgreSQL sites pay for the import (a third of the start-up)
+
     try:
         return asyncio.run(asyncio.wait_for(
             _pg(url.replace("+asyncpg", "", 1), deadline, pg_sql, pg_params), _left(deadline)))

@@ -10,8 +10,10 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import sys
+import sysconfig
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,9 +111,21 @@ def write_agi(site: Site, var_dir: Path, database_url: str | None) -> None:
     (var_dir / "fallback").mkdir(parents=True, exist_ok=True)
     for script in ("screen_caller", "fallback_log"):
         wrapper = var_dir / "asterisk" / "agi-bin" / script
-        wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {AGI_DIR / (script + '.py')} "
-                           f"{conf} \"$@\"\n")
+        command, env = agi_command(script, conf)
+        assignments = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
+        wrapper.write_text(f"#!/bin/sh\n{assignments} exec {shlex.join(command)} \"$@\"\n")
         os.chmod(wrapper, 0o755)
+
+
+def agi_command(script: str, conf: Path) -> tuple[list[str], dict[str, str]]:
+    """How Asterisk starts an AGI script: one Python process per call, so start-up is its cost.
+
+    ``-S`` skips the site module (the venv's .pth and editable-install hooks cost more than the
+    script itself); the project and the venv's packages are put on the path directly instead.
+    """
+    path = os.pathsep.join([str(PROJECT_ROOT), sysconfig.get_paths()["purelib"]])
+    return ([sys.executable, "-S", str(AGI_DIR / f"{script}.py"), str(conf)],
+            {"PYTHONPATH": path})
 
 
 def render(
