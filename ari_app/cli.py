@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ari_app.config import ConfigError, Site, default_site_code, load_site
+from ari_app.config import ConfigError, Site, default_site_code, is_email_address, load_site
 from ari_app.pbx.render import OperatorEndpoint
 
 log = logging.getLogger(__name__)
@@ -419,11 +419,61 @@ def cmd_agencies_set(args: argparse.Namespace) -> int:
                 return 2
             agency.webhook_url = args.webhook_url
         if args.email is not None:
-            agency.email = args.email
+            address = args.email.strip()
+            if address and not is_email_address(address):
+                print(f"siaga112: --email: expected an e-mail address like damkar@jeparakab.go.id "
+                      f"(or \"\" to remove it), got {args.email!r}", file=sys.stderr)
+                return 2
+            agency.email = address
         print(f"{agency.code}: webhook {agency.webhook_url or '-'}, e-mail {agency.email or '-'}")
         return 0
 
     return _run_db(args, work, write=True)
+
+
+def cmd_notifications_list(args: argparse.Namespace) -> int:
+    from ari_app.web.outbox import deliveries
+
+    site = _site(args)
+
+    async def work(s: AsyncSession) -> int:
+        rows = await deliveries(s, site.code, status=args.status, limit=args.limit)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        elif not rows:
+            print("no notifications")
+        for r in rows if not args.json else []:
+            print(f"{r['notification']:>6} {r['ticket']:<20} {r['agency']:<8} {r['channel']:<8} "
+                  f"{r['status']:<9} {r['attempts']:>3}  {r['last_error']}")
+        return 0
+
+    return _run_db(args, work)
+
+
+def cmd_smtp_password(args: argparse.Namespace) -> int:
+    """Keep the SMTP password in var/secrets (0600), never in the site file or the repo."""
+    import getpass
+
+    from ari_app.web.mail import password_file
+
+    site = _site(args)
+    path = password_file(_var_dir(args), site.code)
+    if site.smtp is None or not site.smtp.username:
+        print(f"siaga112: {site.file}: smtp.username is not set: the mail server is used without "
+              "a password", file=sys.stderr)
+        return 2
+    password = (sys.stdin.readline().rstrip("\n") if args.password_stdin
+                else getpass.getpass(f"SMTP password for {site.smtp.username}@{site.smtp.host}: "))
+    if not password:
+        print("siaga112: empty password: nothing saved", file=sys.stderr)
+        return 2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    print(f"SMTP password saved in {path}")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -547,8 +597,22 @@ def build_parser() -> argparse.ArgumentParser:
     ags = ag.add_parser("set", help="set an agency's webhook URL or e-mail")
     ags.add_argument("code")
     ags.add_argument("--webhook-url")
-    ags.add_argument("--email")
+    ags.add_argument("--email", help="address notification e-mails go to (\"\" removes it)")
     ags.set_defaults(func=cmd_agencies_set)
+
+    no = sub.add_parser("notifications", help="notification deliveries (webhook, e-mail)"
+                        ).add_subparsers(dest="no_cmd", required=True)
+    nl = no.add_parser("list", help="each channel's delivery state, newest first")
+    nl.add_argument("--status", choices=["pending", "delivered", "failed", "skipped"])
+    nl.add_argument("--limit", type=int, default=50)
+    nl.add_argument("--json", action="store_true")
+    nl.set_defaults(func=cmd_notifications_list)
+
+    sm = sub.add_parser("smtp", help="outgoing mail ([smtp] in the site file)").add_subparsers(
+        dest="smtp_cmd", required=True)
+    sp = sm.add_parser("password", help="set the SMTP password (kept in var/secrets, mode 0600)")
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    sp.set_defaults(func=cmd_smtp_password)
 
     rp = sub.add_parser("report", help="KPIs for a period (site-local dates, inclusive)")
     rp.add_argument("--from", dest="start", required=True, help="YYYY-MM-DD")

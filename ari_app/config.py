@@ -116,6 +116,32 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class SmtpSettings:
+    """Outgoing mail for agency notifications. The password, if any, is in var/secrets."""
+
+    host: str
+    port: int
+    from_address: str
+    starttls: bool
+    username: str | None
+    timeout_s: float
+
+
+_LOCAL_PART = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+)*"
+_DOMAIN = r"([A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+_HOST = r"[A-Za-z0-9]([A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?|\[[0-9a-fA-F:.]+\]"
+
+
+def is_email_address(value: str) -> bool:
+    """A plain address (local@domain.tld), no display name: what an agency mailbox looks like."""
+    if len(value) > 254 or "@" not in value:
+        return False
+    local, _, domain = value.rpartition("@")
+    return (len(local) <= 64 and re.fullmatch(_LOCAL_PART, local) is not None
+            and re.fullmatch(_DOMAIN, domain) is not None)
+
+
+@dataclass(frozen=True)
 class Site:
     file: str
     code: str
@@ -135,6 +161,7 @@ class Site:
     web: WebSettings = WebSettings("127.0.0.1", 8112, ("smsgw",), False, 16384)
     screening: Screening = Screening(3, 24.0, 3, 400, ())
     non_emergency_channel: str | None = None
+    smtp: SmtpSettings | None = None   # None: agency e-mail is not sent (webhooks still are)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def is_open(self, local: time) -> bool:
@@ -236,7 +263,7 @@ def _env_int(name: str, default: int, file: str) -> int:
 def parse_site(file: str, data: dict[str, Any]) -> Site:
     root = _Reader(file, data)
     root.unknown_keys({"site", "hours", "out_of_hours", "menu", "queue", "asterisk",
-                       "other_services", "prompts", "web", "screening", "extra"})
+                       "other_services", "prompts", "web", "screening", "smtp", "extra"})
     s = root.table("site")
     s.unknown_keys({"code", "name", "reference_prefix", "stasis_app", "timezone", "languages",
                     "numbers", "non_emergency_channel"})
@@ -364,6 +391,7 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         file=file,
         web=web,
         screening=screening,
+        smtp=_parse_smtp(root) if "smtp" in data else None,
         code=s.string("code", pattern=r"[a-z][a-z0-9_]{1,30}", expected="a lower-case site code"),
         name=s.string("name"),
         reference_prefix=s.string("reference_prefix", pattern=r"[A-Z]{2,5}",
@@ -383,6 +411,25 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         non_emergency_channel=s.string("non_emergency_channel", None),
         extra=root.get("extra", dict, "a table", {}),
     )
+
+
+def _parse_smtp(root: _Reader) -> SmtpSettings:
+    m = root.table("smtp")
+    m.unknown_keys({"host", "port", "from", "starttls", "username", "timeout_s"})
+    host = m.string("host", pattern=_HOST, expected="a mail server host name or IP")
+    starttls = m.get("starttls", bool, "true or false", True)
+    username = m.string("username", None, r"[^\s]{1,255}", "a user name without spaces")
+    from_address = m.string("from", expected="an e-mail address like 112@jeparakab.go.id")
+    if not is_email_address(from_address):
+        raise ConfigError(root.file, "smtp.from", "an e-mail address like 112@jeparakab.go.id",
+                          from_address)
+    if username and not starttls and host not in ("127.0.0.1", "localhost", "[::1]"):
+        # the password would cross the network in clear text
+        raise ConfigError(root.file, "smtp.starttls", "true when a username is set for a remote "
+                          "server", starttls)
+    return SmtpSettings(host=host, port=m.integer("port", 1, 65535, 587), from_address=from_address,
+                        starttls=starttls, username=username,
+                        timeout_s=m.number("timeout_s", 1, 120, 20.0))
 
 
 def load_site(path_or_code: str | Path) -> Site:

@@ -225,6 +225,30 @@ class Notification(Base):
     photo_url: Mapped[str] = mapped_column(Text, default="")
 
 
+class NotificationDelivery(Base):
+    """One channel (webhook, email) of a notification: each is sent once, with its own attempts.
+
+    The notification row keeps a summary of its deliveries (status, attempts, last_error) for the
+    console and the API; the worker writes both in one transaction.
+    """
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (UniqueConstraint("notification_id", "channel",
+                                       name="uq_notification_deliveries_channel"),
+                      Index("ix_notification_deliveries_due", "status", "next_attempt_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))  # webhook, email
+    # pending, delivered, failed (given up or refused for good), skipped (channel not configured)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 class User(Base):
     """A console user. Only the argon2 hash of the password is kept; no default account exists."""
 

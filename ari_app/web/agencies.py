@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ari_app.config import PROJECT_ROOT, ConfigError
+from ari_app.config import PROJECT_ROOT, ConfigError, is_email_address
 from ari_app.secrets import secret
 from ari_app.tickets.models import Agency
 
@@ -57,10 +57,14 @@ def load_agencies(site_code: str, directory: Path = AGENCIES_DIR) -> list[Agency
         url = entry.get("webhook_url", "")
         if url and not re.match(r"https?://", url):
             raise ConfigError(file, f"{where}.webhook_url", "an http(s) URL", url)
+        email = entry.get("email", "")
+        if email and not is_email_address(email):
+            raise ConfigError(file, f"{where}.email", "an e-mail address like damkar@jeparakab.go.id",
+                              email)
         if not entry.get("name"):
             raise ConfigError(file, f"{where}.name", "a name", None, missing=True)
         result.append(AgencyConfig(code=code, name=entry["name"], phone=entry.get("phone", ""),
-                                   webhook_url=url, email=entry.get("email", "")))
+                                   webhook_url=url, email=email))
     return result
 
 

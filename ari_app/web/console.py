@@ -59,7 +59,7 @@ def console_for(app: App) -> Console:
     signer = LinkSigner(secret(s.var_dir, "ack-links.key", 32))
     holder: list[Console] = []
     worker = OutboxWorker(app.sessions, s.site.code, s.clock, signer,
-                          lambda: holder[0].base_url(), bus)
+                          lambda: holder[0].base_url(), bus, config=s.site, var_dir=s.var_dir)
     actions = TicketActions(app.sessions, s.site, s.clock, bus, on_dispatch=worker.wake)
     console = Console(app, bus, actions, signer, worker,
                       Auth(app.sessions, s.clock, secret(s.var_dir, "console-csrf.key", 32)))
