@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
+import re
 import socket
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -11,6 +13,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ari_app.clock import Clock
+from ari_app.routing.operators import add_shift
+from ari_app.testing.sipp import SippResult
+from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import Ticket
 from tests.integration.conftest import PhoneFactory, Stack, StackFactory
 
@@ -155,3 +160,91 @@ async def test_caller_hanging_up_during_screening_still_leaves_an_abandoned_tick
     assert (ticket.caller_number, ticket.status, ticket.callback_needed) == (
         "081299998888", "abandoned", True)
     assert ticket.end_reason == "caller hangup before the app"
+
+
+async def set_shifts(stack: Stack, shifts: dict[str, list[tuple[timedelta, timedelta]]]) -> None:
+    """Shifts relative to the real time now: the fallback AGI reads the wall clock, not the app's."""
+    now = datetime.now(UTC)
+    engine = make_engine(stack.db_url)
+    try:
+        async with sessions(engine)() as s, s.begin():
+            for name, spans in shifts.items():
+                for start, end in spans:
+                    await add_shift(s, name, now + start, now + end)
+    finally:
+        await engine.dispose()
+
+
+async def fallback_end(stack: Stack, caller: str) -> dict[str, str]:
+    """The fallback's hangup-handler record of a call: written when the call is over."""
+    journal = stack.var_dir / "fallback" / "calls.jsonl"
+
+    def ended() -> dict[str, str] | None:
+        if not journal.exists():
+            return None
+        lines = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+        return next((r for r in lines if r["event"] == "end" and r["caller"] == caller), None)
+
+    async with asyncio.timeout(15):
+        while (record := ended()) is None:  # noqa: ASYNC110 - an AGI process writes the file
+            await asyncio.sleep(0.05)
+    return record
+
+
+def invites_received(result: SippResult) -> int:
+    """INVITEs a SIPp UAS saw, from its own message trace (-trace_msg) and call counter."""
+    [trace] = result.workdir.glob("*_messages.log")  # the UAS ran and traced (even if empty)
+    traced = len(re.findall(r"^INVITE sip:", trace.read_text(errors="replace"), re.M))
+    header, *_, last = csv.reader((result.workdir / "stat.csv").read_text().splitlines(),
+                                  delimiter=";")
+    incoming = int(last[header.index("IncomingCall(C)")])
+    assert traced == incoming, (traced, incoming)
+    return traced
+
+
+async def test_app_down_fallback_rings_the_operator_on_shift_and_never_the_one_off_shift(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    on_duty, c1 = await phone("operator_answer_talk.xml", name="op1", extra_args=["-d", "1500"])
+    off_duty, c2 = await phone("operator_answer_talk.xml", name="op2", extra_args=["-d", "1500"])
+    stack = await make_stack(operators=[("op1", c1), ("op2", c2)], on_shift=False,
+                             start_app=False)
+    # op2's shifts ended an hour ago and start in an hour: registered, but not on duty now.
+    await set_shifts(stack, {"op1": [(timedelta(hours=-4), timedelta(hours=4))],
+                             "op2": [(timedelta(hours=-9), timedelta(hours=-1)),
+                                     (timedelta(hours=1), timedelta(hours=9))]})
+    result = await stack.call("caller_listen.xml", keys={"caller": "081233335555"})
+    assert result.ok, result.errors
+    end = await fallback_end(stack, "081233335555")
+    assert end["dialstatus"] == "ANSWER" and end["operator"].startswith("PJSIP/op1-"), end
+    assert (await on_duty.wait(15)).successful == 1
+    not_rung = await off_duty.stop()
+    assert invites_received(not_rung) == 0, not_rung.stdout[-2000:]
+
+
+async def test_app_and_database_down_fallback_rings_every_operator(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    blackhole = socket.socket()  # accepts connections and never answers
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    port = blackhole.getsockname()[1]
+    try:
+        answers, c1 = await phone("operator_answer_talk.xml", name="op1",
+                                  extra_args=["-d", "1500"], answer_after_ms="1000")
+        rings, c2 = await phone("operator_no_answer.xml", name="op2")
+        stack = await make_stack(operators=[("op1", c1), ("op2", c2)], on_shift=False,
+                                 start_app=False,
+                                 agi_database_url=f"postgresql://x@127.0.0.1:{port}/none")
+        # Only op1 is on shift, but the fallback cannot know that: it must ring everyone.
+        await set_shifts(stack, {"op1": [(timedelta(hours=-4), timedelta(hours=4))]})
+        result = await stack.call("caller_listen.xml", keys={"caller": "081233336666"})
+        assert result.ok, result.errors
+        end = await fallback_end(stack, "081233336666")
+        assert end["dialstatus"] == "ANSWER" and end["operator"].startswith("PJSIP/op1-"), end
+        assert (await answers.wait(15)).successful == 1
+        rung = await rings.wait(15)  # rang, then cancelled when op1 answered
+        assert rung.successful == 1, rung.errors
+        assert invites_received(rung) == 1
+    finally:
+        blackhole.close()
