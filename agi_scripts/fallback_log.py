@@ -69,6 +69,8 @@ def main() -> int:
             "caller": agi.env.get("agi_callerid", ""),
             "dialled": agi.get_variable("SIAGA_DIALLED") or "",
         }
+        if event == "start":
+            line["recording"] = agi.get_variable("MIXMONITOR_FILENAME") or ""
         if event == "end":
             line["dialstatus"] = agi.get_variable("DIALSTATUS") or ""
             line["answered_s"] = agi.get_variable("ANSWEREDTIME") or ""

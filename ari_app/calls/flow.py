@@ -81,6 +81,12 @@ async def adopted_caller(ctx: CallContext, call: Call) -> None:
         ctx.locations.call_ended(call.id, call.caller)
 
 
+def dialplan_recording(call: Call) -> str | None:
+    """The file the dialplan's MixMonitor records this call into (Stasis argument 6), if any."""
+    path = call.args[5] if len(call.args) > 5 else ""
+    return path or None
+
+
 async def serve_caller(ctx: CallContext, call: Call) -> None:
     """Ticket first (a caller who hangs up at once still leaves one), then a human, fast."""
     clock = ctx.clock
@@ -88,9 +94,11 @@ async def serve_caller(ctx: CallContext, call: Call) -> None:
     arrived = clock.now()
     ctx.calls.opened(call.id, call.caller, dialled, arrived)
     key = ctx.locations.call_arrived(call.id, call.caller, arrived)
+    recording = dialplan_recording(call)
     ctx.tickets.open(call.id, call.caller, arrived, caller_key=key,
                      attach_locations_since=arrived - ctx.locations.before,
-                     on_reference=lambda ref: setattr(call, "ticket_ref", ref))
+                     on_reference=lambda ref: setattr(call, "ticket_ref", ref),
+                     recording_path=recording)
     locating = asyncio.create_task(silent.carrier_location(ctx, call))
     screening = Screening.from_args(call.args)
     ctx.tickets.change(call.id, "screening", arrived,
@@ -221,10 +229,12 @@ async def talk_with(ctx: CallContext, call: Call, operator: str, link: connect.C
     try:
         now = ctx.clock.now()
         outcome.operator_answered = True
-        path = await connect.record(ctx, call, link)
+        recorded: dict[str, Any] = {}
+        if dialplan_recording(call) is None:  # a dialplan without MixMonitor: record the bridge
+            recorded["recording_path"] = await connect.record(ctx, call, link)
         ctx.tickets.change(call.id, "operator answered", now, actor=operator,
                            operator=operator, operator_answered_at=now, status="in_call",
-                           recording_path=path)
+                           **recorded)
         ctx.live.publish(call.id, "bridged", operator=operator,
                          operator_channel=link.operator_channel, bridge=link.bridge_id)
         log.info("%s operator=%s bridged", call.tag, operator)

@@ -117,6 +117,11 @@ def write_agi(site: Site, var_dir: Path, database_url: str | None) -> None:
         os.chmod(wrapper, 0o755)
 
 
+def recordings_dir(var_dir: Path, site_code: str) -> Path:
+    """Where the dialplan's MixMonitor writes every 112 call (ARI's stored recordings dir)."""
+    return var_dir.resolve() / "asterisk" / "spool" / "recording" / "siaga112" / site_code
+
+
 def agi_command(script: str, conf: Path) -> tuple[list[str], dict[str, str]]:
     """How Asterisk starts an AGI script: one Python process per call, so start-up is its cost.
 
@@ -187,6 +192,7 @@ def render(
         "fallback_dial": "&".join(f"PJSIP/{op.name}" for op in ops),
         "fallback_ring_s": str(int(site.queue.ring_timeout_s)),
         "app_var_dir": str(var_dir),
+        "recordings_dir": str(recordings_dir(var_dir, site.code)),
         "python": sys.executable,
         "number_extensions": numbers,
         "dialplan_includes": "\n".join(includes),

@@ -77,7 +77,8 @@ class FallbackImporter:
         if rec["event"] == "start":
             self.tickets.open(channel, rec.get("caller", ""), at,
                               caller_key=caller_key(rec.get("caller")),
-                              policy="fallback: app not connected, operators rung directly")
+                              policy="fallback: app not connected, operators rung directly",
+                              recording_path=rec.get("recording") or None)
             log.info("call=%s fallback record imported", channel)
         elif rec["event"] == "end":
             answered = rec.get("dialstatus") == "ANSWER"

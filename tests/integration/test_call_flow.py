@@ -42,6 +42,11 @@ async def test_jepara_fire_call_at_ten_reaches_operator_with_two_way_audio_and_r
                                             keys={"caller": "081299990002"}))
     bridged = await next_change(changes, "bridged", timeout=40)
     caller_id = bridged["call"]
+    # Two parties and the recording on the caller's channel (MixMonitor, from the dialplan):
+    # Asterisk relays frames between the two legs instead of running a mixer for a third.
+    bridge_info = await stack.app.ari.get("bridges", bridged["bridge"])
+    assert bridge_info["technology"] == "simple_bridge", bridge_info
+    assert sorted(bridge_info["channels"]) == sorted([caller_id, bridged["operator_channel"]])
     first = (await rtp_counts(stack, caller_id), await rtp_counts(stack, bridged["operator_channel"]))
     await asyncio.sleep(1.0)  # let media flow for a second between two readings
     second = (await rtp_counts(stack, caller_id), await rtp_counts(stack, bridged["operator_channel"]))
@@ -67,7 +72,11 @@ async def test_jepara_fire_call_at_ten_reaches_operator_with_two_way_audio_and_r
     assert all(t is not None for t in times)
     assert times == sorted(times)  # type: ignore[type-var]
     assert ticket.end_reason == "operator hangup" and ticket.status == "classified"
-    assert ticket.recording_path and Path(ticket.recording_path).stat().st_size > 8000
+    # The whole call is recorded (menu and conversation), by the dialplan, under the site's
+    # directory, and the ticket points at the file.
+    assert ticket.recording_path == str(stack.var_dir.resolve() / "asterisk" / "spool" /
+                                        "recording" / "siaga112" / "jepara" / f"{caller_id}.wav")
+    assert Path(ticket.recording_path).stat().st_size > 8000
     audit = await stack.audit(ticket)
     actions = [a.action for a in audit]
     assert actions[:5] == ["opened", "screening", "answered", "menu", "queued"]

@@ -8,6 +8,7 @@ import json
 import re
 import socket
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -131,6 +132,10 @@ async def test_app_down_caller_reaches_operator_by_fallback_and_gets_one_ticket_
     assert ticket.policy is not None and ticket.policy.startswith("fallback")
     assert ticket.operator is not None and "op1" in ticket.operator
     assert ticket.end_reason == "fallback: ANSWER"
+    # The dialplan recorded the call although the app was down, and the ticket points at it.
+    assert ticket.recording_path is not None
+    assert ticket.recording_path.endswith(f"/siaga112/{stack.site.code}/{ticket.channel_id}.wav")
+    assert Path(ticket.recording_path).stat().st_size > 8000
     # The app restarting again does not import the same call twice.
     await stack.stop_app()
     await stack.start_app()
