@@ -110,6 +110,9 @@ class Call:
             return  # the dialplan answered before Stasis(): no ARI round trip (and no 200 ms wait)
         try:
             await self.ari.post("channels", self.id, "answer")
+            # The dialplan plays a ringback tone until the app answers (dialplan/20-emergency):
+            # stop it so that only the app's prompts are heard from here on.
+            await self.ari.delete("channels", self.id, "ring")
         except (NotFound, NotInStasis) as exc:
             raise CallerHungUp(self.id) from exc
 
