@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ari_app.live import LiveBus
 from ari_app.location.cell import CellId
@@ -140,12 +140,12 @@ class LocationService:
     def _prune(self, key: str, now: datetime) -> None:
         self.pending[key] = [r for r in self.pending[key] if r.received_at >= now - self.before]
 
-    async def _store(self, s: AsyncSession, p: dict[str, Any]) -> None:
+    def _store(self, s: Session, p: dict[str, Any]) -> None:
         ticket_id = None
         if p["call"]:
-            ticket_id = await s.scalar(select(Ticket.id).where(Ticket.channel_id == p["call"]))
+            ticket_id = s.scalar(select(Ticket.id).where(Ticket.channel_id == p["call"]))
         elif p["key"]:
-            ticket_id = await s.scalar(
+            ticket_id = s.scalar(
                 select(Ticket.id).where(Ticket.caller_key == p["key"],
                                         Ticket.arrived_at >= p["at"] - self.after)
                 .order_by(Ticket.arrived_at.desc()).limit(1))
@@ -164,7 +164,7 @@ class LocationService:
         self.writer.submit("input.rejected", {"at": at, "source": source, "origin": origin[:128],
                                               "reason": reason[:2000], "raw": raw[:65536]})
 
-    async def _rejected(self, s: AsyncSession, p: dict[str, Any]) -> None:
+    def _rejected(self, s: Session, p: dict[str, Any]) -> None:
         s.add(InputRejection(received_at=p["at"], source=p["source"], origin=p["origin"],
                              reason=p["reason"], raw=p["raw"]))
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ari_app.tickets.models import CallEvent, CallRecord
 from ari_app.tickets.writer import Writer
@@ -36,24 +36,24 @@ class CallStore:
     def closed(self, channel_id: str, at: datetime, reason: str) -> None:
         self.writer.submit("call.closed", {"channel": channel_id, "at": at, "reason": reason})
 
-    async def _opened(self, s: AsyncSession, p: dict[str, Any]) -> None:
-        exists = await s.scalar(select(CallRecord.id).where(CallRecord.channel_id == p["channel"]))
+    def _opened(self, s: Session, p: dict[str, Any]) -> None:
+        exists = s.scalar(select(CallRecord.id).where(CallRecord.channel_id == p["channel"]))
         if exists is None:
             s.add(CallRecord(channel_id=p["channel"], site=self.site, caller_number=p["caller"],
                              dialled=p["dialled"], started_at=p["at"]))
 
-    async def _answered(self, s: AsyncSession, p: dict[str, Any]) -> None:
-        rec = await s.scalar(select(CallRecord).where(CallRecord.channel_id == p["channel"]))
+    def _answered(self, s: Session, p: dict[str, Any]) -> None:
+        rec = s.scalar(select(CallRecord).where(CallRecord.channel_id == p["channel"]))
         if rec is not None and rec.answered_at is None:
             rec.answered_at = p["at"]
 
-    async def _event(self, s: AsyncSession, p: dict[str, Any]) -> None:
-        last = await s.scalar(select(func.max(CallEvent.seq))
+    def _event(self, s: Session, p: dict[str, Any]) -> None:
+        last = s.scalar(select(func.max(CallEvent.seq))
                               .where(CallEvent.channel_id == p["channel"]))
         s.add(CallEvent(channel_id=p["channel"], seq=(last or 0) + 1, at=p["at"], kind=p["kind"],
                         detail=p["detail"]))
 
-    async def _closed(self, s: AsyncSession, p: dict[str, Any]) -> None:
-        rec = await s.scalar(select(CallRecord).where(CallRecord.channel_id == p["channel"]))
+    def _closed(self, s: Session, p: dict[str, Any]) -> None:
+        rec = s.scalar(select(CallRecord).where(CallRecord.channel_id == p["channel"]))
         if rec is not None and rec.ended_at is None:
             rec.ended_at, rec.end_reason = p["at"], p["reason"]

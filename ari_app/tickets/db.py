@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, TypeDecorator, event
+from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
@@ -24,21 +24,35 @@ def database_url(var_dir: Path, explicit: str | None = None) -> str:
     return url
 
 
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")  # readers (CLI, console) never block writers
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")  # readers (CLI, console) never block writers
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
+        _sqlite_pragmas(engine.sync_engine)
         return engine
     return create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True,
                                connect_args={"timeout": 5, "command_timeout": 10})
+
+
+def make_sqlite_sync_engine(url: str) -> Engine:
+    """A plain (pysqlite) engine on the same SQLite file as ``url``, for one worker thread.
+
+    aiosqlite hands every cursor call to its own thread and back (about 25 hops per journal
+    entry); the write journal instead runs whole transactions in one thread with this engine.
+    """
+    engine = create_engine(make_url(url).set(drivername="sqlite"),
+                           connect_args={"timeout": 30, "check_same_thread": False})
+    _sqlite_pragmas(engine)
+    return engine
 
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ari_app.location.service import caller_key
 from ari_app.tickets.service import TicketService
@@ -66,7 +66,7 @@ class FallbackImporter:
                         count)
         return count
 
-    async def _save_offset(self, _: AsyncSession, p: dict[str, Any]) -> None:
+    def _save_offset(self, _: Session, p: dict[str, Any]) -> None:
         tmp = self.offset_path.with_suffix(".offset.tmp")
         tmp.write_text(str(p["offset"]))
         os.replace(tmp, self.offset_path)

@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ari_app.tickets.models import LocationRecord, Ticket, TicketAudit, TicketCounter
 from ari_app.tickets.writer import Writer
@@ -29,16 +29,16 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-async def next_reference(s: AsyncSession, site: str, prefix: str, day: str) -> str:
+def next_reference(s: Session, site: str, prefix: str, day: str) -> str:
     """``<PREFIX>-<YYYYMMDD>-<NNNN>``, counted per site and site-local day."""
-    counter = await s.scalar(
+    counter = s.scalar(
         select(TicketCounter).where(TicketCounter.site == site, TicketCounter.day == day)
         .with_for_update())
     if counter is None:
         counter = TicketCounter(site=site, day=day, last=0)
         s.add(counter)
     counter.last += 1
-    await s.flush()
+    s.flush()
     return f"{prefix}-{day}-{counter.last:04d}"
 
 
@@ -59,19 +59,19 @@ class TicketService:
             "channel": channel_id, "caller": caller, "at": at, "caller_key": caller_key,
             "attach_since": attach_locations_since, "fields": fields}, done)
 
-    async def _open(self, s: AsyncSession, p: dict[str, Any]) -> str:
+    def _open(self, s: Session, p: dict[str, Any]) -> str:
         channel_id, at, caller_key = p["channel"], p["at"], p["caller_key"]
-        ticket = await s.scalar(select(Ticket).where(Ticket.channel_id == channel_id))
+        ticket = s.scalar(select(Ticket).where(Ticket.channel_id == channel_id))
         if ticket is None:
             day = at.astimezone(self.tz).strftime("%Y%m%d")
-            ticket = Ticket(reference=await next_reference(s, self.site, self.prefix, day),
+            ticket = Ticket(reference=next_reference(s, self.site, self.prefix, day),
                             site=self.site, channel_id=channel_id, caller_number=p["caller"],
                             caller_key=caller_key, arrived_at=at, status="new", **p["fields"])
             s.add(ticket)
-            await s.flush()
+            s.flush()
             if caller_key and p["attach_since"] is not None:
                 # Locations (AML) that reached us before the call belong to it.
-                await s.execute(
+                s.execute(
                     update(LocationRecord)
                     .where(LocationRecord.caller_key == caller_key,
                            LocationRecord.ticket_id.is_(None),
@@ -92,8 +92,8 @@ class TicketService:
             "status_from": list(status_from) if status_from is not None else None,
             "fields": fields})
 
-    async def _change(self, s: AsyncSession, p: dict[str, Any]) -> None:
-        ticket = await s.scalar(select(Ticket).where(Ticket.channel_id == p["channel"]))
+    def _change(self, s: Session, p: dict[str, Any]) -> None:
+        ticket = s.scalar(select(Ticket).where(Ticket.channel_id == p["channel"]))
         if ticket is None:
             log.error("call=%s no ticket for %s", p["channel"], p["action"])
             return

@@ -23,20 +23,26 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from sqlalchemy import Engine, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
+from ari_app.tickets.db import make_sqlite_sync_engine
 from ari_app.tickets.models import JournalApplied
 
 log = logging.getLogger(__name__)
 
-Applier = Callable[[AsyncSession, dict[str, Any]], Awaitable[Any]]
+# An applier is plain synchronous ORM code: on SQLite a whole batch runs in the writer's own
+# thread (one hand-off per batch); on PostgreSQL through AsyncSession.run_sync (asyncpg).
+Applier = Callable[[Session, dict[str, Any]], Any]
+T = TypeVar("T")
 
 TRANSIENT = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
              ConnectionError, OSError, asyncio.TimeoutError)
@@ -165,6 +171,15 @@ class Writer:
                  batch_size: int = 50) -> None:
         self.sessions = sessions
         self.batch_size = batch_size
+        engine = sessions.kw["bind"]
+        self._sync: sessionmaker[Session] | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self.write_engine: Engine = engine.sync_engine  # where the journal's writes commit
+        if engine.dialect.name == "sqlite":
+            self.write_engine = make_sqlite_sync_engine(
+                engine.url.render_as_string(hide_password=False))
+            self._sync = sessionmaker(self.write_engine, expire_on_commit=False)
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
         self.journal = Journal(journal)
         self.node = node
         self.retry_initial, self.retry_max = retry_initial, retry_max
@@ -229,6 +244,23 @@ class Writer:
             self.journal.done_upto(entries[-1][0])
             self._progress.set()
 
+    async def _transaction(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one database transaction, committed when it returns."""
+        if self._sync is not None and self._thread is not None:
+            sync = self._sync
+
+            def run() -> T:
+                with sync() as session, session.begin():
+                    return work(session)
+
+            return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+        async with self.sessions() as session, session.begin():
+            return await session.run_sync(work)
+
+    def _applied_here(self, session: Session, seqs: list[int]) -> set[int]:
+        return set(session.scalars(select(JournalApplied.seq).where(
+            JournalApplied.node == self.node, JournalApplied.seq.in_(seqs))).all())
+
     async def _apply_batch(self, chunk: list[tuple[int, str, dict[str, Any]]]) -> list[Any]:
         """Apply entries in order in ONE transaction (one commit for the lot).
 
@@ -237,21 +269,23 @@ class Writer:
         """
         if len(chunk) == 1:
             return [await self._apply(*chunk[0])]
+
+        def work(session: Session) -> tuple[list[Any], int]:
+            seen = self._applied_here(session, [seq for seq, _, _ in chunk])
+            results: list[Any] = []
+            for seq, kind, payload in chunk:
+                if seq in seen:  # applied before a crash, just not yet removed here
+                    results.append(None)
+                    continue
+                results.append(self.appliers[kind](session, payload))
+                session.add(JournalApplied(node=self.node, seq=seq))
+            return results, len(seen)
+
         delay = self.retry_initial
         while True:
             try:
-                results: list[Any] = []
-                async with self.sessions() as session, session.begin():
-                    seen = set((await session.scalars(select(JournalApplied.seq).where(
-                        JournalApplied.node == self.node,
-                        JournalApplied.seq.in_([seq for seq, _, _ in chunk])))).all())
-                    for seq, kind, payload in chunk:
-                        if seq in seen:  # applied before a crash, just not yet removed here
-                            results.append(None)
-                            continue
-                        results.append(await self.appliers[kind](session, payload))
-                        session.add(JournalApplied(node=self.node, seq=seq))
-                self.applied += len(chunk) - len(seen)
+                results, skipped = await self._transaction(work)
+                self.applied += len(chunk) - skipped
                 self._database_back()
                 return results
             except Exception as exc:
@@ -274,17 +308,18 @@ class Writer:
         self.db_ok = False
 
     async def _apply(self, seq: int, kind: str, payload: dict[str, Any]) -> Any:
+        def work(session: Session) -> tuple[bool, Any]:
+            if self._applied_here(session, [seq]):
+                return False, None  # applied before a crash, just not yet removed here
+            result = self.appliers[kind](session, payload)
+            session.add(JournalApplied(node=self.node, seq=seq))
+            return True, result
+
         delay = self.retry_initial
         while True:
             try:
-                async with self.sessions() as session, session.begin():
-                    seen = await session.scalar(select(JournalApplied.seq).where(
-                        JournalApplied.node == self.node, JournalApplied.seq == seq))
-                    if seen is not None:
-                        return None  # applied before a crash, just not yet removed here
-                    result = await self.appliers[kind](session, payload)
-                    session.add(JournalApplied(node=self.node, seq=seq))
-                self.applied += 1
+                applied, result = await self._transaction(work)
+                self.applied += int(applied)
                 self._database_back()
                 return result
             except Exception as exc:
@@ -299,4 +334,7 @@ class Writer:
                 delay = min(delay * 2, self.retry_max)
 
     def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self.write_engine.dispose()
         self.journal.close()

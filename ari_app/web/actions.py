@@ -211,8 +211,8 @@ class TicketActions:
             key = ""
         async with self.sessions() as s, s.begin():
             day = now.astimezone(self.site.timezone).strftime("%Y%m%d")
-            ticket = Ticket(reference=await next_reference(s, self.site.code,
-                                                           self.site.reference_prefix, day),
+            ticket = Ticket(reference=await s.run_sync(next_reference, self.site.code,
+                                                       self.site.reference_prefix, day),
                             site=self.site.code, channel_id=None, caller_number=phone,
                             caller_key=key, kind="complaint", category=category, priority=5,
                             status="new", outcome="complaint", arrived_at=now,

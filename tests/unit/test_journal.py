@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.migrate import upgrade
@@ -21,12 +21,12 @@ async def _writer(tmp_path: Path, url: str) -> tuple[Writer, list[dict[str, Any]
     writer = Writer(sessions(engine), tmp_path / "journal.db", node="n1", retry_initial=0.01)
     seen: list[dict[str, Any]] = []
 
-    async def apply(s: AsyncSession, p: dict[str, Any]) -> str:
+    def apply(s: Session, p: dict[str, Any]) -> str:
         seen.append(p)
         s.add(CallRecord(channel_id=p["id"], site="t", started_at=p["at"]))
         return str(p["id"])
 
-    async def broken(s: AsyncSession, p: dict[str, Any]) -> None:
+    def broken(s: Session, p: dict[str, Any]) -> None:
         raise ValueError("a bug, not an outage")
 
     writer.register("rec", apply)
@@ -89,7 +89,7 @@ async def test_a_burst_is_applied_in_one_transaction_and_a_bad_write_in_it_costs
     await asyncio.to_thread(upgrade, url)
     writer, _ = await _writer(tmp_path, url)
     commits: list[int] = []
-    event.listen(writer.sessions.kw["bind"].sync_engine, "commit", lambda _c: commits.append(1))
+    event.listen(writer.write_engine, "commit", lambda _c: commits.append(1))
     at = datetime(2025, 5, 19, 3, 0, tzinfo=UTC)
     for i in range(20):
         writer.submit("rec", {"id": f"b{i}", "at": at})
