@@ -23,13 +23,14 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
@@ -81,6 +82,15 @@ class Journal:
         # NORMAL: a commit is a write() into the WAL, no fsync on the caller's thread; the
         # syncer thread below makes appends durable against a power cut within one fsync.
         self.db.execute("PRAGMA synchronous=NORMAL")
+        legacy = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'entries'").fetchone()
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        if self.db.execute("SELECT 1 FROM meta WHERE key = 'id'").fetchone() is None:
+            # Sequence numbers are only unique within one journal file: a new file (the old one
+            # lost or cleared) gets its own id, so its seq 1 is never taken for an old file's.
+            # A file from before ids existed keeps the empty id (its numbering goes on).
+            self.db.execute("INSERT INTO meta VALUES ('id', ?)",
+                            ("" if legacy else uuid.uuid4().hex[:12],))
+        self.id = str(self.db.execute("SELECT value FROM meta WHERE key = 'id'").fetchone()[0])
         self.db.execute("CREATE TABLE IF NOT EXISTS entries (seq INTEGER PRIMARY KEY "
                         "AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL, "
                         "created REAL NOT NULL)")
@@ -138,6 +148,9 @@ class Journal:
         with self._cond:
             return self._cond.wait_for(lambda: self.synced_seq >= seq, timeout)
 
+    def last_seq(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()[0])
+
     def pending(self, limit: int = 200) -> list[tuple[int, str, dict[str, Any]]]:
         rows = self.db.execute("SELECT seq, kind, payload FROM entries ORDER BY seq LIMIT ?",
                                (limit,)).fetchall()
@@ -181,14 +194,15 @@ class Writer:
             self._sync = sessionmaker(self.write_engine, expire_on_commit=False)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
         self.journal = Journal(journal)
-        self.node = node
+        # The database knows this journal as node/id: "applied up to seq N" per journal file.
+        self.node = f"{node}/{self.journal.id}" if self.journal.id else node
         self.retry_initial, self.retry_max = retry_initial, retry_max
         self.appliers: dict[str, Applier] = {}
         self.callbacks: dict[int, Callable[[Any], None]] = {}
         self.applied = 0
         self.failed: list[str] = []
         self.db_ok = True
-        self.last_seq = 0
+        self.last_seq = self.journal.last_seq()  # flush() also waits for a replayed backlog
         self.done_seq = 0
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
@@ -257,9 +271,15 @@ class Writer:
         async with self.sessions() as session, session.begin():
             return await session.run_sync(work)
 
-    def _applied_here(self, session: Session, seqs: list[int]) -> set[int]:
-        return set(session.scalars(select(JournalApplied.seq).where(
-            JournalApplied.node == self.node, JournalApplied.seq.in_(seqs))).all())
+    def _applied_upto(self, session: Session) -> int:
+        """The highest seq of this journal already in the database (entries go in order)."""
+        return int(session.scalar(select(func.max(JournalApplied.seq))
+                                  .where(JournalApplied.node == self.node)) or 0)
+
+    def _mark_applied(self, session: Session, seq: int) -> None:
+        """One row per journal: its high-water mark, in the same transaction as the writes."""
+        session.execute(delete(JournalApplied).where(JournalApplied.node == self.node))
+        session.add(JournalApplied(node=self.node, seq=seq))
 
     async def _apply_batch(self, chunk: list[tuple[int, str, dict[str, Any]]]) -> list[Any]:
         """Apply entries in order in ONE transaction (one commit for the lot).
@@ -271,15 +291,18 @@ class Writer:
             return [await self._apply(*chunk[0])]
 
         def work(session: Session) -> tuple[list[Any], int]:
-            seen = self._applied_here(session, [seq for seq, _, _ in chunk])
+            upto = self._applied_upto(session)
             results: list[Any] = []
+            skipped = 0
             for seq, kind, payload in chunk:
-                if seq in seen:  # applied before a crash, just not yet removed here
+                if seq <= upto:  # applied before a crash, just not yet removed here
                     results.append(None)
+                    skipped += 1
                     continue
                 results.append(self.appliers[kind](session, payload))
-                session.add(JournalApplied(node=self.node, seq=seq))
-            return results, len(seen)
+            if chunk[-1][0] > upto:
+                self._mark_applied(session, chunk[-1][0])
+            return results, skipped
 
         delay = self.retry_initial
         while True:
@@ -309,10 +332,10 @@ class Writer:
 
     async def _apply(self, seq: int, kind: str, payload: dict[str, Any]) -> Any:
         def work(session: Session) -> tuple[bool, Any]:
-            if self._applied_here(session, [seq]):
+            if seq <= self._applied_upto(session):
                 return False, None  # applied before a crash, just not yet removed here
             result = self.appliers[kind](session, payload)
-            session.add(JournalApplied(node=self.node, seq=seq))
+            self._mark_applied(session, seq)
             return True, result
 
         delay = self.retry_initial

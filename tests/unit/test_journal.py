@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.migrate import upgrade
-from ari_app.tickets.models import CallRecord
+from ari_app.tickets.models import CallRecord, JournalApplied
 from ari_app.tickets.writer import Journal, Writer
 
 
@@ -121,3 +123,63 @@ def test_an_appended_write_is_fsynced_off_the_callers_thread(tmp_path: Path) -> 
     reopened = Journal(tmp_path / "j.db")
     assert [p["n"] for _s, _k, p in reopened.pending()] == list(range(50))
     reopened.close()
+
+
+async def test_a_new_journal_file_is_a_new_node_so_its_first_entries_are_not_taken_as_applied(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/main.db"
+    await asyncio.to_thread(upgrade, url)
+    at = datetime(2025, 5, 19, 3, 0, tzinfo=UTC)
+    first, _ = await _writer(tmp_path, url)
+    for i in range(3):
+        first.submit("rec", {"id": f"old{i}", "at": at})
+    task = asyncio.create_task(first.run())
+    await first.flush(10)
+    task.cancel()
+    first.close()
+    for leftover in tmp_path.glob("journal.db*"):  # the journal file is lost or cleared
+        leftover.unlink()
+    second, _ = await _writer(tmp_path, url)
+    assert second.node != first.node  # seq 1 of the new file is not seq 1 of the old one
+    second.submit("rec", {"id": "new0", "at": at})
+    second.submit("rec", {"id": "new1", "at": at})
+    task = asyncio.create_task(second.run())
+    await second.flush(10)
+    task.cancel()
+    async with second.sessions() as s:
+        ids = list((await s.scalars(select(CallRecord.channel_id).order_by(CallRecord.id))).all())
+    assert ids == ["old0", "old1", "old2", "new0", "new1"]
+    second.close()
+
+
+async def test_a_journal_from_before_ids_keeps_its_node_and_its_applied_entries(
+    tmp_path: Path,
+) -> None:
+    """Upgrading must not re-apply an entry that was applied but not yet removed."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/main.db"
+    await asyncio.to_thread(upgrade, url)
+    at = datetime(2025, 5, 19, 3, 0, tzinfo=UTC)
+    legacy = sqlite3.connect(tmp_path / "journal.db")
+    legacy.execute("CREATE TABLE entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT "
+                   "NULL, payload TEXT NOT NULL, created REAL NOT NULL)")
+    for i in range(2):
+        legacy.execute("INSERT INTO entries (kind, payload, created) VALUES ('rec', ?, 0)",
+                       (json.dumps({"id": f"c{i}", "at": {"$dt": at.isoformat()}}),))
+    legacy.commit()
+    legacy.close()
+    engine = make_engine(url)
+    async with sessions(engine)() as s, s.begin():  # c0 reached the database before the upgrade
+        s.add(CallRecord(channel_id="c0", site="t", started_at=at))
+        s.add(JournalApplied(node="n1", seq=1))
+    writer, _ = await _writer(tmp_path, url)
+    assert writer.node == "n1"
+    task = asyncio.create_task(writer.run())
+    await writer.flush(10)
+    task.cancel()
+    async with writer.sessions() as s:
+        ids = list((await s.scalars(select(CallRecord.channel_id).order_by(CallRecord.id))).all())
+        marks = (await s.execute(select(JournalApplied.node, JournalApplied.seq))).all()
+    assert ids == ["c0", "c1"]
+    assert [tuple(m) for m in marks] == [("n1", 2)]  # one high-water mark row per journal
+    writer.close()
