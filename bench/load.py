@@ -177,6 +177,7 @@ def run_step(target: str, rate: float, duration_s: float, workdir: Path, sounds:
     res.cpu_ms_per_call = {
         "asterisk": 1000 * (mark1.asterisk_s - mark0.asterisk_s) / calls,
         "app": 1000 * (mark1.app_s - mark0.app_s) / calls,
+        "agi": 1000 * (mark1.agi_s - mark0.agi_s) / calls,
         "sipp": 1000 * sipp_cpu / calls,
     }
     res.peak_rss_mb = {"asterisk": rss_ast, "app": rss_app}

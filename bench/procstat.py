@@ -20,6 +20,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of stat(5)
 
 
+def reaped_children_cpu_seconds(pid: int) -> float:
+    """cutime + cstime: CPU of the children a live process has waited for (Asterisk: AGIs)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[13]) + int(fields[14])) / TICK  # fields 16 and 17 of stat(5)
+
+
 def peak_rss_mb(pid: int) -> float:
     """VmHWM: the highest resident set size the process has had, in MiB."""
     try:

@@ -69,21 +69,27 @@ def _f(value: float | None, digits: int = 0) -> str:
 
 def table(steps: Steps) -> str:
     head = ("| target | rate (cps) | calls | ok | failed | INVITE→200 p50/p95/p99 (ms) "
-            "| key→operator p50/p95/p99 (ms) | CPU ms/call asterisk / app / sipp "
-            "| peak RSS MB asterisk / app | peak calls | ARI ws KB/call | pass |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "| key→operator p50/p95/p99 (ms) | CPU ms/call asterisk / AGI / app (server total) "
+            "| sipp | peak RSS MB asterisk / app | peak calls | ARI ws KB/call | pass |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for s in sorted(steps, key=lambda s: (s.rate, s.target)):
         inv, key = s.invite_200_ms, s.key_to_operator_ms
         cpu, rss = s.cpu_ms_per_call, s.peak_rss_mb
         ws = s.ws_bytes / 1024 / max(s.offered, 1) if s.target == "app" else None
+        failed = s.failed + s.operator_failed
+        # A caller SIPp ended at its own time-out is neither ok nor failed: count it here too.
+        unfinished = max(0, s.offered - s.successful - s.failed)
+        server = cpu.get("asterisk", 0) + cpu.get("agi", 0) + (
+            cpu.get("app", 0) if s.target == "app" else 0)
         rows.append(
             f"| {s.target} | {s.rate:g} | {s.offered} | {s.successful} "
-            f"| {s.failed + s.operator_failed} "
+            f"| {failed}{f' (+{unfinished} unfinished)' if unfinished else ''} "
             f"| {_f(pct(inv, 50))} / {_f(pct(inv, 95))} / {_f(pct(inv, 99))} "
             f"| {_f(pct(key, 50))} / {_f(pct(key, 95))} / {_f(pct(key, 99))} "
-            f"| {cpu.get('asterisk', 0):.1f} / "
-            f"{_f(cpu.get('app') if s.target == 'app' else None, 1)} / {cpu.get('sipp', 0):.1f} "
+            f"| {cpu.get('asterisk', 0):.1f} / {cpu.get('agi', 0):.1f} / "
+            f"{_f(cpu.get('app') if s.target == 'app' else None, 1)} ({server:.1f}) "
+            f"| {cpu.get('sipp', 0):.1f} "
             f"| {rss.get('asterisk', 0):.0f} / "
             f"{_f(rss.get('app') if s.target == 'app' else None)} "
             f"| {s.peak_concurrent_calls} | {_f(ws, 1)} | {'yes' if s.passed else 'NO'} |")

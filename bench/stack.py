@@ -31,7 +31,7 @@ from ari_app.testing.asterisk import PrivateAsterisk, on_free_ports
 from ari_app.testing.ports import rtp_range
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.migrate import upgrade
-from bench.procstat import Reaped, cpu_seconds, peak_rss_mb, reap
+from bench.procstat import Reaped, cpu_seconds, peak_rss_mb, reap, reaped_children_cpu_seconds
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class CpuMark:
     asterisk_s: float
     app_s: float
     at: float
+    agi_s: float = 0.0  # Asterisk's reaped children: the per-call AGI processes
 
 
 class TargetStack:
@@ -179,7 +180,8 @@ class TargetStack:
 
     def cpu_mark(self) -> CpuMark:
         app = cpu_seconds(self.app_pid) if self.app_pid else 0.0
-        return CpuMark(cpu_seconds(self.asterisk_pid), app, time.monotonic())
+        return CpuMark(cpu_seconds(self.asterisk_pid), app, time.monotonic(),
+                       reaped_children_cpu_seconds(self.asterisk_pid))
 
     def peak_rss(self) -> tuple[float, float]:
         app = peak_rss_mb(self.app_pid) if self.app_pid else 0.0
