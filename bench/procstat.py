@@ -10,24 +10,25 @@ from pathlib import Path
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process (threads included), in seconds; 0 if it is gone."""
+def _stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (after the command name), or None if the process is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
-    fields = raw[raw.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of stat(5)
+        return None
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process (threads included), in seconds; 0 if it is gone."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / TICK if fields else 0.0  # stat(5) 14, 15
 
 
 def reaped_children_cpu_seconds(pid: int) -> float:
     """cutime + cstime: CPU of the children a live process has waited for (Asterisk: AGIs)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = raw[raw.rindex(")") + 2:].split()
-    return (int(fields[13]) + int(fields[14])) / TICK  # fields 16 and 17 of stat(5)
+    fields = _stat(pid)
+    return (int(fields[13]) + int(fields[14])) / TICK if fields else 0.0  # stat(5) 16, 17
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -52,9 +52,7 @@ async def test_journal_survives_a_crash_and_replays_in_order_without_duplicates(
     refs: list[Any] = []
     second.submit("rec", {"id": "c5", "at": at}, refs.append)
     second.submit("broken", {"x": 1})
-    task = asyncio.create_task(second.run())
-    await second.flush(10)
-    task.cancel()
+    await _drained(second)
     # The batch with the bad entry was rolled back and re-applied one by one: the appliers may
     # run twice, the database must hold each write once and in order (checked below).
     assert [p["id"] for p in seen][-6:] == [f"c{i}" for i in range(6)]
@@ -76,6 +74,13 @@ async def test_journal_survives_a_crash_and_replays_in_order_without_duplicates(
     task.cancel()
     async with second.sessions() as s:
         assert len((await s.scalars(select(CallRecord))).all()) == 6
+
+
+async def _drained(writer: Writer) -> None:
+    """Run the writer until everything journaled so far is in the database."""
+    task = asyncio.create_task(writer.run())
+    await writer.flush(10)
+    task.cancel()
 
 
 async def _until_empty(writer: Writer) -> None:
@@ -134,9 +139,7 @@ async def test_a_new_journal_file_is_a_new_node_so_its_first_entries_are_not_tak
     first, _ = await _writer(tmp_path, url)
     for i in range(3):
         first.submit("rec", {"id": f"old{i}", "at": at})
-    task = asyncio.create_task(first.run())
-    await first.flush(10)
-    task.cancel()
+    await _drained(first)
     first.close()
     for leftover in tmp_path.glob("journal.db*"):  # the journal file is lost or cleared
         leftover.unlink()
@@ -144,9 +147,7 @@ async def test_a_new_journal_file_is_a_new_node_so_its_first_entries_are_not_tak
     assert second.node != first.node  # seq 1 of the new file is not seq 1 of the old one
     second.submit("rec", {"id": "new0", "at": at})
     second.submit("rec", {"id": "new1", "at": at})
-    task = asyncio.create_task(second.run())
-    await second.flush(10)
-    task.cancel()
+    await _drained(second)
     async with second.sessions() as s:
         ids = list((await s.scalars(select(CallRecord.channel_id).order_by(CallRecord.id))).all())
     assert ids == ["old0", "old1", "old2", "new0", "new1"]
@@ -174,9 +175,7 @@ async def test_a_journal_from_before_ids_keeps_its_node_and_its_applied_entries(
         s.add(JournalApplied(node="n1", seq=1))
     writer, _ = await _writer(tmp_path, url)
     assert writer.node == "n1"
-    task = asyncio.create_task(writer.run())
-    await writer.flush(10)
-    task.cancel()
+    await _drained(writer)
     async with writer.sessions() as s:
         ids = list((await s.scalars(select(CallRecord.channel_id).order_by(CallRecord.id))).all())
         marks = (await s.execute(select(JournalApplied.node, JournalApplied.seq))).all()
