@@ -91,4 +91,4 @@ async def resume(ctx: CallContext, call: Call, outcome: Outcome) -> None:
     log.warning("%s adopted (menu or queue): to an operator at priority %d", call.tag,
                 ADOPTED_PRIORITY)
     ctx.tickets.change(call.id, "adopted", now, audit={"state": "waiting"})
-    await to_operator(ctx, call, ADOPTED_PRIORITY, outcome)
+    await to_operator(ctx, call, ADOPTED_PRIORITY, outcome, hold_first=True)

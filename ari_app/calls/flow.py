@@ -191,14 +191,26 @@ async def _talk_detect(call: Call) -> None:
         log.warning("%s talk detection unavailable: %s", call.tag, exc)
 
 
-async def to_operator(ctx: CallContext, call: Call, priority: int, outcome: Outcome) -> None:
+async def to_operator(ctx: CallContext, call: Call, priority: int, outcome: Outcome, *,
+                      hold_first: bool = False) -> None:
+    """Queue the caller and bridge the first operator who answers.
+
+    ``hold_first``: wait until the caller is in the holding bridge before ringing anyone (an
+    adopted call may still be playing a prompt the previous app started, and the caller cannot
+    be bridged before it ends).
+    """
     if not ctx.roster.anyone_on_duty():
         log.warning("%s no operator on duty at all", call.tag)
         await out_of_hours(ctx, call, outcome, "no operator on duty")
         return
     now = ctx.clock.now()
     ctx.tickets.change(call.id, "queued", now, queued_at=now)
-    await connect.hold(ctx, call)
+    # The caller goes into the holding bridge while the operator is already being rung: on
+    # Asterisk 16 that command can wait up to 200 ms for the channel (a caller who sends no
+    # audio after the key), and it must not delay the operator's phone.
+    holding = asyncio.create_task(connect.hold(ctx, call), name=f"hold {call.id}")
+    if hold_first:
+        await holding
     entry = ctx.queue.join(call.id, priority)
     ctx.live.publish(call.id, "queued", priority=priority)
     try:
@@ -209,6 +221,7 @@ async def to_operator(ctx: CallContext, call: Call, priority: int, outcome: Outc
                 op_channel = await connect.ring(ctx, call, operator)
                 link = None
                 if op_channel is not None:
+                    await holding  # in the holding bridge before it is taken out of it
                     link = await connect.bridge(ctx, call, operator, op_channel)
             except CallerHungUp:
                 ctx.roster.release(operator, talked=False)
@@ -219,7 +232,24 @@ async def to_operator(ctx: CallContext, call: Call, priority: int, outcome: Outc
             ctx.queue.requeue(entry, operator)
     finally:
         ctx.queue.leave(call.id)
+        await _settle(holding)
     await talk_with(ctx, call, operator, link, outcome)
+
+
+async def _settle(task: asyncio.Task[None]) -> None:
+    """Finish with a side task: cancel it if still running; its outcome is not ours to raise."""
+    if not task.done():
+        task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # we are being cancelled ourselves, not just the side task
+    except CallerHungUp:
+        pass
+    except AriError as exc:
+        log.info("hold not completed: %s", exc)
 
 
 async def talk_with(ctx: CallContext, call: Call, operator: str, link: connect.Connected,
