@@ -39,8 +39,7 @@ async def _writer(tmp_path: Path, url: str) -> tuple[Writer, list[dict[str, Any]
 async def test_journal_survives_a_crash_and_replays_in_order_without_duplicates(
     tmp_path: Path,
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/main.db"
-    await asyncio.to_thread(upgrade, url)
+    url = await _main_db(tmp_path)
     at = datetime(2025, 5, 19, 3, 0, tzinfo=UTC)
     first, _ = await _writer(tmp_path, url)
     for i in range(5):
@@ -76,6 +75,13 @@ async def test_journal_survives_a_crash_and_replays_in_order_without_duplicates(
         assert len((await s.scalars(select(CallRecord))).all()) == 6
 
 
+async def _main_db(tmp_path: Path) -> str:
+    """A migrated SQLite main database; its URL."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/main.db"
+    await asyncio.to_thread(upgrade, url)
+    return url
+
+
 async def _drained(writer: Writer) -> None:
     """Run the writer until everything journaled so far is in the database."""
     task = asyncio.create_task(writer.run())
@@ -92,8 +98,7 @@ async def _until_empty(writer: Writer) -> None:
 async def test_a_burst_is_applied_in_one_transaction_and_a_bad_write_in_it_costs_only_itself(
     tmp_path: Path,
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/main.db"
-    await asyncio.to_thread(upgrade, url)
+    url = await _main_db(tmp_path)
     writer, _ = await _writer(tmp_path, url)
     commits: list[int] = []
     event.listen(writer.write_engine, "commit", lambda _c: commits.append(1))
@@ -133,8 +138,7 @@ def test_an_appended_write_is_fsynced_off_the_callers_thread(tmp_path: Path) -> 
 async def test_a_new_journal_file_is_a_new_node_so_its_first_entries_are_not_taken_as_applied(
     tmp_path: Path,
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/main.db"
-    await asyncio.to_thread(upgrade, url)
+    url = await _main_db(tmp_path)
     at = datetime(2025, 5, 19, 3, 0, tzinfo=UTC)
     first, _ = await _writer(tmp_path, url)
     for i in range(3):
@@ -158,8 +162,7 @@ async def test_a_journal_from_before_ids_keeps_its_node_and_its_applied_entries(
     tmp_path: Path,
 ) -> None:
     """Upgrading must not re-apply an entry that was applied but not yet removed."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/main.db"
-    await asyncio.to_thread(upgrade, url)
+    url = await _main_db(tmp_path)
     at = datetime(2025, 5, 19, 3, 0, tzinfo=UTC)
     legacy = sqlite3.connect(tmp_path / "journal.db")
     legacy.execute("CREATE TABLE entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT "
