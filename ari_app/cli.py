@@ -16,7 +16,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ari_app.config import ConfigError, Site, default_site_code, is_email_address, load_site
+from ari_app.config import (
+    ConfigError,
+    Site,
+    default_site_code,
+    is_email_address,
+    is_http_url,
+    load_site,
+)
 from ari_app.pbx.render import OperatorEndpoint
 
 log = logging.getLogger(__name__)
@@ -414,7 +421,7 @@ def cmd_agencies_set(args: argparse.Namespace) -> int:
             print(f"siaga112: no agency {args.code} (run `siaga112 agencies seed`)", file=sys.stderr)
             return 1
         if args.webhook_url is not None:
-            if args.webhook_url and not args.webhook_url.startswith(("http://", "https://")):
+            if args.webhook_url and not is_http_url(args.webhook_url):
                 print("siaga112: --webhook-url: expected an http(s) URL", file=sys.stderr)
                 return 2
             agency.webhook_url = args.webhook_url

@@ -132,6 +132,11 @@ _DOMAIN = r"([A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 _HOST = r"[A-Za-z0-9]([A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?|\[[0-9a-fA-F:.]+\]"
 
 
+def is_http_url(value: str) -> bool:
+    """A webhook or evidence link: http:// or https://, nothing else (no file:, no javascript:)."""
+    return value.startswith(("http://", "https://"))
+
+
 def is_email_address(value: str) -> bool:
     """A plain address (local@domain.tld), no display name: what an agency mailbox looks like."""
     if len(value) > 254 or "@" not in value:

@@ -287,8 +287,6 @@ class Writer:
         A write the database refuses for good rolls the batch back; the batch is then applied
         one entry per transaction, so only the bad entry goes to the dead table.
         """
-        if len(chunk) == 1:
-            return [await self._apply(*chunk[0])]
 
         def work(session: Session) -> tuple[list[Any], int]:
             upto = self._applied_upto(session)
@@ -304,57 +302,42 @@ class Writer:
                 self._mark_applied(session, chunk[-1][0])
             return results, skipped
 
+        try:
+            results, skipped = await self._retrying(work, chunk[0][1])
+        except Exception as exc:  # refused for good (a bug, not an outage)
+            if len(chunk) > 1:
+                log.warning("a batch of %d writes was refused (%s: %s); applying one by one",
+                            len(chunk), type(exc).__name__, exc)
+                return [(await self._apply_batch([entry]))[0] for entry in chunk]
+            seq, kind, _ = chunk[0]
+            log.exception("write %s #%d refused by the database; kept in the journal's dead "
+                          "table", kind, seq)
+            self.journal.dead(seq, f"{type(exc).__name__}: {exc}"[:2000])
+            self.failed.append(f"{kind}#{seq}")
+            return [None]
+        self.applied += len(chunk) - skipped
+        return results
+
+    async def _retrying(self, work: Callable[[Session], T], kind: str) -> T:
+        """Run ``work`` in a transaction, retrying while the database is unreachable."""
         delay = self.retry_initial
         while True:
             try:
-                results, skipped = await self._transaction(work)
-                self.applied += len(chunk) - skipped
-                self._database_back()
-                return results
+                result = await self._transaction(work)
             except Exception as exc:
                 if not _transient(exc):
-                    log.warning("a batch of %d writes was refused (%s: %s); applying one by one",
-                                len(chunk), type(exc).__name__, exc)
-                    return [await self._apply(*entry) for entry in chunk]
-                self._database_down(exc, chunk[0][1])
+                    raise
+                if self.db_ok:
+                    log.error("database unreachable writing %s (journal keeps it): %s", kind,
+                              exc)
+                self.db_ok = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max)
-
-    def _database_back(self) -> None:
-        if not self.db_ok:
-            log.warning("database back; journal backlog=%d", self.journal.size)
-        self.db_ok = True
-
-    def _database_down(self, exc: BaseException, kind: str) -> None:
-        if self.db_ok:
-            log.error("database unreachable writing %s (journal keeps it): %s", kind, exc)
-        self.db_ok = False
-
-    async def _apply(self, seq: int, kind: str, payload: dict[str, Any]) -> Any:
-        def work(session: Session) -> tuple[bool, Any]:
-            if seq <= self._applied_upto(session):
-                return False, None  # applied before a crash, just not yet removed here
-            result = self.appliers[kind](session, payload)
-            self._mark_applied(session, seq)
-            return True, result
-
-        delay = self.retry_initial
-        while True:
-            try:
-                applied, result = await self._transaction(work)
-                self.applied += int(applied)
-                self._database_back()
-                return result
-            except Exception as exc:
-                if not _transient(exc):
-                    log.exception("write %s #%d refused by the database; kept in the journal's "
-                                  "dead table", kind, seq)
-                    self.journal.dead(seq, f"{type(exc).__name__}: {exc}"[:2000])
-                    self.failed.append(f"{kind}#{seq}")
-                    return None
-                self._database_down(exc, kind)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max)
+                continue
+            if not self.db_ok:
+                log.warning("database back; journal backlog=%d", self.journal.size)
+            self.db_ok = True
+            return result
 
     def close(self) -> None:
         if self._thread is not None:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ari_app.clock import Clock
-from ari_app.config import Site
+from ari_app.config import Site, is_http_url
 from ari_app.location.numbers import normalise_msisdn
 from ari_app.tickets.models import Agency, Notification, Ticket, TicketAudit
 from ari_app.tickets.service import next_reference
@@ -160,7 +160,7 @@ class TicketActions:
         """An agency acknowledges or resolves (with evidence); the ticket follows."""
         if action not in ("acknowledge", "resolve"):
             raise ActionError(422, "action: expected acknowledge or resolve")
-        if photo_url and not photo_url.startswith(("http://", "https://")):
+        if photo_url and not is_http_url(photo_url):
             raise ActionError(422, "photo_url: expected an http(s) link")
         if len(evidence) > 4000 or len(photo_url) > 1000:
             raise ActionError(422, "evidence: at most 4000 characters; photo_url at most 1000")

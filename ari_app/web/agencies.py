@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ari_app.config import PROJECT_ROOT, ConfigError, is_email_address
+from ari_app.config import PROJECT_ROOT, ConfigError, is_email_address, is_http_url
 from ari_app.secrets import secret
 from ari_app.tickets.models import Agency
 
@@ -55,7 +55,7 @@ def load_agencies(site_code: str, directory: Path = AGENCIES_DIR) -> list[Agency
         if not re.fullmatch(r"[A-Z][A-Z0-9_]{1,31}", code):
             raise ConfigError(file, f"{where}.code", "an upper-case agency code", code)
         url = entry.get("webhook_url", "")
-        if url and not re.match(r"https?://", url):
+        if url and not is_http_url(url):
             raise ConfigError(file, f"{where}.webhook_url", "an http(s) URL", url)
         email = entry.get("email", "")
         if email and not is_email_address(email):

@@ -16,6 +16,7 @@ import jinja2
 from aiohttp import web
 from sqlalchemy import select, update
 
+from ari_app.config import is_http_url
 from ari_app.tickets.models import Agency, Notification, Ticket, User
 from ari_app.web.actions import ActionError, site_categories
 from ari_app.web.api import ticket_view
@@ -272,7 +273,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         admin = require(request, "admin")
         form = await request.post()
         url = str(form.get("webhook_url", "")).strip()
-        if url and not url.startswith(("http://", "https://")):
+        if url and not is_http_url(url):
             return await admin_page(request, "webhook URL must be http(s)")
         async with app.sessions() as s, s.begin():
             await s.execute(update(Agency).where(Agency.site == site.code,

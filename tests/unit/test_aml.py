@@ -242,6 +242,11 @@ def pack_gsm7(text: str) -> bytes:
             septets.append(_TEST_GSM7[char])
     if len(septets) % 8 == 7:
         septets.append(0x0D)
+    return pack_septets(septets)
+
+
+def pack_septets(septets: list[int]) -> bytes:
+    """Test-local GSM 7-bit packing: septets into octets, least significant bit first."""
     packed = bytearray()
     accumulator = bits = 0
     for septet in septets:

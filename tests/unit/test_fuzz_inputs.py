@@ -46,6 +46,7 @@ from ari_app.tickets.migrate import upgrade
 from ari_app.tickets.models import InputRejection, LocationRecord, Ticket
 from ari_app.web.ratelimit import AML_LIMITER, COMPLAINTS_LIMITER, RateLimit
 from tests.integration.console_stack import WebStack, web_stack
+from tests.unit.test_aml import pack_septets
 from tests.unit.test_location_fuzz import PIDF_SEEDS
 
 T = TypeVar("T")
@@ -200,19 +201,7 @@ GSM7_INDEX = {char: index for index, char in enumerate(_GSM7_BASIC)}
 
 def gsm7_pack_hex(text: str) -> str:
     """Pack text as GSM 7-bit septets (LSB first); characters outside the alphabet become '?'."""
-    septets = [GSM7_INDEX.get(char, GSM7_INDEX["?"]) for char in text]
-    out = bytearray()
-    accumulator = bits = 0
-    for septet in septets:
-        accumulator |= septet << bits
-        bits += 7
-        while bits >= 8:
-            out.append(accumulator & 0xFF)
-            accumulator >>= 8
-            bits -= 8
-    if bits:
-        out.append(accumulator & 0xFF)
-    return out.hex().upper()
+    return pack_septets([GSM7_INDEX.get(char, GSM7_INDEX["?"]) for char in text]).hex().upper()
 
 
 def sms_texts() -> st.SearchStrategy[str]:
