@@ -161,9 +161,6 @@ class Journal:
         self.db.execute("INSERT OR REPLACE INTO dead SELECT seq, kind, payload, created, ? "
                         "FROM entries WHERE seq = ?", (error, seq))
 
-    def done(self, seq: int) -> None:
-        self.done_upto(seq)
-
     def done_upto(self, seq: int) -> None:
         """Drop every entry up to ``seq`` (applied in order): one fsync for a whole batch."""
         cur = self.db.execute("DELETE FROM entries WHERE seq <= ?", (seq,))
