@@ -40,7 +40,7 @@ def on_duty_dial(config: dict[str, object]) -> str:
     """``PJSIP/op1&PJSIP/op2`` for the operators on shift now; '' if unknown (ring everyone)."""
     import time
 
-    from ari_app.pbx.agi_query import query, sqlite_time
+    from ari_app.pbx.agi_query import fallback_dial, query, sqlite_time
 
     deadline = time.monotonic() + int(str(config.get("budget_ms", 400))) / 1000
     now = datetime.now(UTC)
@@ -50,8 +50,7 @@ def on_duty_dial(config: dict[str, object]) -> str:
                      ON_DUTY_PG, (config["site"], now))
     except Exception:
         return ""  # the database is down too: the dialplan rings every operator
-    names = [str(r[0]) for r in rows]
-    return "&".join(f"PJSIP/{n}" for n in names)
+    return fallback_dial([str(r[0]) for r in rows])
 
 
 def main() -> int:

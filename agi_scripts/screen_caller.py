@@ -6,6 +6,9 @@ a strict time budget. On any error or time-out it sets nothing and the call goes
 may never block a call.
 
     AGI(screen_caller)   ; the wrapper in agi-bin passes var/agi/config.json as argv[1]
+
+or, without Asterisk forking anything, through our FastAGI server (ari_app/pbx/agi_server.py),
+which forks a ready process of its own per call and calls screen() in it.
 """
 
 from __future__ import annotations
@@ -51,13 +54,10 @@ def decide(config: dict[str, Any], number: str, now: datetime, deadline: float) 
     return {"SIAGA_FLAGS": "clean"}
 
 
-def main() -> int:
-    started = time.monotonic()
-    from asterisk.agi import AGI  # pyst2: per-process AGI only
-
-    agi = AGI()
+def screen(agi: Any, config_path: str, started: float) -> int:
+    """Screen the caller on ``agi`` (a pyst2 AGI, over stdio or a FastAGI socket)."""
     try:
-        with open(sys.argv[1]) as fh:
+        with open(config_path) as fh:
             config = json.load(fh)
         deadline = started + int(config.get("budget_ms", 400)) / 1000
         variables = decide(config, agi.env.get("agi_callerid", ""), datetime.now(UTC), deadline)
@@ -72,6 +72,13 @@ def main() -> int:
     for name, value in variables.items():
         agi.set_variable(name, value)
     return 0
+
+
+def main() -> int:
+    started = time.monotonic()
+    from asterisk.agi import AGI  # pyst2: per-process AGI only
+
+    return screen(AGI(), sys.argv[1], started)
 
 
 if __name__ == "__main__":

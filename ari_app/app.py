@@ -13,7 +13,7 @@ from ari_app.ari import AriClient, AriError, EventLoop, NotFound
 from ari_app.calls.call import Call
 from ari_app.calls.context import CallContext
 from ari_app.calls.flow import handle
-from ari_app.calls.registry import CallRegistry
+from ari_app.calls.registry import UNUSED_EVENTS, CallRegistry
 from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.live import LiveBus
@@ -120,7 +120,7 @@ class App:
         self.fallback = FallbackImporter(settings.var_dir / "fallback" / "calls.jsonl",
                                          self.writer, self.ctx.tickets)
         self.events = EventLoop(self.ari, site.stasis_app, self.registry.on_event,
-                                self._on_connect)
+                                self._on_connect, unused_events=UNUSED_EVENTS)
         self._tasks: list[asyncio.Task[None]] = []
         self.taskprocessors = TaskprocessorWatch(settings.var_dir)
         self.lock = InstanceLock(settings.var_dir / "run" / f"{site.stasis_app}.lock")

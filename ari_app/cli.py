@@ -164,6 +164,19 @@ def _local_time(site: Site, raw: str, option: str) -> datetime:
     return value.replace(tzinfo=site.timezone)
 
 
+def cmd_agi_serve(args: argparse.Namespace) -> int:
+    from ari_app.pbx.agi_server import serve
+    from ari_app.pbx.render import write_agi
+
+    site, var_dir = _site(args), _var_dir(args)
+    config = var_dir / "agi" / "config.json"
+    if not config.exists():  # normally written by `asterisk start` (render), read per call
+        (var_dir / "asterisk" / "agi-bin").mkdir(parents=True, exist_ok=True)
+        write_agi(site, var_dir, None)
+    serve(site.asterisk.fastagi_port, config)
+    return 0
+
+
 def cmd_tickets_list(args: argparse.Namespace) -> int:
     from ari_app import admin
 
@@ -510,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("serve", help="run the ARI application").set_defaults(func=cmd_serve)
+    agi = sub.add_parser("agi", help="the screening AGI").add_subparsers(dest="agi_cmd",
+                                                                           required=True)
+    agi.add_parser("serve", help="FastAGI server: screens each call in a forked process "
+                   "(the dialplan falls back to a process per call without it)"
+                   ).set_defaults(func=cmd_agi_serve)
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_cmd", required=True)
     db.add_parser("upgrade", help="run migrations").set_defaults(func=cmd_db_upgrade)

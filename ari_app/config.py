@@ -86,6 +86,7 @@ class AsteriskSettings:
     rtp_start: int
     rtp_end: int
     trunk_host: str | None  # the carrier's SBC; None means accept any loopback peer (demo)
+    fastagi_port: int = 4573  # our screening server (siaga112 agi serve), on loopback only
 
 
 @dataclass(frozen=True)
@@ -339,7 +340,8 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
     )
 
     a = root.table("asterisk", required=False)
-    a.unknown_keys({"bind", "sip_port", "http_port", "rtp_start", "rtp_end", "trunk_host"})
+    a.unknown_keys({"bind", "sip_port", "http_port", "rtp_start", "rtp_end", "trunk_host",
+                    "fastagi_port"})
     ast = AsteriskSettings(
         bind=os.environ.get("SIAGA112_BIND") or a.string(
             "bind", "127.0.0.1", r"[0-9.]+|\[[0-9a-fA-F:]+\]", "an IP address"),
@@ -348,6 +350,8 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         rtp_start=_env_int("SIAGA112_RTP_START", a.integer("rtp_start", 1024, 65535, 10000), file),
         rtp_end=_env_int("SIAGA112_RTP_END", a.integer("rtp_end", 1024, 65535, 20000), file),
         trunk_host=a.string("trunk_host", None, r"[A-Za-z0-9.:\-]+", "a host name or IP"),
+        fastagi_port=_env_int("SIAGA112_FASTAGI_PORT",
+                              a.integer("fastagi_port", 1, 65535, 4573), file),
     )
     if ast.rtp_end <= ast.rtp_start:
         raise ConfigError(file, "asterisk.rtp_end", f"a port above rtp_start ({ast.rtp_start})",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import select
 import shlex
+import socket
 import subprocess
 import tempfile
 import time
@@ -52,8 +53,53 @@ def _prepare(var_dir: Path) -> list[str]:
 
 
 def measure(runs: int = 5, timeout_s: float = 10.0) -> dict[str, Any]:
+    """Both ways Asterisk can run the screening: a process per call, and our FastAGI server."""
     with tempfile.TemporaryDirectory(prefix="siaga112-agi-") as tmp:
-        return _measure(_prepare(Path(tmp)), runs, timeout_s)
+        result = _measure(_prepare(Path(tmp)), runs, timeout_s)
+        result["fastagi"] = _measure_fastagi(Path(tmp), max(runs, 20), timeout_s)
+        result["summary"] += "; FastAGI server: " + str(result["fastagi"]["summary"])
+        return result
+
+
+def _measure_fastagi(var_dir: Path, runs: int, timeout_s: float) -> dict[str, Any]:
+    """CPU of `siaga112 agi serve` per call: the server plus the child it forked and reaped."""
+    import dataclasses
+
+    from ari_app.config import load_site
+    from ari_app.testing.agi_server import start_agi_server, stop_agi_server
+    from ari_app.testing.ports import free_port
+    from bench.procstat import cpu_seconds, reaped_children_cpu_seconds
+
+    jepara = load_site("jepara")
+    site = dataclasses.replace(jepara, asterisk=dataclasses.replace(
+        jepara.asterisk, fastagi_port=free_port()))
+    server = start_agi_server(site, var_dir, var_dir / "agi-server.log")
+    env = AGI_ENV.replace("agi_request: screen_caller\n", "agi_network: yes\n"
+                          "agi_network_script: screen_caller\n"
+                          f"agi_request: agi://127.0.0.1:{site.asterisk.fastagi_port}/"
+                          "screen_caller\n").encode()
+    flagged, wall = 0, 0.0
+    try:
+        time.sleep(0.2)
+        before = cpu_seconds(server.pid) + reaped_children_cpu_seconds(server.pid)
+        for _ in range(runs):
+            t0 = time.monotonic()
+            with socket.create_connection(("127.0.0.1", site.asterisk.fastagi_port),
+                                          timeout=timeout_s) as sock:
+                sock.sendall(env)
+                for raw in sock.makefile("rb"):
+                    flagged += b'"SIAGA_FLAGS" "flagged:3"' in raw
+                    sock.sendall(b"200 result=0\n")
+            wall += time.monotonic() - t0
+        time.sleep(0.7)  # the server reaps its children on its next poll (0.5 s)
+        used = cpu_seconds(server.pid) + reaped_children_cpu_seconds(server.pid) - before
+    finally:
+        stop_agi_server(server)
+    per_call = 1000 * used / runs
+    return {"runs": runs, "cpu_ms_mean": per_call, "wall_ms_mean": 1000 * wall / runs,
+            "flagged_runs": flagged,
+            "summary": f"{per_call:.1f} ms CPU per call (mean of {runs}: the server and the "
+                       f"process it forked; {flagged}/{runs} set the caller's flags)"}
 
 
 def _measure(command: list[str], runs: int, timeout_s: float) -> dict[str, Any]:

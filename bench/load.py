@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sqlite3
@@ -62,6 +63,7 @@ class StepResult:
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     peak_concurrent_calls: int = 0
     ws_bytes: int = 0
+    agi_served: int = 0  # calls screened by the FastAGI server (the rest: a process each)
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -138,6 +140,7 @@ def run_step(target: str, rate: float, duration_s: float, workdir: Path, sounds:
         time.sleep(0.5)
         mark0 = stack.cpu_mark()
         ws0 = stack.ws_bytes()
+        log0 = stack.log_size()
         for kind, n in counts.items():
             numbers = [f"{PREFIX[kind]}{10000 + i}" for i in range(n)]
             callers.append(SippProc(SippSpec(
@@ -161,7 +164,7 @@ def run_step(target: str, rate: float, duration_s: float, workdir: Path, sounds:
         operator.stop(10)
         outcomes = [p.outcome() for p in callers]
         op_out = operator.outcome()
-        res.taskprocessor_warnings = len(stack.taskprocessor_warnings())
+        res.taskprocessor_warnings = len(stack.taskprocessor_warnings(log0))
     finally:
         stack.stop()
         for proc in [*callers, *([operator] if operator else [])]:
@@ -183,6 +186,7 @@ def run_step(target: str, rate: float, duration_s: float, workdir: Path, sounds:
     res.peak_rss_mb = {"asterisk": rss_ast, "app": rss_app}
     res.peak_concurrent_calls = _peak_concurrent(outcomes)
     res.ws_bytes = max(0, ws1 - ws0)
+    res.agi_served = stack.agi_served()
     if target == "app":
         res.app_side_ms = app_side_timestamps(workdir / "var" / "siaga112.db")
     for o in [*outcomes, op_out]:
@@ -227,18 +231,25 @@ def _peak_concurrent(callers: list[SippOutcome]) -> int:
 
 
 def app_side_timestamps(db: Path) -> dict[str, list[float]]:
-    """From the app's own ticket audit: StasisStart->answered and key handled->operator chosen."""
+    """From the app's own ticket audit: StasisStart->answered, key handled->operator chosen,
+    and the screening AGI's wall time as the dialplan measured it (Stasis argument)."""
     if not db.exists():
         return {}
-    out: dict[str, list[float]] = {"arrived_to_answered": [], "menu_to_ringing": []}
+    out: dict[str, list[float]] = {"arrived_to_answered": [], "menu_to_ringing": [],
+                                   "screening_wall": []}
     con = sqlite3.connect(db)
     try:
-        rows = con.execute("SELECT ticket_id, action, at FROM ticket_audit ORDER BY id").fetchall()
+        rows = con.execute("SELECT ticket_id, action, at, detail FROM ticket_audit "
+                           "ORDER BY id").fetchall()
     finally:
         con.close()
     per: dict[int, dict[str, datetime]] = {}
-    for ticket_id, action, at in rows:
+    for ticket_id, action, at, detail in rows:
         per.setdefault(int(ticket_id), {}).setdefault(str(action), datetime.fromisoformat(str(at)))
+        if action == "screening":
+            screen_ms = json.loads(detail or "{}").get("screen_ms")
+            if isinstance(screen_ms, int):
+                out["screening_wall"].append(float(screen_ms))
     for acts in per.values():
         if "opened" in acts and "answered" in acts:
             out["arrived_to_answered"].append(

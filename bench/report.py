@@ -97,12 +97,16 @@ def table(steps: Steps) -> str:
 
 
 def app_side(steps: Steps) -> str:
-    lines = ["| rate (cps) | StasisStart→answered p50/p99 (ms) | key handled→operator chosen "
-             "p50/p99 (ms) |", "|---|---|---|"]
+    lines = ["| rate (cps) | screened by the FastAGI server | screening AGI wall, before Stasis "
+             "p50/p99 (ms) | StasisStart→answered p50/p99 (ms) | key handled→operator chosen "
+             "p50/p99 (ms) |", "|---|---|---|---|---|"]
     for s in sorted((s for s in steps if s.target == "app"), key=lambda s: s.rate):
+        w = s.app_side_ms.get("screening_wall", [])
         a = s.app_side_ms.get("arrived_to_answered", [])
         m = s.app_side_ms.get("menu_to_ringing", [])
-        lines.append(f"| {s.rate:g} | {_f(pct(a, 50))} / {_f(pct(a, 99))} "
+        lines.append(f"| {s.rate:g} | {s.agi_served}/{s.offered} "
+                     f"| {_f(pct(w, 50))} / {_f(pct(w, 99))} "
+                     f"| {_f(pct(a, 50))} / {_f(pct(a, 99))} "
                      f"| {_f(pct(m, 50))} / {_f(pct(m, 99))} |")
     return "\n".join(lines) + "\n"
 

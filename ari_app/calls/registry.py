@@ -15,6 +15,19 @@ log = logging.getLogger(__name__)
 Event = dict[str, Any]
 Handler = Callable[[Call], Awaitable[None]]
 
+# Event types Asterisk would send for our calls that no call code waits for. The app asks
+# Asterisk not to send them (ARI eventFilter): each one costs Asterisk a JSON encoding and the
+# app a decoding and a trip through the call's queue. A bridge's and a playback's life alone
+# is a dozen of them per call. The calls wait for StasisStart/End, ChannelDestroyed,
+# ChannelHangupRequest, ChannelDtmfReceived, ChannelTalkingStarted and PlaybackFinished.
+UNUSED_EVENTS = (
+    "ChannelVarset", "ChannelDialplan", "ChannelStateChange", "ChannelConnectedLine",
+    "ChannelCallerId", "ChannelTalkingFinished", "ChannelHold", "ChannelUnhold",
+    "ChannelEnteredBridge", "ChannelLeftBridge", "BridgeCreated", "BridgeDestroyed",
+    "BridgeMerged", "BridgeVideoSourceChanged", "Dial", "PlaybackStarted",
+    "PlaybackContinuing", "RecordingStarted",
+)
+
 
 def _target_channel(event: Event) -> str | None:
     channel = event.get("channel")

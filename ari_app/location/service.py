@@ -16,17 +16,24 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from ari_app.live import LiveBus
 from ari_app.location.cell import CellId
 from ari_app.location.model import Location
 from ari_app.location.numbers import InvalidNumber, normalise_msisdn
-from ari_app.tickets.models import InputRejection, LocationRecord, Ticket
-from ari_app.tickets.writer import Writer
+from ari_app.tickets.models import InputRejection, LocationRecord, Ticket, table
+from ari_app.tickets.writer import Writer, core
 
 log = logging.getLogger(__name__)
+
+_TICKETS, _LOCATIONS = table(Ticket), table(LocationRecord)
+_TICKET_OF_CALL = select(_TICKETS.c.id).where(_TICKETS.c.channel_id == bindparam("ch"))
+_LATEST_TICKET_OF_CALLER = (select(_TICKETS.c.id)
+                            .where(_TICKETS.c.caller_key == bindparam("key"),
+                                   _TICKETS.c.arrived_at >= bindparam("since"))
+                            .order_by(_TICKETS.c.arrived_at.desc()).limit(1))
 
 
 def caller_key(number: str | None) -> str:
@@ -141,20 +148,19 @@ class LocationService:
         self.pending[key] = [r for r in self.pending[key] if r.received_at >= now - self.before]
 
     def _store(self, s: Session, p: dict[str, Any]) -> None:
+        conn = core(s)
         ticket_id = None
         if p["call"]:
-            ticket_id = s.scalar(select(Ticket.id).where(Ticket.channel_id == p["call"]))
+            ticket_id = conn.scalar(_TICKET_OF_CALL, {"ch": p["call"]})
         elif p["key"]:
-            ticket_id = s.scalar(
-                select(Ticket.id).where(Ticket.caller_key == p["key"],
-                                        Ticket.arrived_at >= p["at"] - self.after)
-                .order_by(Ticket.arrived_at.desc()).limit(1))
-        s.add(LocationRecord(
-            ticket_id=ticket_id, caller_key=p["key"], source=p["source"], latitude=p["latitude"],
-            longitude=p["longitude"], radius_m=p["radius_m"], confidence_pct=p["confidence_pct"],
-            method=p["method"], civic=json.dumps(p["civic"]) if p["civic"] else None,
-            fix_time=p["fix_time"], received_at=p["at"], warnings="\n".join(p["warnings"]),
-            raw=p["raw"]))
+            ticket_id = conn.scalar(_LATEST_TICKET_OF_CALLER,
+                                    {"key": p["key"], "since": p["at"] - self.after})
+        conn.execute(insert(_LOCATIONS), {
+            "ticket_id": ticket_id, "caller_key": p["key"], "source": p["source"],
+            "latitude": p["latitude"], "longitude": p["longitude"], "radius_m": p["radius_m"],
+            "confidence_pct": p["confidence_pct"], "method": p["method"],
+            "civic": json.dumps(p["civic"]) if p["civic"] else None, "fix_time": p["fix_time"],
+            "received_at": p["at"], "warnings": "\n".join(p["warnings"]), "raw": p["raw"]})
 
     def rejected(self, source: str, origin: str, reason: str, raw: str, at: datetime) -> None:
         raw, reason = _storable(raw), _storable(reason)
@@ -165,8 +171,9 @@ class LocationService:
                                               "reason": reason[:2000], "raw": raw[:65536]})
 
     def _rejected(self, s: Session, p: dict[str, Any]) -> None:
-        s.add(InputRejection(received_at=p["at"], source=p["source"], origin=p["origin"],
-                             reason=p["reason"], raw=p["raw"]))
+        core(s).execute(insert(table(InputRejection)), {
+            "received_at": p["at"], "source": p["source"], "origin": p["origin"],
+            "reason": p["reason"], "raw": p["raw"]})
 
 
 def _storable(text: str) -> str:

@@ -66,10 +66,11 @@ class AsteriskProcess:
     def start(self, timeout: float = 30.0, detach: bool = False) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
+            # -g: a crash leaves a core file, in var/asterisk (never in the source tree).
             self.proc = subprocess.Popen(
                 [ASTERISK, "-C", str(self.rendered.asterisk_conf), "-f", "-n", "-g"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=detach,
+                start_new_session=detach, cwd=self.var_dir / "asterisk",
             )
         pid_path(self.var_dir).write_text(str(self.proc.pid))
         deadline = time.monotonic() + timeout

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ari_app.config import PROJECT_ROOT, Site
+from ari_app.pbx.agi_query import fallback_dial
 from ari_app.secrets import secret
 
 log = logging.getLogger(__name__)
@@ -189,11 +190,12 @@ def render(
         "operator_endpoints": "\n".join(operator_section(op) for op in ops),
         "stasis_app": site.stasis_app,
         "site_code": site.code,
-        "fallback_dial": "&".join(f"PJSIP/{op.name}" for op in ops),
+        "fallback_dial": fallback_dial([op.name for op in ops]),
         "fallback_ring_s": str(int(site.queue.ring_timeout_s)),
         "app_var_dir": str(var_dir),
         "recordings_dir": str(recordings_dir(var_dir, site.code)),
         "python": sys.executable,
+        "fastagi_url": f"agi://127.0.0.1:{a.fastagi_port}",
         "number_extensions": numbers,
         "dialplan_includes": "\n".join(includes),
     }

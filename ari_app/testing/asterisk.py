@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 def on_free_ports(site: Site) -> Site:
     start, end = rtp_range()
     ports = dataclasses.replace(site.asterisk, bind="127.0.0.1", sip_port=free_port(),
-                                http_port=free_port(), rtp_start=start, rtp_end=end)
+                                http_port=free_port(), rtp_start=start, rtp_end=end,
+                                fastagi_port=free_port())
     return dataclasses.replace(site, asterisk=ports)
 
 

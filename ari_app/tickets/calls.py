@@ -5,11 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from ari_app.tickets.models import CallEvent, CallRecord
-from ari_app.tickets.writer import Writer
+from ari_app.tickets.models import CallEvent, CallRecord, table
+from ari_app.tickets.writer import Writer, core
+
+# Core statements, built once: these run several times per call (see tickets/service.py).
+_CALLS, _EVENTS = table(CallRecord), table(CallEvent)
+_CALL_ID = select(_CALLS.c.id).where(_CALLS.c.channel_id == bindparam("ch"))
+_CALL_ANSWERED = (update(_CALLS)
+                  .where(_CALLS.c.channel_id == bindparam("ch"), _CALLS.c.answered_at.is_(None))
+                  .values(answered_at=bindparam("at")))
+_CALL_CLOSED = (update(_CALLS)
+                .where(_CALLS.c.channel_id == bindparam("ch"), _CALLS.c.ended_at.is_(None))
+                .values(ended_at=bindparam("at"), end_reason=bindparam("why")))
+_LAST_EVENT = select(func.max(_EVENTS.c.seq)).where(_EVENTS.c.channel_id == bindparam("ch"))
 
 
 class CallStore:
@@ -37,23 +48,20 @@ class CallStore:
         self.writer.submit("call.closed", {"channel": channel_id, "at": at, "reason": reason})
 
     def _opened(self, s: Session, p: dict[str, Any]) -> None:
-        exists = s.scalar(select(CallRecord.id).where(CallRecord.channel_id == p["channel"]))
-        if exists is None:
-            s.add(CallRecord(channel_id=p["channel"], site=self.site, caller_number=p["caller"],
-                             dialled=p["dialled"], started_at=p["at"]))
+        conn = core(s)
+        if conn.scalar(_CALL_ID, {"ch": p["channel"]}) is None:
+            conn.execute(insert(_CALLS), {"channel_id": p["channel"], "site": self.site,
+                                          "caller_number": p["caller"], "dialled": p["dialled"],
+                                          "started_at": p["at"]})
 
     def _answered(self, s: Session, p: dict[str, Any]) -> None:
-        rec = s.scalar(select(CallRecord).where(CallRecord.channel_id == p["channel"]))
-        if rec is not None and rec.answered_at is None:
-            rec.answered_at = p["at"]
+        core(s).execute(_CALL_ANSWERED, {"ch": p["channel"], "at": p["at"]})
 
     def _event(self, s: Session, p: dict[str, Any]) -> None:
-        last = s.scalar(select(func.max(CallEvent.seq))
-                              .where(CallEvent.channel_id == p["channel"]))
-        s.add(CallEvent(channel_id=p["channel"], seq=(last or 0) + 1, at=p["at"], kind=p["kind"],
-                        detail=p["detail"]))
+        conn = core(s)
+        last = conn.scalar(_LAST_EVENT, {"ch": p["channel"]})
+        conn.execute(insert(_EVENTS), {"channel_id": p["channel"], "seq": (last or 0) + 1,
+                                       "at": p["at"], "kind": p["kind"], "detail": p["detail"]})
 
     def _closed(self, s: Session, p: dict[str, Any]) -> None:
-        rec = s.scalar(select(CallRecord).where(CallRecord.channel_id == p["channel"]))
-        if rec is not None and rec.ended_at is None:
-            rec.ended_at, rec.end_reason = p["at"], p["reason"]
+        core(s).execute(_CALL_CLOSED, {"ch": p["channel"], "at": p["at"], "why": p["reason"]})

@@ -13,16 +13,35 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from ari_app.tickets.models import LocationRecord, Ticket, TicketAudit, TicketCounter
-from ari_app.tickets.writer import Writer
+from ari_app.tickets.models import LocationRecord, Ticket, TicketAudit, TicketCounter, table
+from ari_app.tickets.writer import Writer, core
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("new", "in_call", "classified", "dispatched", "acknowledged", "resolved", "closed",
             "abandoned", "prank", "duplicate", "forwarded")
+
+
+# The journal's appliers run a few times per call: plain Core statements, built once (the ORM's
+# unit of work cost more CPU than everything else a call does in the app; see BENCHMARKS.md).
+_TICKETS, _AUDIT, _COUNTERS = table(Ticket), table(TicketAudit), table(TicketCounter)
+_LOCATIONS = table(LocationRecord)
+_TICKET_BY_CHANNEL = select(_TICKETS).where(_TICKETS.c.channel_id == bindparam("ch"))
+_TICKET_REFERENCE = select(_TICKETS.c.reference).where(_TICKETS.c.channel_id == bindparam("ch"))
+_TICKET_SET = update(_TICKETS).where(_TICKETS.c.id == bindparam("tid"))
+_COUNTER_LAST = (select(_COUNTERS.c.last)
+                 .where(_COUNTERS.c.site == bindparam("s"), _COUNTERS.c.day == bindparam("d"))
+                 .with_for_update())
+_COUNTER_SET = (update(_COUNTERS)
+                .where(_COUNTERS.c.site == bindparam("s"), _COUNTERS.c.day == bindparam("d")))
+_ATTACH_LOCATIONS = (update(_LOCATIONS)
+                     .where(_LOCATIONS.c.caller_key == bindparam("key"),
+                            _LOCATIONS.c.ticket_id.is_(None),
+                            _LOCATIONS.c.received_at >= bindparam("since"))
+                     .values(ticket_id=bindparam("tid")))
 
 
 def _jsonable(value: Any) -> Any:
@@ -31,15 +50,15 @@ def _jsonable(value: Any) -> Any:
 
 def next_reference(s: Session, site: str, prefix: str, day: str) -> str:
     """``<PREFIX>-<YYYYMMDD>-<NNNN>``, counted per site and site-local day."""
-    counter = s.scalar(
-        select(TicketCounter).where(TicketCounter.site == site, TicketCounter.day == day)
-        .with_for_update())
-    if counter is None:
-        counter = TicketCounter(site=site, day=day, last=0)
-        s.add(counter)
-    counter.last += 1
-    s.flush()
-    return f"{prefix}-{day}-{counter.last:04d}"
+    conn = core(s)
+    last = conn.scalar(_COUNTER_LAST, {"s": site, "d": day})
+    if last is None:
+        last = 1
+        conn.execute(insert(_COUNTERS), {"site": site, "day": day, "last": last})
+    else:
+        last += 1
+        conn.execute(_COUNTER_SET, {"s": site, "d": day, "last": last})
+    return f"{prefix}-{day}-{last:04d}"
 
 
 class TicketService:
@@ -61,26 +80,27 @@ class TicketService:
 
     def _open(self, s: Session, p: dict[str, Any]) -> str:
         channel_id, at, caller_key = p["channel"], p["at"], p["caller_key"]
-        ticket = s.scalar(select(Ticket).where(Ticket.channel_id == channel_id))
-        if ticket is None:
+        conn = core(s)
+        reference = conn.scalar(_TICKET_REFERENCE, {"ch": channel_id})
+        if reference is None:
             day = at.astimezone(self.tz).strftime("%Y%m%d")
-            ticket = Ticket(reference=next_reference(s, self.site, self.prefix, day),
-                            site=self.site, channel_id=channel_id, caller_number=p["caller"],
-                            caller_key=caller_key, arrived_at=at, status="new", **p["fields"])
-            s.add(ticket)
-            s.flush()
+            reference = next_reference(s, self.site, self.prefix, day)
+            opened = conn.execute(insert(_TICKETS), {
+                "reference": reference, "site": self.site, "channel_id": channel_id,
+                "caller_number": p["caller"], "caller_key": caller_key, "arrived_at": at,
+                "status": "new", **p["fields"]})
+            if opened.inserted_primary_key is None:
+                raise RuntimeError(f"call={channel_id}: the database gave the ticket no id")
+            ticket_id = int(opened.inserted_primary_key[0])
             if caller_key and p["attach_since"] is not None:
                 # Locations (AML) that reached us before the call belong to it.
-                s.execute(
-                    update(LocationRecord)
-                    .where(LocationRecord.caller_key == caller_key,
-                           LocationRecord.ticket_id.is_(None),
-                           LocationRecord.received_at >= p["attach_since"])
-                    .values(ticket_id=ticket.id))
-            s.add(TicketAudit(ticket_id=ticket.id, at=at, actor="system", action="opened",
-                              detail=json.dumps({"caller": p["caller"], "channel": channel_id})))
-            log.info("call=%s ticket=%s opened", channel_id, ticket.reference)
-        return ticket.reference
+                conn.execute(_ATTACH_LOCATIONS, {"tid": ticket_id, "key": caller_key,
+                                                 "since": p["attach_since"]})
+            conn.execute(insert(_AUDIT), {
+                "ticket_id": ticket_id, "at": at, "actor": "system", "action": "opened",
+                "detail": json.dumps({"caller": p["caller"], "channel": channel_id})})
+            log.info("call=%s ticket=%s opened", channel_id, reference)
+        return str(reference)
 
     def change(self, channel_id: str, action: str, at: datetime, actor: str = "system",
                only_if_unset: tuple[str, ...] = (), audit: dict[str, Any] | None = None,
@@ -93,19 +113,25 @@ class TicketService:
             "fields": fields})
 
     def _change(self, s: Session, p: dict[str, Any]) -> None:
-        ticket = s.scalar(select(Ticket).where(Ticket.channel_id == p["channel"]))
+        conn = core(s)
+        ticket = conn.execute(_TICKET_BY_CHANNEL, {"ch": p["channel"]}).mappings().first()
         if ticket is None:
             log.error("call=%s no ticket for %s", p["channel"], p["action"])
             return
-        changed = {}
+        changed: dict[str, Any] = {}
         status_from = p["status_from"]
         for key, value in p["fields"].items():
-            if key in p["only_if_unset"] and getattr(ticket, key) is not None:
+            if key not in ticket:
+                raise KeyError(f"tickets has no column {key!r}")
+            if key in p["only_if_unset"] and ticket[key] is not None:
                 continue
-            if key == "status" and status_from is not None and ticket.status not in status_from:
+            if key == "status" and status_from is not None and ticket["status"] not in status_from:
                 continue  # an operator's classification/dispatch during the call stands
-            if getattr(ticket, key) != value:
-                setattr(ticket, key, value)
-                changed[key] = _jsonable(value)
-        s.add(TicketAudit(ticket_id=ticket.id, at=p["at"], actor=p["actor"], action=p["action"],
-                          detail=json.dumps(changed | p["audit"], sort_keys=True)))
+            if ticket[key] != value:
+                changed[key] = value
+        if changed:
+            conn.execute(_TICKET_SET, {"tid": ticket["id"], **changed})
+        conn.execute(insert(_AUDIT), {
+            "ticket_id": ticket["id"], "at": p["at"], "actor": p["actor"], "action": p["action"],
+            "detail": json.dumps({k: _jsonable(v) for k, v in changed.items()} | p["audit"],
+                                 sort_keys=True)})

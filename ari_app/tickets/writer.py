@@ -30,13 +30,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from ari_app.tickets.db import make_sqlite_sync_engine
-from ari_app.tickets.models import JournalApplied
+from ari_app.tickets.models import JournalApplied, table
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,21 @@ log = logging.getLogger(__name__)
 # thread (one hand-off per batch); on PostgreSQL through AsyncSession.run_sync (asyncpg).
 Applier = Callable[[Session, dict[str, Any]], Any]
 T = TypeVar("T")
+_APPLIED = table(JournalApplied)
+_MARK = select(func.max(_APPLIED.c.seq)).where(_APPLIED.c.node == bindparam("jnode"))
+_MARK_MOVE = (update(_APPLIED).where(_APPLIED.c.node == bindparam("jnode"))
+              .values(seq=bindparam("upto")))
+
+
+def core(s: Session) -> Connection:
+    """The batch transaction's connection, for an applier's Core statements.
+
+    ORM objects that an earlier applier of the same batch added are flushed first, so that
+    Core statements see them and rows reach the database in journal order.
+    """
+    if s.new or s.dirty or s.deleted:
+        s.flush()
+    return s.connection()
 
 TRANSIENT = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
              ConnectionError, OSError, asyncio.TimeoutError)
@@ -199,6 +214,7 @@ class Writer:
         self.applied = 0
         self.failed: list[str] = []
         self.db_ok = True
+        self._upto: int | None = None  # this journal's mark in the database, once read
         self.last_seq = self.journal.last_seq()  # flush() also waits for a replayed backlog
         self.done_seq = 0
         self._wakeup = asyncio.Event()
@@ -269,14 +285,22 @@ class Writer:
             return await session.run_sync(work)
 
     def _applied_upto(self, session: Session) -> int:
-        """The highest seq of this journal already in the database (entries go in order)."""
-        return int(session.scalar(select(func.max(JournalApplied.seq))
-                                  .where(JournalApplied.node == self.node)) or 0)
+        """The highest seq of this journal already in the database (entries go in order).
+
+        Read from the database once, then known here: only this writer moves its journal's
+        mark. After any failed transaction it is read again, since a commit whose reply was
+        lost may have landed.
+        """
+        if self._upto is None:
+            self._upto = int(session.connection().scalar(_MARK, {"jnode": self.node}) or 0)
+        return self._upto
 
     def _mark_applied(self, session: Session, seq: int) -> None:
         """One row per journal: its high-water mark, in the same transaction as the writes."""
-        session.execute(delete(JournalApplied).where(JournalApplied.node == self.node))
-        session.add(JournalApplied(node=self.node, seq=seq))
+        conn = session.connection()
+        if conn.execute(_MARK_MOVE, {"jnode": self.node, "upto": seq}).rowcount != 1:
+            conn.execute(delete(_APPLIED).where(_APPLIED.c.node == self.node))
+            conn.execute(insert(_APPLIED).values(node=self.node, seq=seq))
 
     async def _apply_batch(self, chunk: list[tuple[int, str, dict[str, Any]]]) -> list[Any]:
         """Apply entries in order in ONE transaction (one commit for the lot).
@@ -313,6 +337,7 @@ class Writer:
             self.failed.append(f"{kind}#{seq}")
             return [None]
         self.applied += len(chunk) - skipped
+        self._upto = max(self._upto or 0, chunk[-1][0])
         return results
 
     async def _retrying(self, work: Callable[[Session], T], kind: str) -> T:
@@ -322,6 +347,7 @@ class Writer:
             try:
                 result = await self._transaction(work)
             except Exception as exc:
+                self._upto = None  # rolled back, or committed with the reply lost: read again
                 if not _transient(exc):
                     raise
                 if self.db_ok:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,6 +20,7 @@ from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.routing.operators import add_operator, add_shift, endpoints
 from ari_app.secrets import secret
+from ari_app.testing.agi_server import start_agi_server, stop_agi_server
 from ari_app.testing.asterisk import PrivateAsterisk, on_free_ports
 from ari_app.testing.ports import free_port
 from ari_app.testing.sipp import SippProcess, SippResult, SippRun, run_sipp
@@ -44,6 +46,7 @@ class Stack:
     app: App | None = None
     clock: Clock = field(default_factory=Clock)
     web_port: int = field(default_factory=free_port)
+    agi_server: subprocess.Popen[bytes] | None = None
 
     def settings(self) -> AppSettings:
         return AppSettings(site=self.site, var_dir=self.var_dir, database_url=self.db_url,
@@ -56,6 +59,13 @@ class Stack:
         await self.app.start()
         await self.app.wait_ready(15)
         return self.app
+
+    async def start_agi_server(self) -> Path:
+        """`siaga112 agi serve` for this stack (the dialplan asks it first); its log file."""
+        log_path = self.var_dir / "agi-server.log"
+        self.agi_server = await asyncio.to_thread(start_agi_server, self.site, self.var_dir,
+                                                  log_path)
+        return log_path
 
     async def stop_app(self) -> None:
         if self.app is not None:
@@ -200,6 +210,8 @@ async def make_stack(var_dir: Path, db_url: str, jepara: Site) -> AsyncIterator[
     for stack in stacks:
         try:
             await stack.stop_app()
+            if stack.agi_server is not None:
+                await asyncio.to_thread(stop_agi_server, stack.agi_server)
         finally:
             await asyncio.to_thread(stack.asterisk.stop)
 

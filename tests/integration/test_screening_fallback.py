@@ -18,6 +18,7 @@ from ari_app.routing.operators import add_shift
 from ari_app.testing.sipp import SippResult
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import Ticket
+from bench.procstat import reaped_children_cpu_seconds
 from tests.integration.conftest import PhoneFactory, Stack, StackFactory
 
 pytestmark = pytest.mark.integration
@@ -46,11 +47,16 @@ async def audit_detail(stack: Stack, ticket: Ticket, action: str) -> dict[str, o
     return dict(json.loads(entry.detail))
 
 
+@pytest.mark.parametrize("agi_server", [False, True], ids=["process-per-call", "fastagi-server"])
 async def test_flagged_number_hears_warning_presses_key_and_reaches_operator(
-    make_stack: StackFactory, phone: PhoneFactory,
+    make_stack: StackFactory, phone: PhoneFactory, agi_server: bool,
 ) -> None:
+    """Screened either way: by `siaga112 agi serve` (Asterisk forks nothing), or, with the
+    server not running, by the same script as a process Asterisk starts (the dialplan's
+    fallback; the other tests here run that way too)."""
     _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
     stack = await make_stack(operators=[("op1", contact)], clock=clock())
+    log_path = await stack.start_agi_server() if agi_server else None
     await seed_ghosts(stack, FLAGGED, 3)
     result = await stack.call("caller_key.xml", keys={"caller": FLAGGED},
                               template={"digit": "1", "key_after_ms": "1200"})
@@ -61,6 +67,13 @@ async def test_flagged_number_hears_warning_presses_key_and_reaches_operator(
     assert ticket.menu_choice == "warned-key" and ticket.operator == "op1"
     assert ticket.priority == stack.site.menu.uncategorised_priority + 3
     assert (await audit_detail(stack, ticket, "screening"))["flags"] == "flagged:3"
+    assert stack.asterisk.process.proc is not None
+    forked = reaped_children_cpu_seconds(stack.asterisk.process.proc.pid)
+    if log_path is not None:
+        assert f"call={ticket.channel_id} screen_caller done" in log_path.read_text()
+        assert forked == 0  # no AGI process started by Asterisk
+    else:
+        assert forked > 0  # the per-call script ran as Asterisk's child
 
 
 async def test_flagged_number_staying_silent_still_reaches_an_operator(

@@ -61,6 +61,8 @@ def test_bad_opening_time_names_file_key_expected_and_found(tmp_path: Path) -> N
         ('reference_prefix = "JPR"', 'reference_prefix = "jp"',
          'site.reference_prefix: expected 2-5 capital letters, got "jp"'),
         ("sip_port = 5060", "sip_port = 99999", "asterisk.sip_port: expected an integer 1..65535"),
+        ("fastagi_port = 4573", "fastagi_port = 0",
+         "asterisk.fastagi_port: expected an integer 1..65535"),
         ('digit = "2"', 'digit = "1"', 'menu.options[1].digit: expected a digit not used twice'),
         ('category = "fire"', 'category = "fyre"', "menu.options[1].category: expected one of"),
         ('forward_number = "110"', '', 'out_of_hours.forward_number: expected a dialable number'),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from ari_app.tickets.db import make_engine, sessions
@@ -121,6 +122,37 @@ async def test_a_burst_is_applied_in_one_transaction_and_a_bad_write_in_it_costs
         ids = list((await s.scalars(select(CallRecord.channel_id).order_by(CallRecord.id))).all())
     assert ids == [f"b{i}" for i in range(30)]
     assert len(commits) == 10  # the refused batch fell back to one transaction per good write
+    writer.close()
+
+
+async def test_a_commit_whose_reply_was_lost_is_not_applied_again_on_retry(
+    tmp_path: Path,
+) -> None:
+    """The writer keeps its journal's mark in memory; a failed commit makes it read it again."""
+    url = await _main_db(tmp_path)
+    writer, seen = await _writer(tmp_path, url)
+    at = datetime(2025, 5, 19, 3, 0, tzinfo=UTC)
+    task = asyncio.create_task(writer.run())
+    writer.submit("rec", {"id": "c0", "at": at})
+    await writer.flush(10)  # the writer has read and moved its mark
+    lost: list[int] = []
+
+    def reply_lost(_session: Session) -> None:  # the COMMIT landed, its reply did not
+        if not lost:
+            lost.append(1)
+            raise sa_exc.OperationalError("COMMIT", {}, ConnectionResetError("reply lost"))
+
+    assert writer._sync is not None  # SQLite: the writer's own sessions
+    event.listen(writer._sync, "after_commit", reply_lost)
+    writer.submit("rec", {"id": "c1", "at": at})
+    await writer.flush(10)
+    task.cancel()
+    assert lost == [1] and writer.failed == []
+    assert [p["id"] for p in seen] == ["c0", "c1"]  # the retry skipped what had landed
+    async with writer.sessions() as s:
+        ids = list((await s.scalars(select(CallRecord.channel_id).order_by(CallRecord.id))).all())
+        marks = list((await s.scalars(select(JournalApplied.seq))).all())
+    assert ids == ["c0", "c1"] and marks == [2]
     writer.close()
 
 
