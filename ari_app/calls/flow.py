@@ -73,6 +73,13 @@ async def adopted_caller(ctx: CallContext, call: Call) -> None:
                      on_reference=lambda ref: setattr(call, "ticket_ref", ref))
     outcome = Outcome(answered_at=now, adopted=True)
     try:
+        if not call.answered_in_dialplan:
+            # Killed between StasisStart and its answer: the caller still hears ringback, and an
+            # unanswered channel bridged to an operator would be declined when either hangs up.
+            await call.answer()
+            ctx.calls.answered(call.id, now)
+            ctx.tickets.change(call.id, "answered", now, answered_at=now)
+            log.info("%s answered on adoption", call.tag)
         await adopt.resume(ctx, call, outcome)
     except CallerHungUp:
         log.info("%s caller hung up", call.tag)

@@ -68,6 +68,11 @@ class AppProcess:
         except OSError:
             return ""
 
+    def pause(self) -> None:
+        """SIGSTOP: the app holds its ARI websocket but handles nothing (a hung process)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
     async def kill(self) -> None:
         """SIGKILL: no clean-up of any kind, as in a crash."""
         assert self.proc is not None

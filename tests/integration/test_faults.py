@@ -106,6 +106,32 @@ async def test_app_killed_in_menu_restarts_and_caller_reaches_operator(
     assert ticket.operator == "op1"
 
 
+async def test_app_hung_before_answering_is_killed_and_the_restart_answers_the_caller(
+    make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess],
+) -> None:
+    uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1500"])
+    stack = await make_stack(operators=[("op1", contact)], start_app=False, clock=CLOCK)
+    proc = await app_process(stack, app_procs)
+    client = ari(stack)
+    try:
+        # Stopped, the app never answers: the caller is in Stasis, still hearing ringback.
+        proc.pause()
+        call = asyncio.create_task(stack.call("caller_silent.xml"))
+        caller = await until(lambda: caller_in_app(client, stack.site.stasis_app))
+        assert (await client.get("channels", caller))["state"] != "Up"
+        await proc.kill()
+        await proc.start()
+        result = await call
+        assert result.ok, result.errors  # answered (200), bridged, then the operator hung up
+        assert (await uas.wait(20)).successful == 1
+    finally:
+        await client.close()
+    await proc.stop()
+    [ticket] = await one_ticket_each(stack, 1)
+    assert ticket.operator == "op1"
+    assert ticket.answered_at is not None
+
+
 async def test_app_killed_while_ringing_operator_restarts_and_the_answer_is_bridged(
     make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess],
 ) -> None:
