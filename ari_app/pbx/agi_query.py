@@ -18,6 +18,11 @@ from typing import Any
 # in the bench at 20 cps, when the fallback rang 400 operators at once). No centre needs more
 # phones ringing for one caller than this.
 FALLBACK_RING_MAX = 100
+# Of those, the idle ones the fallback rings per attempt (dialplan siaga112-free-first): enough
+# for any regency's shift, and few enough that a surge handed to the fallback (the app overloaded)
+# does not ring hundreds of legs per caller (at 18-20 cps in the bench that doubled Asterisk's
+# CPU per call).
+FALLBACK_FREE_MAX = 20
 
 
 def fallback_dial(operators: Sequence[str]) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ari_app.config import PROJECT_ROOT, Site
-from ari_app.pbx.agi_query import fallback_dial
+from ari_app.pbx.agi_query import FALLBACK_FREE_MAX, fallback_dial
 from ari_app.secrets import secret
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ def render(
         "site_code": site.code,
         "fallback_dial": fallback_dial([op.name for op in ops]),
         "fallback_ring_s": str(int(site.queue.ring_timeout_s)),
+        "fallback_free_max": str(FALLBACK_FREE_MAX),
         "app_var_dir": str(var_dir),
         "recordings_dir": str(recordings_dir(var_dir, site.code)),
         "python": sys.executable,

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import re
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from ari_app.ari import AriClient, AriError
+from ari_app.ari.events import iter_events
 from ari_app.clock import Clock
+from ari_app.pbx import render
 from ari_app.routing.operators import add_shift
 from ari_app.testing.sipp import SippResult
 from ari_app.tickets.db import make_engine, sessions
@@ -266,3 +272,91 @@ async def test_app_and_database_down_fallback_rings_every_operator(
         assert invites_received(rung) == 1
     finally:
         blackhole.close()
+
+
+@asynccontextmanager
+async def on_a_call(stack: Stack, *operators: str) -> AsyncIterator[None]:
+    """The operators' phones busy: a call of the test's own (ARI originate into a Stasis app)."""
+    r = stack.asterisk.rendered
+    client = AriClient(stack.asterisk.ari_url, r.ari_user, r.ari_password)
+    app = "test-busy-operators"
+    opened, answered = asyncio.Event(), asyncio.Event()
+    up: set[str] = set()
+
+    async def mark_open() -> None:
+        opened.set()
+
+    async def watch() -> None:
+        async for event in iter_events(client, app, on_open=mark_open):
+            if event.get("type") == "StasisStart":  # an originated channel enters when answered
+                up.add(event["channel"]["id"])
+                if len(up) == len(operators):
+                    answered.set()
+
+    watching = asyncio.create_task(watch())
+    try:
+        await asyncio.wait_for(opened.wait(), 10)
+        for name in operators:
+            await client.post("channels", endpoint=f"PJSIP/{name}", app=app,
+                              channelId=f"busy-{name}")
+        await asyncio.wait_for(answered.wait(), 15)
+        yield
+    finally:
+        for name in operators:
+            with contextlib.suppress(AriError):
+                await client.delete("channels", f"busy-{name}")
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        await client.close()
+
+
+async def test_app_down_fallback_rings_the_idle_operator_and_not_the_one_on_a_call(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    busy, c1 = await phone("operator_answer_wait.xml", name="op1")
+    idle, c2 = await phone("operator_answer_talk.xml", name="op2", extra_args=["-d", "1500"])
+    stack = await make_stack(operators=[("op1", c1), ("op2", c2)], start_app=False)
+    async with on_a_call(stack, "op1"):
+        result = await stack.call("caller_listen.xml", keys={"caller": "081233337777"})
+        assert result.ok, result.errors
+        end = await fallback_end(stack, "081233337777")
+        assert end["dialstatus"] == "ANSWER" and end["operator"].startswith("PJSIP/op2-"), end
+        assert (await idle.wait(15)).successful == 1
+    talked = await busy.wait(15)  # its own call, ended by the test: never rung for the caller
+    assert talked.successful == 1, talked.errors
+    assert invites_received(talked) == 1
+
+
+async def test_app_down_fallback_with_every_operator_busy_rings_them_all_the_same(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    # Each call talks 6 s, then the operator hangs up: the caller arrives well within the first.
+    busy, contact = await phone("operator_answer_talk.xml", name="op1", calls=2,
+                                extra_args=["-d", "6000"])
+    stack = await make_stack(operators=[("op1", contact)], start_app=False)
+    async with on_a_call(stack, "op1"):
+        # Nobody idle: the busy operator's phone gets the caller as a waiting call, and takes it.
+        result = await stack.call("caller_listen.xml", keys={"caller": "081233338888"})
+        assert result.ok, result.errors
+        end = await fallback_end(stack, "081233338888")
+        assert end["dialstatus"] == "ANSWER" and end["operator"].startswith("PJSIP/op1-"), end
+    both = await busy.wait(15)
+    assert both.successful == 2, both.errors
+    assert invites_received(both) == 2
+
+
+async def test_app_down_fallback_rings_no_more_idle_operators_than_its_cap(
+    make_stack: StackFactory, phone: PhoneFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(render, "FALLBACK_FREE_MAX", 1)  # rendered as SIAGA_FALLBACK_FREE_MAX
+    first, c1 = await phone("operator_answer_talk.xml", name="op1", extra_args=["-d", "1500"])
+    second, c2 = await phone("operator_no_answer.xml", name="op2")
+    stack = await make_stack(operators=[("op1", c1), ("op2", c2)], start_app=False)
+    result = await stack.call("caller_listen.xml", keys={"caller": "081233339999"})
+    assert result.ok, result.errors
+    end = await fallback_end(stack, "081233339999")
+    assert end["dialstatus"] == "ANSWER" and end["operator"].startswith("PJSIP/op1-"), end
+    assert (await first.wait(15)).successful == 1
+    not_rung = await second.stop()
+    assert invites_received(not_rung) == 0, not_rung.stdout[-2000:]
