@@ -43,6 +43,9 @@ class AppSettings:
     ari_password: str
     clock: Clock = field(default_factory=Clock)
     roster_refresh_s: float = 2.0
+    # How often the app looks for callers left in its Stasis app with no coroutine of ours (a
+    # failed rescue under overload): one seen unowned on two sweeps in a row is adopted.
+    stranded_sweep_s: float = 15.0
     web_port: int | None = None   # None: the site's web.port; 0 disables the web side
 
     @classmethod
@@ -159,7 +162,8 @@ class App:
             log.error("holding bridge %s not ready: %s (callers get channel music)", bridge, exc)
 
     async def _adopt(self, channel_ids: list[str]) -> None:
-        """Calls still in our app after a reconnect or restart are taken up again."""
+        """Calls in our app that nothing here handles (after a reconnect, a restart, a failed
+        rescue) are taken up again."""
         for channel_id in channel_ids:
             if channel_id in self.registry.owners or channel_id.startswith(("op-", "ag-")):
                 continue  # operator legs are paired again by their caller's adoption
@@ -167,7 +171,7 @@ class App:
                 channel = await self.ari.get("channels", channel_id)
             except NotFound:
                 continue
-            log.warning("call=%s adopted after reconnect", channel_id)
+            log.warning("call=%s adopted", channel_id)
             self.registry.start(channel, ["adopted"])
 
     async def start(self) -> None:
@@ -179,6 +183,7 @@ class App:
             asyncio.create_task(self.events.run(), name="ari-events"),
             asyncio.create_task(self._roster_loop(), name="roster"),
             asyncio.create_task(self._fallback_loop(), name="fallback-import"),
+            asyncio.create_task(self._stranded_loop(), name="stranded-sweep"),
             asyncio.create_task(self.taskprocessors.run(), name="taskprocessors"),
         ]
         self._tasks.append(start_background(self))  # agencies seeded, notification worker
@@ -191,6 +196,34 @@ class App:
         while True:  # calls the dialplan took during a websocket gap become tickets too
             await asyncio.sleep(15)
             self.fallback.import_new()
+
+    async def _stranded_loop(self) -> None:
+        """Callers in our Stasis app that no call coroutine owns are taken up again.
+
+        That happens when a call's handler failed and its rescue (``continue`` to the fallback)
+        failed too, e.g. ARI requests timing out under overload: nobody would act on the caller
+        again. A channel must be unowned on two sweeps in a row, so a call whose StasisStart is
+        still on its way is never taken for one.
+        """
+        unowned: set[str] = set()
+        while True:
+            await asyncio.sleep(self.settings.stranded_sweep_s)
+            if not self.events.ready:
+                unowned.clear()  # a reconnect adopts everything in the app anyway
+                continue
+            try:
+                app = await self.ari.get("applications", self.settings.site.stasis_app)
+            except AriError as exc:
+                log.warning("stranded-call sweep skipped: %s", exc)
+                continue
+            now = {str(c) for c in app.get("channel_ids", [])
+                   if str(c) not in self.registry.owners and not str(c).startswith(("op-", "ag-"))}
+            stranded = sorted(now & unowned)
+            unowned = now - set(stranded)
+            for channel_id in stranded:
+                log.error("call=%s in the app with no call handling it: adopting it", channel_id)
+            if stranded:
+                await self._adopt(stranded)
 
     async def wait_ready(self, timeout: float = 15.0) -> None:
         await self.events.wait_ready(timeout)

@@ -47,12 +47,13 @@ class Stack:
     clock: Clock = field(default_factory=Clock)
     web_port: int = field(default_factory=free_port)
     agi_server: subprocess.Popen[bytes] | None = None
+    stranded_sweep_s: float = 15.0
 
     def settings(self) -> AppSettings:
         return AppSettings(site=self.site, var_dir=self.var_dir, database_url=self.db_url,
                            ari_url=self.asterisk.ari_url, ari_user=self.asterisk.rendered.ari_user,
                            ari_password=self.asterisk.rendered.ari_password, clock=self.clock,
-                           web_port=self.web_port)
+                           web_port=self.web_port, stranded_sweep_s=self.stranded_sweep_s)
 
     async def start_app(self) -> App:
         self.app = App(self.settings())

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ari_app.ari import AriClient
+from ari_app.calls.registry import CallRegistry
 from ari_app.clock import Clock
 from ari_app.live import next_change
 from ari_app.pbx.process import AsteriskProcess
@@ -273,3 +274,29 @@ async def test_a_bug_in_the_call_flow_still_gets_the_caller_to_an_operator_by_th
     result = await stack.call("caller_listen.xml")
     assert result.ok, result.errors
     assert (await uas.wait(20)).successful == 1  # rung by the dialplan fallback
+
+
+async def test_a_caller_whose_rescue_failed_too_is_found_by_the_sweep_and_reaches_an_operator(
+    make_stack: StackFactory, phone: PhoneFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ari_app.calls import menu
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug in the menu")
+
+    async def rescue_times_out(self: CallRegistry, call: object) -> None:
+        return None  # as when every `continue` request timed out under overload
+
+    monkeypatch.setattr(menu, "ask", broken)
+    monkeypatch.setattr(CallRegistry, "rescue", rescue_times_out)
+    uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=CLOCK, start_app=False)
+    stack.stranded_sweep_s = 0.5
+    await stack.start_app()
+    result = await stack.call("caller_listen.xml")
+    assert result.ok, result.errors
+    assert (await uas.wait(20)).successful == 1  # rung by the app, after the sweep adopted it
+    await stack.settle()
+    [ticket] = await stack.tickets()
+    assert ticket.operator == "op1"
+    assert "adopted" in [a.action for a in await stack.audit(ticket)]
