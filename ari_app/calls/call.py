@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 HANGUP_EVENTS = ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed")
+EARLIER_PROMPTS = 16  # more than a caller's prompts before the queue (menu, repeats, warning)
 
 
 class CallerHungUp(Exception):
@@ -38,6 +38,7 @@ class Call:
         self.talked = False     # talk detection heard the caller at least once
         self.lost_reason: str | None = None  # e.g. "asterisk restart"
         self.hung_up = asyncio.Event()  # set on the caller's hangup, for waits beside the queue
+        self._plays = 0  # playback ids are <channel>-p<n>, so a restarted app can stop them
 
     @staticmethod
     def loop_time() -> float:
@@ -117,7 +118,8 @@ class Call:
             raise CallerHungUp(self.id) from exc
 
     async def play(self, media: str) -> str:
-        playback_id = str(uuid.uuid4())
+        playback_id = f"{self.id}-p{self._plays}"
+        self._plays += 1
         try:
             await self.ari.post("channels", self.id, "play", media=media, playbackId=playback_id)
         except (NotFound, NotInStasis) as exc:
@@ -134,6 +136,20 @@ class Call:
             await self.stop_playback(playback_id)
             return False
         return bool(done.get("playback", {}).get("state") != "failed")
+
+    async def stop_earlier_prompts(self, count: int = EARLIER_PROMPTS) -> int:
+        """Stop what a previous app process played or queued on this channel; returns how many.
+
+        Its playbacks are ``<channel>-p0`` and on (ARI 16 cannot list a channel's playbacks);
+        ours are numbered after them. A prompt left running would hold the caller out of the
+        holding bridge, keys unheard, until it ends. Prompts past ``count`` (only hold
+        reminders, a few seconds each) are left to end by themselves.
+        """
+        results = await asyncio.gather(
+            *(self.ari.delete("playbacks", f"{self.id}-p{n}") for n in range(count)),
+            return_exceptions=True)
+        self._plays = max(self._plays, count)
+        return sum(1 for r in results if not isinstance(r, BaseException))
 
     async def stop_playback(self, playback_id: str) -> None:
         try:

@@ -73,6 +73,10 @@ async def adopted_caller(ctx: CallContext, call: Call) -> None:
                      on_reference=lambda ref: setattr(call, "ticket_ref", ref))
     outcome = Outcome(answered_at=now, adopted=True)
     try:
+        stopped = await call.stop_earlier_prompts()
+        if stopped:
+            log.info("%s stopped %d prompt(s) the previous app had started", call.tag, stopped)
+            ctx.tickets.change(call.id, "prompts stopped", now, audit={"stopped": stopped})
         if not call.answered_in_dialplan:
             # Killed between StasisStart and its answer: the caller still hears ringback, and an
             # unanswered channel bridged to an operator would be declined when either hangs up.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import pytest
 
-from ari_app.ari import AriClient
+from ari_app.ari import AriClient, NotFound
 from ari_app.calls.registry import CallRegistry
 from ari_app.clock import Clock
 from ari_app.live import next_change
@@ -104,6 +105,41 @@ async def test_app_killed_in_menu_restarts_and_caller_reaches_operator(
         await client.close()
     await proc.stop()
     [ticket] = await one_ticket_each(stack, 1)
+    assert ticket.operator == "op1"
+
+
+async def test_app_killed_during_the_menu_prompt_the_restart_stops_it_and_queues_the_caller(
+    make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess],
+) -> None:
+    uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1500"])
+    stack = await make_stack(operators=[("op1", contact)], start_app=False, clock=CLOCK)
+    proc = await app_process(stack, app_procs)
+    client = ari(stack)
+    try:
+        call = asyncio.create_task(stack.call("caller_silent.xml"))
+        caller = await until(lambda: caller_in_app(client, stack.site.stasis_app))
+
+        async def prompt_playing() -> bool:  # greeting and menu: about 10 s of audio
+            try:
+                return bool((await client.get("playbacks", f"{caller}-p0"))["state"] == "playing")
+            except NotFound:
+                return False
+
+        await until(prompt_playing)
+        await proc.kill()
+        await proc.start()
+        result = await call
+        assert result.ok, result.errors
+        assert (await uas.wait(20)).successful == 1
+    finally:
+        await client.close()
+    await proc.stop()
+    await stack.start_app()
+    [ticket] = await stack.tickets()
+    stopped = [json.loads(a.detail) for a in await stack.audit(ticket)
+               if a.action == "prompts stopped"]
+    await stack.stop_app()
+    assert stopped == [{"stopped": 1}]  # the dead app's prompt, cut at once, not played out
     assert ticket.operator == "op1"
 
 
