@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from ari_app.ari import AriClient, NotFound
 from ari_app.calls.registry import CallRegistry
@@ -17,6 +19,9 @@ from ari_app.live import next_change
 from ari_app.pbx.process import AsteriskProcess
 from ari_app.testing.app_process import AppProcess
 from ari_app.testing.ports import free_port
+from ari_app.testing.sipp import SippProcess, SippResult
+from ari_app.tickets.db import make_engine, sessions
+from ari_app.tickets.models import TicketAudit
 from tests.integration.conftest import PhoneFactory, Stack, StackFactory
 
 pytestmark = pytest.mark.integration
@@ -85,112 +90,107 @@ async def one_ticket_each(stack: Stack, n: int) -> list[Any]:
     return tickets
 
 
-async def test_app_killed_in_menu_restarts_and_caller_reaches_operator(
-    make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess],
-) -> None:
-    uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1500"])
-    stack = await make_stack(operators=[("op1", contact)], start_app=False, clock=CLOCK)
-    proc = await app_process(stack, app_procs)
-    client = ari(stack)
-    try:
-        # A caller who says nothing stays in the menu for its whole timeout: kill it there.
-        call = asyncio.create_task(stack.call("caller_silent.xml"))
-        await until(lambda: caller_in_app(client, stack.site.stasis_app))
-        await proc.kill()
-        await proc.start()
+@dataclass
+class OneOperator:
+    """A stack with op1 on shift, the app as its own process, and an ARI client to watch."""
+
+    uas: SippProcess
+    stack: Stack
+    proc: AppProcess
+    client: AriClient
+
+    async def caller_in_app(self) -> str:
+        return str(await until(lambda: caller_in_app(self.client, self.stack.site.stasis_app)))
+
+    async def kill_restart_and_finish(self, call: asyncio.Task[SippResult]) -> Any:
+        """SIGKILL the app, start it again: the caller completes, answered by op1 once; the
+        one ticket of the call."""
+        await self.proc.kill()
+        await self.proc.start()
         result = await call
         assert result.ok, result.errors
-        assert (await uas.wait(20)).successful == 1
-    finally:
+        assert (await self.uas.wait(20)).successful == 1  # one INVITE, answered, talked
+        await self.proc.stop()
+        [ticket] = await one_ticket_each(self.stack, 1)
+        assert ticket.operator == "op1"
+        return ticket
+
+
+OneOperatorFactory = Callable[..., Awaitable[OneOperator]]
+
+
+@pytest.fixture
+async def one_operator(make_stack: StackFactory, phone: PhoneFactory,
+                       app_procs: list[AppProcess]) -> AsyncIterator[OneOperatorFactory]:
+    clients: list[AriClient] = []
+
+    async def make(**operator: str) -> OneOperator:
+        uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1500"],
+                                   **operator)
+        stack = await make_stack(operators=[("op1", contact)], start_app=False, clock=CLOCK)
+        proc = await app_process(stack, app_procs)
+        clients.append(ari(stack))
+        return OneOperator(uas, stack, proc, clients[-1])
+
+    yield make
+    for client in clients:
         await client.close()
-    await proc.stop()
-    [ticket] = await one_ticket_each(stack, 1)
-    assert ticket.operator == "op1"
 
 
-async def test_app_killed_during_the_menu_prompt_the_restart_stops_it_and_queues_the_caller(
-    make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess],
-) -> None:
-    uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1500"])
-    stack = await make_stack(operators=[("op1", contact)], start_app=False, clock=CLOCK)
-    proc = await app_process(stack, app_procs)
-    client = ari(stack)
+async def audit_details(stack: Stack, ticket: Any, action: str) -> list[Any]:
+    """The ticket's audit entries of one action, read from the database (the app is stopped)."""
+    engine = make_engine(stack.db_url)
     try:
-        call = asyncio.create_task(stack.call("caller_silent.xml"))
-        caller = await until(lambda: caller_in_app(client, stack.site.stasis_app))
-
-        async def prompt_playing() -> bool:  # greeting and menu: about 10 s of audio
-            try:
-                return bool((await client.get("playbacks", f"{caller}-p0"))["state"] == "playing")
-            except NotFound:
-                return False
-
-        await until(prompt_playing)
-        await proc.kill()
-        await proc.start()
-        result = await call
-        assert result.ok, result.errors
-        assert (await uas.wait(20)).successful == 1
+        async with sessions(engine)() as s:
+            rows = await s.scalars(select(TicketAudit.detail).where(
+                TicketAudit.ticket_id == ticket.id, TicketAudit.action == action))
+            return [json.loads(d) for d in rows.all()]
     finally:
-        await client.close()
-    await proc.stop()
-    await stack.start_app()
-    [ticket] = await stack.tickets()
-    stopped = [json.loads(a.detail) for a in await stack.audit(ticket)
-               if a.action == "prompts stopped"]
-    await stack.stop_app()
-    assert stopped == [{"stopped": 1}]  # the dead app's prompt, cut at once, not played out
-    assert ticket.operator == "op1"
+        await engine.dispose()
+
+
+async def test_app_killed_in_menu_restarts_stops_its_prompt_and_caller_reaches_operator(
+    one_operator: OneOperatorFactory,
+) -> None:
+    t = await one_operator()
+    # A caller who says nothing stays in the menu for its whole timeout: kill it there, while
+    # the greeting and menu (about 10 s of audio) play.
+    call = asyncio.create_task(t.stack.call("caller_silent.xml"))
+    caller = await t.caller_in_app()
+
+    async def prompt_playing() -> bool:
+        try:
+            return bool((await t.client.get("playbacks", f"{caller}-p0"))["state"] == "playing")
+        except NotFound:
+            return False
+
+    await until(prompt_playing)
+    ticket = await t.kill_restart_and_finish(call)
+    # The dead app's prompt was cut at once, not played out before the queue.
+    assert await audit_details(t.stack, ticket, "prompts stopped") == [{"stopped": 1}]
 
 
 async def test_app_hung_before_answering_is_killed_and_the_restart_answers_the_caller(
-    make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess],
+    one_operator: OneOperatorFactory,
 ) -> None:
-    uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1500"])
-    stack = await make_stack(operators=[("op1", contact)], start_app=False, clock=CLOCK)
-    proc = await app_process(stack, app_procs)
-    client = ari(stack)
-    try:
-        # Stopped, the app never answers: the caller is in Stasis, still hearing ringback.
-        proc.pause()
-        call = asyncio.create_task(stack.call("caller_silent.xml"))
-        caller = await until(lambda: caller_in_app(client, stack.site.stasis_app))
-        assert (await client.get("channels", caller))["state"] != "Up"
-        await proc.kill()
-        await proc.start()
-        result = await call
-        assert result.ok, result.errors  # answered (200), bridged, then the operator hung up
-        assert (await uas.wait(20)).successful == 1
-    finally:
-        await client.close()
-    await proc.stop()
-    [ticket] = await one_ticket_each(stack, 1)
-    assert ticket.operator == "op1"
+    t = await one_operator()
+    # Stopped, the app never answers: the caller is in Stasis, still hearing ringback.
+    t.proc.pause()
+    call = asyncio.create_task(t.stack.call("caller_silent.xml"))
+    caller = await t.caller_in_app()
+    assert (await t.client.get("channels", caller))["state"] != "Up"
+    ticket = await t.kill_restart_and_finish(call)  # answered (200), bridged, operator hung up
     assert ticket.answered_at is not None
 
 
 async def test_app_killed_while_ringing_operator_restarts_and_the_answer_is_bridged(
-    make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess],
+    one_operator: OneOperatorFactory,
 ) -> None:
-    uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1500"],
-                               answer_after_ms="5000")
-    stack = await make_stack(operators=[("op1", contact)], start_app=False, clock=CLOCK)
-    proc = await app_process(stack, app_procs)
-    client = ari(stack)
-    try:
-        call = asyncio.create_task(stack.call("caller_key.xml", template={"digit": "2"}))
-        caller = await until(lambda: caller_in_app(client, stack.site.stasis_app))
-        await until(lambda: ringing(client, caller))
-        await proc.kill()
-        await proc.start()
-        result = await call
-        assert result.ok, result.errors
-        assert (await uas.wait(20)).successful == 1  # one INVITE, answered, talked
-    finally:
-        await client.close()
-    await proc.stop()
-    [ticket] = await one_ticket_each(stack, 1)
-    assert ticket.operator == "op1"
+    t = await one_operator(answer_after_ms="5000")
+    call = asyncio.create_task(t.stack.call("caller_key.xml", template={"digit": "2"}))
+    caller = await t.caller_in_app()
+    await until(lambda: ringing(t.client, caller))
+    await t.kill_restart_and_finish(call)  # the ringing leg is paired again: no second INVITE
 
 
 async def test_app_killed_with_one_caller_bridged_and_one_queued_both_carry_on(
