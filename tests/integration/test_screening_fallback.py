@@ -18,10 +18,11 @@ import pytest
 
 from ari_app.ari import AriClient, AriError
 from ari_app.ari.events import iter_events
+from ari_app.calls.connect import operator_name
 from ari_app.clock import Clock
 from ari_app.pbx import render
 from ari_app.routing.operators import add_shift
-from ari_app.testing.sipp import SippResult
+from ari_app.testing.sipp import SippProcess, SippResult
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import Ticket
 from bench.procstat import reaped_children_cpu_seconds
@@ -215,6 +216,20 @@ async def fallback_end(stack: Stack, caller: str) -> dict[str, str]:
     return record
 
 
+async def fallback_call(stack: Stack, caller: str) -> str:
+    """A caller through the fallback (the app down): the operator who answered, e.g. ``op1``."""
+    result = await stack.call("caller_listen.xml", keys={"caller": caller})
+    assert result.ok, result.errors
+    end = await fallback_end(stack, caller)
+    assert end["dialstatus"] == "ANSWER" and end["operator"].startswith("PJSIP/"), end
+    return operator_name(end["operator"])
+
+
+async def assert_never_rung(uas: SippProcess) -> None:
+    stopped = await uas.stop()
+    assert invites_received(stopped) == 0, stopped.stdout[-2000:]
+
+
 def invites_received(result: SippResult) -> int:
     """INVITEs a SIPp UAS saw, from its own message trace (-trace_msg) and call counter."""
     [trace] = result.workdir.glob("*_messages.log")  # the UAS ran and traced (even if empty)
@@ -237,13 +252,9 @@ async def test_app_down_fallback_rings_the_operator_on_shift_and_never_the_one_o
     await set_shifts(stack, {"op1": [(timedelta(hours=-4), timedelta(hours=4))],
                              "op2": [(timedelta(hours=-9), timedelta(hours=-1)),
                                      (timedelta(hours=1), timedelta(hours=9))]})
-    result = await stack.call("caller_listen.xml", keys={"caller": "081233335555"})
-    assert result.ok, result.errors
-    end = await fallback_end(stack, "081233335555")
-    assert end["dialstatus"] == "ANSWER" and end["operator"].startswith("PJSIP/op1-"), end
+    assert await fallback_call(stack, "081233335555") == "op1"
     assert (await on_duty.wait(15)).successful == 1
-    not_rung = await off_duty.stop()
-    assert invites_received(not_rung) == 0, not_rung.stdout[-2000:]
+    await assert_never_rung(off_duty)
 
 
 async def test_app_and_database_down_fallback_rings_every_operator(
@@ -262,10 +273,7 @@ async def test_app_and_database_down_fallback_rings_every_operator(
                                  agi_database_url=f"postgresql://x@127.0.0.1:{port}/none")
         # Only op1 is on shift, but the fallback cannot know that: it must ring everyone.
         await set_shifts(stack, {"op1": [(timedelta(hours=-4), timedelta(hours=4))]})
-        result = await stack.call("caller_listen.xml", keys={"caller": "081233336666"})
-        assert result.ok, result.errors
-        end = await fallback_end(stack, "081233336666")
-        assert end["dialstatus"] == "ANSWER" and end["operator"].startswith("PJSIP/op1-"), end
+        assert await fallback_call(stack, "081233336666") == "op1"
         assert (await answers.wait(15)).successful == 1
         rung = await rings.wait(15)  # rang, then cancelled when op1 answered
         assert rung.successful == 1, rung.errors
@@ -318,10 +326,7 @@ async def test_app_down_fallback_rings_the_idle_operator_and_not_the_one_on_a_ca
     idle, c2 = await phone("operator_answer_talk.xml", name="op2", extra_args=["-d", "1500"])
     stack = await make_stack(operators=[("op1", c1), ("op2", c2)], start_app=False)
     async with on_a_call(stack, "op1"):
-        result = await stack.call("caller_listen.xml", keys={"caller": "081233337777"})
-        assert result.ok, result.errors
-        end = await fallback_end(stack, "081233337777")
-        assert end["dialstatus"] == "ANSWER" and end["operator"].startswith("PJSIP/op2-"), end
+        assert await fallback_call(stack, "081233337777") == "op2"
         assert (await idle.wait(15)).successful == 1
     talked = await busy.wait(15)  # its own call, ended by the test: never rung for the caller
     assert talked.successful == 1, talked.errors
@@ -337,10 +342,7 @@ async def test_app_down_fallback_with_every_operator_busy_rings_them_all_the_sam
     stack = await make_stack(operators=[("op1", contact)], start_app=False)
     async with on_a_call(stack, "op1"):
         # Nobody idle: the busy operator's phone gets the caller as a waiting call, and takes it.
-        result = await stack.call("caller_listen.xml", keys={"caller": "081233338888"})
-        assert result.ok, result.errors
-        end = await fallback_end(stack, "081233338888")
-        assert end["dialstatus"] == "ANSWER" and end["operator"].startswith("PJSIP/op1-"), end
+        assert await fallback_call(stack, "081233338888") == "op1"
     both = await busy.wait(15)
     assert both.successful == 2, both.errors
     assert invites_received(both) == 2
@@ -353,10 +355,6 @@ async def test_app_down_fallback_rings_no_more_idle_operators_than_its_cap(
     first, c1 = await phone("operator_answer_talk.xml", name="op1", extra_args=["-d", "1500"])
     second, c2 = await phone("operator_no_answer.xml", name="op2")
     stack = await make_stack(operators=[("op1", c1), ("op2", c2)], start_app=False)
-    result = await stack.call("caller_listen.xml", keys={"caller": "081233339999"})
-    assert result.ok, result.errors
-    end = await fallback_end(stack, "081233339999")
-    assert end["dialstatus"] == "ANSWER" and end["operator"].startswith("PJSIP/op1-"), end
+    assert await fallback_call(stack, "081233339999") == "op1"
     assert (await first.wait(15)).successful == 1
-    not_rung = await second.stop()
-    assert invites_received(not_rung) == 0, not_rung.stdout[-2000:]
+    await assert_never_rung(second)
