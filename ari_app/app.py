@@ -161,12 +161,16 @@ class App:
         except AriError as exc:
             log.error("holding bridge %s not ready: %s (callers get channel music)", bridge, exc)
 
+    def _unhandled(self, channel_ids: list[str]) -> list[str]:
+        """The callers among ``channel_ids`` that no call coroutine here owns. Operator and
+        agency legs are left out: they are paired again by their caller's adoption."""
+        return [c for c in channel_ids
+                if c not in self.registry.owners and not c.startswith(("op-", "ag-"))]
+
     async def _adopt(self, channel_ids: list[str]) -> None:
         """Calls in our app that nothing here handles (after a reconnect, a restart, a failed
         rescue) are taken up again."""
-        for channel_id in channel_ids:
-            if channel_id in self.registry.owners or channel_id.startswith(("op-", "ag-")):
-                continue  # operator legs are paired again by their caller's adoption
+        for channel_id in self._unhandled(channel_ids):
             try:
                 channel = await self.ari.get("channels", channel_id)
             except NotFound:
@@ -216,14 +220,11 @@ class App:
             except AriError as exc:
                 log.warning("stranded-call sweep skipped: %s", exc)
                 continue
-            now = {str(c) for c in app.get("channel_ids", [])
-                   if str(c) not in self.registry.owners and not str(c).startswith(("op-", "ag-"))}
-            stranded = sorted(now & unowned)
-            unowned = now - set(stranded)
-            for channel_id in stranded:
+            now = set(self._unhandled([str(c) for c in app.get("channel_ids", [])]))
+            stranded, unowned = now & unowned, now - unowned
+            for channel_id in sorted(stranded):
                 log.error("call=%s in the app with no call handling it: adopting it", channel_id)
-            if stranded:
-                await self._adopt(stranded)
+            await self._adopt(sorted(stranded))
 
     async def wait_ready(self, timeout: float = 15.0) -> None:
         await self.events.wait_ready(timeout)

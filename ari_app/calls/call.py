@@ -29,7 +29,8 @@ class Call:
         self.caller: str = str(caller.get("number") or "")
         self.args = args
         self.linkedid: str = channel.get("linkedid") or self.id
-        self.answered_in_dialplan = channel.get("state") == "Up"
+        # Up when the app got it: answered in the dialplan, or by an earlier app (adopted).
+        self.up_at_start = channel.get("state") == "Up"
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.gone = False
         self.hangup_cause: int | None = None
@@ -107,8 +108,8 @@ class Call:
                 raise CallerHungUp(self.id)
 
     async def answer(self) -> None:
-        if self.answered_in_dialplan:
-            return  # the dialplan answered before Stasis(): no ARI round trip (and no 200 ms wait)
+        if self.up_at_start:
+            return  # answered before Stasis() or before a restart: no ARI round trip
         try:
             await self.ari.post("channels", self.id, "answer")
             # The dialplan plays a ringback tone until the app answers (dialplan/20-emergency):

@@ -77,12 +77,10 @@ async def adopted_caller(ctx: CallContext, call: Call) -> None:
         if stopped:
             log.info("%s stopped %d prompt(s) the previous app had started", call.tag, stopped)
             ctx.tickets.change(call.id, "prompts stopped", now, audit={"stopped": stopped})
-        if not call.answered_in_dialplan:
+        if not call.up_at_start:
             # Killed between StasisStart and its answer: the caller still hears ringback, and an
             # unanswered channel bridged to an operator would be declined when either hangs up.
-            await call.answer()
-            ctx.calls.answered(call.id, now)
-            ctx.tickets.change(call.id, "answered", now, answered_at=now)
+            outcome.answered_at = await answer(ctx, call)
             log.info("%s answered on adoption", call.tag)
         await adopt.resume(ctx, call, outcome)
     except CallerHungUp:
@@ -90,6 +88,15 @@ async def adopted_caller(ctx: CallContext, call: Call) -> None:
     finally:
         _close(ctx, call, outcome)
         ctx.locations.call_ended(call.id, call.caller)
+
+
+async def answer(ctx: CallContext, call: Call) -> datetime:
+    """Answer the caller and record when, on the call row and the ticket."""
+    await call.answer()
+    now = ctx.clock.now()
+    ctx.calls.answered(call.id, now)
+    ctx.tickets.change(call.id, "answered", now, answered_at=now)
+    return now
 
 
 def dialplan_recording(call: Call) -> str | None:
@@ -119,11 +126,7 @@ async def serve_caller(ctx: CallContext, call: Call) -> None:
     log.info("%s from=%s dialled=%s arrived", call.tag, call.caller, dialled)
     outcome = Outcome()
     try:
-        await call.answer()
-        now = clock.now()
-        ctx.calls.answered(call.id, now)
-        ctx.tickets.change(call.id, "answered", now, answered_at=now)
-        outcome.answered_at = now
+        now = outcome.answered_at = await answer(ctx, call)
         await _talk_detect(call)
         local = now.astimezone(ctx.site.timezone)
         if not ctx.site.is_open(local.time()):
