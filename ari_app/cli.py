@@ -191,6 +191,65 @@ def cmd_tickets_list(args: argparse.Namespace) -> int:
     return _run_db(args, work)
 
 
+def _journal_path(args: argparse.Namespace) -> Path:
+    return _var_dir(args) / "journal" / f"{_site(args).stasis_app}.db"
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    """What the write journal holds: writes waiting for the database, and dead ones."""
+    from ari_app.tickets.writer import Journal
+
+    path = _journal_path(args)
+    if not path.exists():
+        print(f"siaga112: no journal at {path} (the app has not run here)", file=sys.stderr)
+        return 1
+    journal = Journal(path)
+    try:
+        dead = journal.dead_entries()
+        if args.json:
+            print(json.dumps({"pending": journal.count(), "dead": dead}, indent=1, default=str))
+            return 0
+        print(f"journal {path}: {journal.count()} write(s) waiting for the database, "
+              f"{sum(d['held_by'] is None for d in dead)} refused, "
+              f"{sum(d['held_by'] is not None for d in dead)} held behind a refused one")
+        for d in dead:
+            when = datetime.fromtimestamp(d["created"], UTC).isoformat(timespec="seconds")
+            call = d["key"] or "-"
+            print(f"  #{d['seq']:<7} {d['kind']:<16} call={call:<24} {when}  {d['error']}")
+        if dead:
+            print("fix the cause, then: siaga112 journal retry [SEQ...]")
+        return 0
+    finally:
+        journal.close()
+
+
+def cmd_journal_retry(args: argparse.Namespace) -> int:
+    """Put dead writes (and the writes held behind them) back in the queue, in order."""
+    from ari_app.tickets.writer import NOTICE, Journal
+
+    path = _journal_path(args)
+    if not path.exists():
+        print(f"siaga112: no journal at {path}", file=sys.stderr)
+        return 1
+    journal = Journal(path)
+    try:
+        keys = {d["seq"]: d["key"] for d in journal.dead_entries()}
+        moved = journal.retry_dead(args.seq or None)
+        for key in sorted({keys[old] for old, _new, _kind in moved if keys.get(old)}):
+            journal.append(NOTICE, {"ticket_channel": key, "at": datetime.now(UTC).timestamp(),
+                                    "action": "writes retried",
+                                    "detail": {"by": "siaga112 journal retry",
+                                               "writes": [f"{k}#{o}" for o, _n, k in moved
+                                                          if keys.get(o) == key]}})
+        for old, new, kind in moved:
+            print(f"#{old} {kind} queued again as #{new}")
+        print(f"{len(moved)} write(s) queued again; the app applies them within seconds "
+              "(or when it next starts)")
+        return 0
+    finally:
+        journal.close()
+
+
 def cmd_tickets_show(args: argparse.Namespace) -> int:
     from ari_app import admin
 
@@ -556,6 +615,14 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("status", choices=["prank", "ghost", "duplicate"])
     tm.add_argument("--by", required=True, help="who marks it (audited)")
     tm.set_defaults(func=cmd_tickets_mark)
+
+    jn = sub.add_parser("journal", help="the local write journal: waiting and dead writes")
+    jn.add_argument("--json", action="store_true")
+    jn.set_defaults(func=cmd_journal)
+    jns = jn.add_subparsers(dest="jn_cmd")
+    jr = jns.add_parser("retry", help="queue dead writes again after a fix (all, or SEQ...)")
+    jr.add_argument("seq", nargs="*", type=int)
+    jr.set_defaults(func=cmd_journal_retry)
 
     cl = sub.add_parser("callers", help="caller history and flags").add_subparsers(
         dest="cl_cmd", required=True)

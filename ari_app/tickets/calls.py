@@ -28,7 +28,7 @@ class CallStore:
 
     def __init__(self, writer: Writer, site: str) -> None:
         self.writer, self.site = writer, site
-        writer.register("call.opened", self._opened)
+        writer.register("call.opened", self._opened, holds_later=True)
         writer.register("call.answered", self._answered)
         writer.register("call.event", self._event)
         writer.register("call.closed", self._closed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,28 @@ from ari_app.tickets.service import TicketService
 from ari_app.tickets.writer import Writer
 
 log = logging.getLogger(__name__)
+
+
+def endpoint_name(channel_name: str) -> str:
+    """The operator a dialplan channel belongs to: ``PJSIP/op29-00000241`` -> ``op29``.
+
+    A bare name (``op29``) is returned as it is; '' stays ''.
+    """
+    name = channel_name.strip().split("&", 1)[0]
+    if "/" not in name:
+        return name
+    endpoint = name.split("/", 1)[1]
+    head, sep, tail = endpoint.rpartition("-")
+    return head if sep and len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail) \
+        else endpoint
+
+
+def _seconds(text: str | None) -> float | None:
+    try:
+        value = float(text or "")
+    except ValueError:
+        return None
+    return value if value >= 0 else None
 
 
 class FallbackImporter:
@@ -82,13 +104,19 @@ class FallbackImporter:
             log.info("call=%s fallback record imported", channel)
         elif rec["event"] == "end":
             answered = rec.get("dialstatus") == "ANSWER"
-            operator = rec.get("operator") or None
+            operator = endpoint_name(rec.get("operator") or "") or None
+            fields: dict[str, Any] = {}
+            talked = _seconds(rec.get("answered_s"))
+            if answered and talked is not None:
+                fields["operator_answered_at"] = at - timedelta(seconds=talked)
+            why = rec.get("dialstatus") or "caller hangup"
             self.tickets.change(
                 channel, "fallback ended", at, ended_at=at,
-                end_reason=f"fallback: {rec.get('dialstatus') or 'caller hangup'}",
-                status="new" if answered else "abandoned", callback_needed=not answered,
+                end_reason=f"fallback: {why}" if answered else f"fallback unanswered: {why}",
+                status="in_call" if answered else "abandoned", callback_needed=not answered,
                 operator=operator, outcome="genuine" if answered else "abandoned",
-                audit={"answered_s": rec.get("answered_s", "")})
+                audit={"answered_s": rec.get("answered_s", ""),
+                       "dialled_peer": rec.get("operator", "")}, **fields)
         elif rec["event"] == "early":
             self.tickets.open(channel, rec.get("caller", ""), at,
                               caller_key=caller_key(rec.get("caller")),

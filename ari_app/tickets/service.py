@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,12 +17,26 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from ari_app.tickets.models import LocationRecord, Ticket, TicketAudit, TicketCounter, table
-from ari_app.tickets.writer import Writer, core
+from ari_app.tickets.writer import NOTICE, Writer, core
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("new", "in_call", "classified", "dispatched", "acknowledged", "resolved", "closed",
             "abandoned", "prank", "duplicate", "forwarded")
+
+# How far a ticket has got. The system only ever moves a ticket forward: a late, replayed or
+# adopted write ("new" at hang-up, "abandoned" for a call an operator did answer) never undoes
+# a stage the call really reached. Ended without a human (abandoned, forwarded) sits just above
+# new: a late "operator answered" (CEL after a restart) still moves it on. An operator's
+# judgement (prank, ghost, duplicate) is never overridden by the system.
+STAGE = {"new": 0, "abandoned": 1, "forwarded": 1, "in_call": 2, "classified": 3,
+         "dispatched": 4, "acknowledged": 5, "resolved": 6, "closed": 7,
+         "prank": 100, "ghost": 100, "duplicate": 100}
+
+
+def furthest(current: str, proposed: str) -> str:
+    """The status a ticket has after the system proposes ``proposed``: never backwards."""
+    return proposed if STAGE.get(proposed, 0) > STAGE.get(current, 0) else current
 
 
 # The journal's appliers run a few times per call: plain Core statements, built once (the ORM's
@@ -30,6 +44,7 @@ STATUSES = ("new", "in_call", "classified", "dispatched", "acknowledged", "resol
 _TICKETS, _AUDIT, _COUNTERS = table(Ticket), table(TicketAudit), table(TicketCounter)
 _LOCATIONS = table(LocationRecord)
 _TICKET_BY_CHANNEL = select(_TICKETS).where(_TICKETS.c.channel_id == bindparam("ch"))
+_TICKET_ID = select(_TICKETS.c.id).where(_TICKETS.c.channel_id == bindparam("ch"))
 _TICKET_REFERENCE = select(_TICKETS.c.reference).where(_TICKETS.c.channel_id == bindparam("ch"))
 _TICKET_SET = update(_TICKETS).where(_TICKETS.c.id == bindparam("tid"))
 _COUNTER_LAST = (select(_COUNTERS.c.last)
@@ -64,8 +79,9 @@ def next_reference(s: Session, site: str, prefix: str, day: str) -> str:
 class TicketService:
     def __init__(self, writer: Writer, site: str, prefix: str, tz: ZoneInfo) -> None:
         self.writer, self.site, self.prefix, self.tz = writer, site, prefix, tz
-        writer.register("ticket.open", self._open)
+        writer.register("ticket.open", self._open, holds_later=True)
         writer.register("ticket.change", self._change)
+        writer.register(NOTICE, self._notice)
 
     def open(self, channel_id: str, caller: str, at: datetime,
              on_reference: Callable[[str], None] | None = None, caller_key: str = "",
@@ -125,8 +141,10 @@ class TicketService:
                 raise KeyError(f"tickets has no column {key!r}")
             if key in p["only_if_unset"] and ticket[key] is not None:
                 continue
-            if key == "status" and status_from is not None and ticket["status"] not in status_from:
-                continue  # an operator's classification/dispatch during the call stands
+            if key == "status":
+                if status_from is not None and ticket["status"] not in status_from:
+                    continue  # an operator's classification/dispatch during the call stands
+                value = furthest(ticket["status"], value)
             if ticket[key] != value:
                 changed[key] = value
         if changed:
@@ -135,3 +153,17 @@ class TicketService:
             "ticket_id": ticket["id"], "at": p["at"], "actor": p["actor"], "action": p["action"],
             "detail": json.dumps({k: _jsonable(v) for k, v in changed.items()} | p["audit"],
                                  sort_keys=True)})
+
+    def _notice(self, s: Session, p: dict[str, Any]) -> None:
+        """What happened to a call's writes (refused, held, retried), on its ticket's audit."""
+        conn = core(s)
+        ticket_id = conn.scalar(_TICKET_ID, {"ch": p["ticket_channel"]})
+        if ticket_id is None:
+            log.warning("call=%s %s (no ticket yet): %s", p["ticket_channel"], p["action"],
+                        p["detail"])
+            return
+        at = p["at"]
+        at = datetime.fromtimestamp(at, UTC) if isinstance(at, (int, float)) else at
+        conn.execute(insert(_AUDIT), {"ticket_id": ticket_id, "at": at, "actor": "journal",
+                                      "action": p["action"],
+                                      "detail": json.dumps(p["detail"], sort_keys=True)})

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 # thread (one hand-off per batch); on PostgreSQL through AsyncSession.run_sync (asyncpg).
 Applier = Callable[[Session, dict[str, Any]], Any]
 T = TypeVar("T")
+NOTICE = "journal.notice"  # a line for the call's ticket audit about its writes (see service)
+IDLE_POLL_S = 2.0
 _APPLIED = table(JournalApplied)
 _MARK = select(func.max(_APPLIED.c.seq)).where(_APPLIED.c.node == bindparam("jnode"))
 _MARK_MOVE = (update(_APPLIED).where(_APPLIED.c.node == bindparam("jnode"))
@@ -60,18 +62,82 @@ def core(s: Session) -> Connection:
         s.flush()
     return s.connection()
 
-TRANSIENT = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
-             ConnectionError, OSError, asyncio.TimeoutError)
+# What a refusal is decides what happens to the write: a transient one (the database is away,
+# shutting down, starting up, or a transaction lost a race) is retried from the journal until
+# it lands; only a real data or constraint error is permanent and goes to the dead table.
+# PostgreSQL's SQLSTATE classes and codes (asyncpg puts them on its errors as ``sqlstate``):
+TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "58")  # connection, resources, system/IO
+TRANSIENT_SQLSTATES = {
+    "57P01": "admin shutdown", "57P02": "crash shutdown",
+    "57P03": "cannot connect now (shutting down or starting up)",
+    "57P05": "idle session timeout", "57014": "query cancelled (statement timeout)",
+    "40001": "serialization failure", "40P01": "deadlock", "55P03": "lock not available",
+    "55006": "object in use",
+}
+TRANSIENT_TYPES = (sa_exc.InterfaceError, sa_exc.DisconnectionError, sa_exc.TimeoutError,
+                   ConnectionError, OSError, asyncio.TimeoutError, TimeoutError)
+# asyncpg's own errors for a connection that broke or never came (not always wrapped by SQLAlchemy)
+TRANSIENT_NAMES = ("ConnectionDoesNotExist", "ConnectionFailure", "CannotConnectNow",
+                   "TooManyConnections", "PostgresConnectionError", "AdminShutdown",
+                   "CrashShutdown", "InterfaceError", "ConnectionResetError",
+                   "ConnectionRefusedError", "InternalClientError")
+# SQLite: another writer holds the file, or the disk is not there for a moment
+TRANSIENT_SQLITE = ("database is locked", "database table is locked", "disk i/o error",
+                    "unable to open database file", "database or disk is full")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The error, the DB-API error under it, and their causes (asyncpg's original)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 8:
+        e = todo.pop(0)
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+    return seen
+
+
+def classify(exc: BaseException) -> tuple[bool, str]:
+    """(transient, why): retry until it lands, or a refusal for good (a bug, bad data)."""
+    chain = _chain(exc)
+    for e in chain:
+        state = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if isinstance(state, str) and len(state) == 5:
+            if state in TRANSIENT_SQLSTATES:
+                return True, f"{TRANSIENT_SQLSTATES[state]} ({state})"
+            if state[:2] in TRANSIENT_SQLSTATE_CLASSES:
+                return True, f"connection or resources ({state})"
+            return False, f"refused ({state})"
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True, "connection lost"
+    if any(isinstance(e, sqlite3.Error) for e in chain):  # SQLite: its message says which
+        text = " ".join(str(e).lower() for e in chain)
+        if any(t in text for t in TRANSIENT_SQLITE):
+            return True, "sqlite busy or unavailable"
+        return False, "refused"
+    for e in chain:
+        if isinstance(e, (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError)):
+            return False, "refused"
+        name = type(e).__name__
+        if isinstance(e, TRANSIENT_TYPES) or any(n in name for n in TRANSIENT_NAMES):
+            return True, f"unreachable ({name})"
+        if isinstance(e, sa_exc.OperationalError):
+            return True, "operational"
+    return False, "refused"
 
 
 def _transient(exc: BaseException) -> bool:
     """Database unreachable (retry until it is back) rather than a bad write."""
-    if isinstance(exc, TRANSIENT):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    name = type(exc).__name__
-    return "Connection" in name or "CannotConnectNow" in name or "TooManyConnections" in name
+    return classify(exc)[0]
+
+
+def entry_key(payload: dict[str, Any]) -> str:
+    """The call a write belongs to (its channel id): a refused write holds the call's later
+    writes behind it, so they never land on a ticket that is missing or half-written."""
+    key = payload.get("channel")
+    return key if isinstance(key, str) else ""
 
 
 def _encode(value: Any) -> Any:
@@ -112,6 +178,13 @@ class Journal:
         # Writes the database refused for good (a bug, not an outage): kept for an admin.
         self.db.execute("CREATE TABLE IF NOT EXISTS dead (seq INTEGER PRIMARY KEY, kind TEXT, "
                         "payload TEXT, created REAL, error TEXT)")
+        # A refused write holds its call's later writes (same key) here too, in order, with
+        # held_by naming the refused one: `siaga112 journal retry` puts them all back.
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(dead)")}
+        if "key" not in columns:
+            self.db.execute("ALTER TABLE dead ADD COLUMN key TEXT NOT NULL DEFAULT ''")
+            self.db.execute("ALTER TABLE dead ADD COLUMN held_by INTEGER")
+            self.db.execute("ALTER TABLE dead ADD COLUMN at REAL")
         self.size = int(self.db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
         self.appended_seq = 0  # last seq appended by this process
         self.synced_seq = 0  # last seq known to be fsync'ed
@@ -172,9 +245,58 @@ class Journal:
         return [(int(seq), str(kind), json.loads(payload, object_hook=_decode))
                 for seq, kind, payload in rows]
 
-    def dead(self, seq: int, error: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO dead SELECT seq, kind, payload, created, ? "
-                        "FROM entries WHERE seq = ?", (error, seq))
+    def dead(self, seq: int, error: str, key: str = "", held_by: int | None = None) -> None:
+        """Move an entry aside: refused for good (``held_by`` None), or waiting behind the
+        refused write ``held_by`` of the same call. It stays in ``entries`` until done_upto."""
+        self.db.execute("INSERT OR REPLACE INTO dead (seq, kind, payload, created, error, key, "
+                        "held_by, at) SELECT seq, kind, payload, created, ?, ?, ?, ? "
+                        "FROM entries WHERE seq = ?", (error, key, held_by, time.time(), seq))
+
+    def held_keys(self, kinds: set[str]) -> dict[str, int]:
+        """Calls whose refused write (of one of ``kinds``) holds their later writes: key -> the
+        seq of the refused write."""
+        if not kinds:
+            return {}
+        marks = ",".join("?" * len(kinds))
+        rows = self.db.execute(f"SELECT key, MIN(seq) FROM dead WHERE key != '' AND held_by IS "
+                               f"NULL AND kind IN ({marks}) GROUP BY key",
+                               sorted(kinds)).fetchall()
+        return {str(k): int(q) for k, q in rows}
+
+    def dead_entries(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT seq, kind, payload, created, error, key, held_by, at "
+                               "FROM dead ORDER BY seq").fetchall()
+        return [{"seq": r[0], "kind": r[1], "payload": json.loads(r[2]), "created": r[3],
+                 "error": r[4], "key": r[5], "held_by": r[6], "at": r[7]} for r in rows]
+
+    def retry_dead(self, seqs: list[int] | None = None) -> list[tuple[int, int, str]]:
+        """Put refused writes (and the writes held behind them) back in the queue, in their
+        original order, as new entries; returns (old seq, new seq, kind). The running app's
+        writer picks them up within seconds; a stopped app on its next start."""
+        rows = self.db.execute("SELECT seq, kind, payload, created, key, held_by FROM dead "
+                               "ORDER BY seq").fetchall()
+        if seqs is not None:
+            chosen = set(seqs)
+            chosen |= {int(r[0]) for r in rows if r[5] is not None and int(r[5]) in chosen}
+            rows = [r for r in rows if int(r[0]) in chosen]
+        moved: list[tuple[int, int, str]] = []
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for seq, kind, payload, created, _key, _held in rows:
+                cur = self.db.execute("INSERT INTO entries (kind, payload, created) "
+                                      "VALUES (?, ?, ?)", (kind, payload, created))
+                self.db.execute("DELETE FROM dead WHERE seq = ?", (seq,))
+                moved.append((int(seq), int(cur.lastrowid or 0), str(kind)))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.size += len(moved)
+        return moved
+
+    def count(self) -> int:
+        self.size = int(self.db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+        return self.size
 
     def done_upto(self, seq: int) -> None:
         """Drop every entry up to ``seq`` (applied in order): one fsync for a whole batch."""
@@ -213,8 +335,14 @@ class Writer:
         self.callbacks: dict[int, Callable[[Any], None]] = {}
         self.applied = 0
         self.failed: list[str] = []
+        self.transient_errors = 0
+        self.transient_reasons: dict[str, int] = {}  # why -> how often (logged once each)
         self.db_ok = True
         self._upto: int | None = None  # this journal's mark in the database, once read
+        # Kinds the call's later writes depend on (its opening): when one is refused, they
+        # wait behind it instead of failing one by one on a missing row.
+        self.holding: set[str] = set()
+        self.held: dict[str, int] = {}  # call -> its refused opening write
         self.last_seq = self.journal.last_seq()  # flush() also waits for a replayed backlog
         self.done_seq = 0
         self._wakeup = asyncio.Event()
@@ -224,8 +352,12 @@ class Writer:
     def backlog(self) -> int:
         return self.journal.size
 
-    def register(self, kind: str, applier: Applier) -> None:
+    def register(self, kind: str, applier: Applier, *, holds_later: bool = False) -> None:
+        """``holds_later``: the call's later writes need this one (it makes the row they
+        change); if it is refused they wait behind it rather than fail."""
         self.appliers[kind] = applier
+        if holds_later:
+            self.holding.add(kind)
 
     def submit(self, kind: str, payload: dict[str, Any],
                on_done: Callable[[Any], None] | None = None) -> None:
@@ -240,19 +372,24 @@ class Writer:
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Wait until everything submitted so far is in the database (tests, shutdown)."""
-        target = self.last_seq
         async with asyncio.timeout(timeout):
-            while self.done_seq < target and self.journal.size > 0:
+            # last_seq read each time: the notes the writer adds itself (a refusal) count too
+            while self.done_seq < self.last_seq and self.journal.size > 0:
                 self._progress.clear()
                 await self._progress.wait()
 
     async def run(self) -> None:
         while True:
             entries = self.journal.pending()
+            # after pending(): a retry may have cleared it
+            self.held = self.journal.held_keys(self.holding)
             if not entries:
                 self._wakeup.clear()
                 self._progress.set()
-                await self._wakeup.wait()
+                try:  # also wakes for writes `siaga112 journal retry` put back from outside
+                    await asyncio.wait_for(self._wakeup.wait(), IDLE_POLL_S)
+                except TimeoutError:
+                    self.journal.count()
                 continue
             for start in range(0, len(entries), self.batch_size):
                 chunk = entries[start:start + self.batch_size]
@@ -309,6 +446,9 @@ class Writer:
         one entry per transaction, so only the bad entry goes to the dead table.
         """
 
+        if any(entry_key(p) in self.held for _, _, p in chunk):
+            return [await self._hold_or_apply(entry) for entry in chunk]
+
         def work(session: Session) -> tuple[list[Any], int]:
             upto = self._applied_upto(session)
             results: list[Any] = []
@@ -325,20 +465,45 @@ class Writer:
 
         try:
             results, skipped = await self._retrying(work, chunk[0][1])
-        except Exception as exc:  # refused for good (a bug, not an outage)
+        except Exception as exc:  # refused for good (a bug, bad data: not an outage)
             if len(chunk) > 1:
                 log.warning("a batch of %d writes was refused (%s: %s); applying one by one",
                             len(chunk), type(exc).__name__, exc)
-                return [(await self._apply_batch([entry]))[0] for entry in chunk]
-            seq, kind, _ = chunk[0]
-            log.exception("write %s #%d refused by the database; kept in the journal's dead "
-                          "table", kind, seq)
-            self.journal.dead(seq, f"{type(exc).__name__}: {exc}"[:2000])
+                return [await self._hold_or_apply(entry) for entry in chunk]
+            seq, kind, payload = chunk[0]
+            key = entry_key(payload)
+            log.exception("call=%s write %s #%d refused by the database (%s); kept in the "
+                          "journal's dead table, the call's later writes wait behind it",
+                          key or "-", kind, seq, classify(exc)[1])
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            self.journal.dead(seq, error, key)
             self.failed.append(f"{kind}#{seq}")
+            if key:
+                if kind in self.holding:
+                    self.held[key] = seq
+                if NOTICE in self.appliers:  # said on the ticket, if it exists
+                    self.submit(NOTICE, {"ticket_channel": key, "at": time.time(),
+                                         "action": "write refused",
+                                         "detail": {"write": f"{kind}#{seq}", "error": error,
+                                                    "later writes": "held behind it"
+                                                    if kind in self.holding else "go on"}})
             return [None]
         self.applied += len(chunk) - skipped
         self._upto = max(self._upto or 0, chunk[-1][0])
         return results
+
+    async def _hold_or_apply(self, entry: tuple[int, str, dict[str, Any]]) -> Any:
+        """One entry on its own: held behind its call's refused write, or applied."""
+        seq, kind, payload = entry
+        key = entry_key(payload)
+        blocker = self.held.get(key) if key else None
+        if blocker is not None and blocker != seq:
+            log.warning("call=%s write %s #%d waits behind refused write #%d", key, kind, seq,
+                        blocker)
+            self.journal.dead(seq, f"waiting behind refused write #{blocker}", key, blocker)
+            self.failed.append(f"{kind}#{seq}")
+            return None
+        return (await self._apply_batch([entry]))[0]
 
     async def _retrying(self, work: Callable[[Session], T], kind: str) -> T:
         """Run ``work`` in a transaction, retrying while the database is unreachable."""
@@ -348,10 +513,16 @@ class Writer:
                 result = await self._transaction(work)
             except Exception as exc:
                 self._upto = None  # rolled back, or committed with the reply lost: read again
-                if not _transient(exc):
+                transient, why = classify(exc)
+                if not transient:
                     raise
+                self.transient_errors += 1
+                if why not in self.transient_reasons and not self.db_ok:
+                    log.warning("database still unavailable writing %s: %s", kind, why)
+                self.transient_reasons[why] = self.transient_reasons.get(why, 0) + 1
                 if self.db_ok:
-                    log.error("database unreachable writing %s (journal keeps it): %s", kind,
+                    log.error("database unavailable writing %s: %s; the journal keeps it and "
+                              "retries until it lands: %s: %s", kind, why, type(exc).__name__,
                               exc)
                 self.db_ok = False
                 await asyncio.sleep(delay)

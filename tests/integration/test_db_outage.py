@@ -1,4 +1,5 @@
-"""PostgreSQL unreachable for 30 s while calls come in: every call is served, no write is lost."""
+"""PostgreSQL unreachable, or stopped and started again, while calls come in: every call is
+served, no write is lost, every ticket is there once with all its changes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ari_app.clock import Clock
+from ari_app.testing.postgres import PrivateCluster, pg_bin
 from ari_app.testing.tcpproxy import TcpProxy
 from tests.conftest import PG_URL, _create_pg_database, _drop_pg_database
 from tests.integration.conftest import PhoneFactory, StackFactory
@@ -73,3 +75,75 @@ async def test_postgres_down_30s_calls_are_answered_and_every_ticket_lands_once_
     assert [t.reference for t in tickets] == [f"JPR-20250519-{i:04d}" for i in range(1, CALLS + 1)]
     assert all(t.operator in ("op1", "op2") and t.operator_answered_at for t in tickets)
     assert os.environ.get("SIAGA112_TEST_POSTGRES_URL")
+
+
+STOPPED_CALLS = 12
+STOPPED_S = 8.0
+
+
+@pytest.fixture
+async def private_postgres() -> AsyncIterator[tuple[str, PrivateCluster]]:
+    """A PostgreSQL cluster of the test's own (initdb in a temp dir, free port): this one may be
+    stopped. The machine's shared cluster is never touched."""
+    cluster = PrivateCluster()
+    try:
+        await asyncio.to_thread(cluster.init)
+        await asyncio.to_thread(cluster.start)
+        raw = await asyncio.to_thread(cluster.createdb, "siaga112")
+        yield raw.replace("postgresql://", "postgresql+asyncpg://", 1), cluster
+    finally:
+        await asyncio.to_thread(cluster.destroy)
+
+
+@pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL server binaries not installed")
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the app's DB is the private one
+async def test_postgres_stopped_fast_and_started_again_during_calls_loses_no_ticket_or_change(
+    make_stack: StackFactory, phone: PhoneFactory,
+    private_postgres: tuple[str, PrivateCluster], db_url: str,
+) -> None:
+    """`pg_ctl stop -m fast` mid-load: sessions end with "terminating connection due to
+    administrator command", new ones get "the database system is shutting down" (asyncpg
+    CannotConnectNowError), then refused, then "starting up". All of it is transient: the
+    journal keeps every write and lands it once the server is back; none goes dead."""
+    url, cluster = private_postgres
+    from ari_app.tickets.migrate import upgrade
+
+    await asyncio.to_thread(upgrade, url)
+    phones = [await phone("operator_answer_talk.xml", calls=STOPPED_CALLS // 2, name=f"op{i}",
+                          extra_args=["-d", "1500"]) for i in (1, 2)]
+    stack = await make_stack(operators=[("op1", phones[0][1]), ("op2", phones[1][1])],
+                             clock=Clock(datetime(2025, 5, 19, 10, 0,
+                                                  tzinfo=ZoneInfo("Asia/Jakarta"))),
+                             app_db_url=url)
+    assert stack.app is not None
+    writer = stack.app.writer
+    callers = [f"0812666600{i:02d}" for i in range(STOPPED_CALLS)]
+    calls = asyncio.create_task(stack.call(
+        "caller_key.xml", calls=STOPPED_CALLS, rate=1, limit=STOPPED_CALLS,
+        inject=[[c] for c in callers], template={"digit": "2"}, timeout_s=120))
+    # stop the server while calls are in the menu and with operators
+    async with asyncio.timeout(30):
+        while writer.applied < 8:  # the writer sets _progress after each batch
+            writer._progress.clear()
+            await writer._progress.wait()
+    await asyncio.to_thread(cluster.stop, "fast")
+    await asyncio.sleep(STOPPED_S)  # calls keep coming while the server is down
+    assert not writer.db_ok and writer.backlog > 0
+    await asyncio.to_thread(cluster.start)
+    result = await calls
+    assert result.ok and result.successful == STOPPED_CALLS, result.errors
+    assert sum([(await p.wait(30)).successful for p, _ in phones]) == STOPPED_CALLS
+    await stack.settle()
+    await writer.flush(60)
+    assert writer.failed == [] and writer.journal.dead_entries() == []  # nothing went dead
+    assert writer.transient_errors > 0
+    tickets = await stack.tickets()
+    assert [t.caller_number for t in tickets] == callers  # each once, in arrival order
+    assert len({t.channel_id for t in tickets}) == STOPPED_CALLS
+    for t in tickets:  # with all its changes
+        assert t.menu_choice == "2" and t.category != "uncategorised", t.reference
+        assert t.operator in ("op1", "op2") and t.operator_answered_at is not None, t.reference
+        assert t.answered_at and t.queued_at and t.ended_at and t.end_reason, t.reference
+        assert t.status in ("in_call", "classified"), (t.reference, t.status)
+    calls_rows = await stack.calls()
+    assert len(calls_rows) == STOPPED_CALLS and all(c.ended_at for c in calls_rows)

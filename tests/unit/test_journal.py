@@ -217,3 +217,93 @@ async def test_a_journal_from_before_ids_keeps_its_node_and_its_applied_entries(
     assert ids == ["c0", "c1"]
     assert [tuple(m) for m in marks] == [("n1", 2)]  # one high-water mark row per journal
     writer.close()
+
+
+def _pg_error(cls: type[Exception], message: str) -> sa_exc.DBAPIError:
+    """An asyncpg error as SQLAlchemy hands it to us (a DBAPIError over asyncpg's own)."""
+    orig = cls(message)
+    return sa_exc.DBAPIError("INSERT ...", {}, orig)
+
+
+def test_database_errors_are_classified_by_what_they_are() -> None:
+    import asyncpg.exceptions as pg
+
+    from ari_app.tickets.writer import classify
+
+    transient = [
+        _pg_error(pg.CannotConnectNowError, "the database system is shutting down"),
+        _pg_error(pg.CannotConnectNowError, "the database system is starting up"),
+        _pg_error(pg.AdminShutdownError, "terminating connection due to administrator command"),
+        _pg_error(pg.SerializationError, "could not serialize access"),
+        _pg_error(pg.DeadlockDetectedError, "deadlock detected"),
+        _pg_error(pg.TooManyConnectionsError, "too many clients"),
+        _pg_error(pg.ConnectionDoesNotExistError, "connection was closed"),
+        pg.CannotConnectNowError("the database system is starting up"),  # unwrapped, at connect
+        ConnectionRefusedError(111, "Connect call failed"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        sa_exc.TimeoutError("QueuePool limit of size 5 overflow 10 reached"),
+        sa_exc.OperationalError("INSERT ...", {}, sqlite3.OperationalError("database is locked")),
+    ]
+    permanent = [
+        _pg_error(pg.UniqueViolationError, "duplicate key value violates unique constraint"),
+        _pg_error(pg.StringDataRightTruncationError, "value too long for type varchar(16)"),
+        _pg_error(pg.UndefinedColumnError, "column \"x\" does not exist"),
+        sa_exc.IntegrityError("INSERT ...", {}, sqlite3.IntegrityError("UNIQUE failed")),
+        sa_exc.OperationalError("INSERT ...", {}, sqlite3.OperationalError("no such table: x")),
+        KeyError("tickets has no column 'categroy'"),
+        ValueError("a bug, not an outage"),
+    ]
+    assert [classify(e)[0] for e in transient] == [True] * len(transient)
+    assert [classify(e)[0] for e in permanent] == [False] * len(permanent)
+    assert "57P03" in classify(transient[0])[1]
+
+
+async def test_a_refused_opening_holds_its_calls_later_writes_until_retried_after_a_fix(
+    tmp_path: Path,
+) -> None:
+    """The outage bug: one refused write must not take the call's later writes with it."""
+    url = await _main_db(tmp_path)
+    engine = make_engine(url)
+    writer = Writer(sessions(engine), tmp_path / "journal.db", node="n1", retry_initial=0.01)
+    broken = {"c1"}
+    changes: list[tuple[str, str]] = []
+
+    def opened(s: Session, p: dict[str, Any]) -> None:
+        if p["channel"] in broken:
+            raise ValueError("refused (a bug in the build, fixed later)")
+        s.add(CallRecord(channel_id=p["channel"], site="t", started_at=p["at"]))
+
+    def changed(s: Session, p: dict[str, Any]) -> None:
+        row = s.scalars(select(CallRecord).where(CallRecord.channel_id == p["channel"])).one()
+        row.end_reason = p["what"]  # fails with NoResultFound if its opening is missing
+        changes.append((p["channel"], p["what"]))
+
+    writer.register("open", opened, holds_later=True)
+    writer.register("change", changed)
+    at = datetime(2025, 5, 19, 3, 0, tzinfo=UTC)
+    for channel in ("c0", "c1", "c2"):
+        writer.submit("open", {"channel": channel, "at": at})
+    for what in ("menu", "ended"):
+        for channel in ("c0", "c1", "c2"):
+            writer.submit("change", {"channel": channel, "what": what})
+    await _drained(writer)
+    assert changes == [("c0", "menu"), ("c2", "menu"), ("c0", "ended"), ("c2", "ended")]
+    dead = writer.journal.dead_entries()
+    assert [(d["seq"], d["kind"], d["key"], d["held_by"]) for d in dead] == [
+        (2, "open", "c1", None), (5, "change", "c1", 2), (8, "change", "c1", 2)]
+    assert "waiting behind refused write #2" in dead[1]["error"]
+    # the fix is deployed; the admin runs `siaga112 journal retry`
+    broken.clear()
+    moved = writer.journal.retry_dead()
+    assert [(old, kind) for old, _new, kind in moved] == [(2, "open"), (5, "change"),
+                                                           (8, "change")]
+    writer.last_seq = max(new for _o, new, _k in moved)
+    await _drained(writer)
+    assert changes[-2:] == [("c1", "menu"), ("c1", "ended")]
+    assert writer.journal.dead_entries() == [] and writer.backlog == 0
+    async with writer.sessions() as s:
+        rows = (await s.scalars(select(CallRecord).order_by(CallRecord.channel_id))).all()
+    assert [(r.channel_id, r.end_reason) for r in rows] == [("c0", "ended"), ("c1", "ended"),
+                                                            ("c2", "ended")]
+    writer.close()
+    await engine.dispose()

@@ -77,5 +77,49 @@ async def test_a_change_naming_no_column_is_refused_and_kept_not_lost(tmp_path: 
     [(kind, error)] = writer.journal.db.execute("SELECT kind, error FROM dead").fetchall()
     assert kind == "ticket.change" and "categroy" in error
     assert ticket.category == "police"  # the writes around it landed
-    assert [a.action for a in audit] == ["opened", "menu"]
+    # and the ticket's trail says a write was refused (a change: the later ones went on)
+    assert [a.action for a in audit] == ["opened", "menu", "write refused"]
+    refused = json.loads(audit[-1].detail)
+    assert refused["write"] == "ticket.change#2" and refused["later writes"] == "go on"
     writer.close()
+
+
+async def test_status_never_goes_backwards_whatever_order_the_writes_land_in(
+    tmp_path: Path,
+) -> None:
+    tickets, writer = await _service(tmp_path)
+    tickets.open("ch-3", "081299990004", AT)
+    tickets.change("ch-3", "operator answered", AT, actor="op1", operator="op1",
+                   operator_answered_at=AT, status="in_call")
+    # the closing write of a call whose menu never classified it proposes "new", and an
+    # adopted or replayed one "abandoned": an operator answered, so it stays in_call
+    tickets.change("ch-3", "ended", AT + timedelta(seconds=30), status="new",
+                   ended_at=AT + timedelta(seconds=30))
+    tickets.change("ch-3", "ended", AT + timedelta(seconds=31), status="abandoned")
+    ticket, audit = await _applied(writer)
+    assert ticket.status == "in_call" and ticket.ended_at == AT + timedelta(seconds=30)
+    assert "status" not in json.loads(audit[-1].detail)
+    writer.close()
+
+
+async def test_a_late_operator_answer_moves_an_abandoned_ticket_on(tmp_path: Path) -> None:
+    tickets, writer = await _service(tmp_path)
+    tickets.open("ch-4", "081299990005", AT)
+    tickets.change("ch-4", "ended", AT, status="abandoned", callback_needed=True)
+    tickets.change("ch-4", "reconciled", AT, status="in_call", operator="op2")  # from CEL
+    tickets.change("ch-4", "ended", AT, status="new")
+    ticket, _ = await _applied(writer)
+    assert ticket.status == "in_call" and ticket.operator == "op2"
+    writer.close()
+
+
+def test_status_stages_are_ordered_and_an_operators_judgement_stands() -> None:
+    from ari_app.tickets.service import furthest
+
+    assert furthest("new", "in_call") == "in_call"
+    assert furthest("in_call", "new") == "in_call"
+    assert furthest("classified", "in_call") == "classified"
+    assert furthest("in_call", "abandoned") == "in_call"
+    assert furthest("new", "abandoned") == "abandoned"
+    assert furthest("abandoned", "in_call") == "in_call"
+    assert furthest("prank", "in_call") == "prank"

@@ -1,0 +1,118 @@
+"""Fallback records (calls the dialplan took while the app was down) as tickets: the operator by
+name, when they answered, the stage reached; and the 0009 migration mending old ones."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import select
+
+from ari_app.tickets.db import make_engine, sessions
+from ari_app.tickets.fallback import FallbackImporter, endpoint_name
+from ari_app.tickets.migrate import upgrade
+from ari_app.tickets.models import Ticket, TicketAudit
+from ari_app.tickets.service import TicketService
+from ari_app.tickets.writer import Writer
+from tests.conftest import BACKENDS, _create_pg_database, _drop_pg_database
+
+AT = datetime(2025, 5, 19, 3, 0, tzinfo=UTC)
+
+
+def test_the_operator_is_named_by_endpoint_not_by_channel() -> None:
+    assert endpoint_name("PJSIP/op29-00000241") == "op29"
+    assert endpoint_name("PJSIP/op-north-2-0000000a") == "op-north-2"
+    assert endpoint_name("op7") == "op7"
+    assert endpoint_name("") == ""
+
+
+async def test_an_answered_fallback_call_names_the_operator_and_when_they_answered(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/main.db"
+    await asyncio.to_thread(upgrade, url)
+    engine = make_engine(url)
+    writer = Writer(sessions(engine), tmp_path / "journal.db", node="t")
+    tickets = TicketService(writer, "jepara", "JPR", ZoneInfo("Asia/Jakarta"))
+    records = tmp_path / "fallback" / "calls.jsonl"
+    records.parent.mkdir()
+    end = AT + timedelta(seconds=40)
+    lines = [{"event": "start", "at": AT.isoformat(), "uniqueid": "1.1", "caller": "0812"},
+             {"event": "end", "at": end.isoformat(), "uniqueid": "1.1", "caller": "0812",
+              "dialstatus": "ANSWER", "answered_s": "30", "operator": "PJSIP/op29-00000241"},
+             {"event": "start", "at": AT.isoformat(), "uniqueid": "1.2", "caller": "0813"},
+             {"event": "end", "at": end.isoformat(), "uniqueid": "1.2", "caller": "0813",
+              "dialstatus": "NOANSWER", "answered_s": "", "operator": ""}]
+    records.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert FallbackImporter(records, writer, tickets).import_new() == 4
+    task = asyncio.create_task(writer.run())
+    await writer.flush(10)
+    task.cancel()
+    async with writer.sessions() as s:
+        answered, unanswered = (await s.scalars(select(Ticket).order_by(Ticket.id))).all()
+    assert answered.operator == "op29" and answered.status == "in_call"
+    assert answered.operator_answered_at == end - timedelta(seconds=30)
+    assert answered.ended_at == end and not answered.callback_needed
+    assert unanswered.operator is None and unanswered.status == "abandoned"
+    assert unanswered.callback_needed and unanswered.end_reason == "fallback unanswered: NOANSWER"
+    writer.close()
+    await engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+async def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database (no migrations yet) on each backend in use."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/main.db"
+        return
+    raw = await _create_pg_database()
+    try:
+        yield raw.replace("postgresql://", "postgresql+asyncpg://", 1)
+    finally:
+        await _drop_pg_database(raw)
+
+
+async def test_migration_0009_mends_fallback_tickets_already_stored(empty_db: str) -> None:
+    url = empty_db
+    await asyncio.to_thread(upgrade, url, "0007")
+    engine = make_engine(url)
+    end = AT + timedelta(seconds=40)
+    async with sessions(engine)() as s, s.begin():
+        for i, operator in enumerate(("PJSIP/op29-00000241", "op3")):
+            s.add(Ticket(reference=f"JPR-20250519-000{i + 1}", site="jepara",
+                         channel_id=f"1.{i}", arrived_at=AT, ended_at=end, status="new",
+                         operator=operator))
+        await s.flush()
+        s.add(TicketAudit(ticket_id=1, at=end, actor="system", action="fallback ended",
+                          detail=json.dumps({"answered_s": "12"})))
+    await asyncio.to_thread(upgrade, url)
+    async with sessions(engine)() as s:
+        mended, untouched = (await s.scalars(select(Ticket).order_by(Ticket.id))).all()
+        trail = (await s.scalars(select(TicketAudit).where(TicketAudit.ticket_id == 1)
+                                 .order_by(TicketAudit.id))).all()
+    assert (mended.operator, mended.status) == ("op29", "in_call")
+    assert mended.operator_answered_at == end - timedelta(seconds=12)
+    assert (untouched.operator, untouched.status, untouched.operator_answered_at) == \
+        ("op3", "new", None)
+    assert trail[-1].action == "migrated 0009"
+    assert json.loads(trail[-1].detail)["before"]["operator"] == "PJSIP/op29-00000241"
+    # and back: downgrade restores the stored names
+    await asyncio.to_thread(_downgrade, url, "0007")
+    async with sessions(engine)() as s:
+        names = (await s.execute(sa.text("SELECT operator FROM tickets ORDER BY id"))).all()
+    assert [n[0] for n in names] == ["PJSIP/op29-00000241", "op3"]
+    await engine.dispose()
+
+
+def _downgrade(url: str, revision: str) -> None:
+    from alembic import command
+
+    from ari_app.tickets.migrate import alembic_config
+
+    command.downgrade(alembic_config(url), revision)
