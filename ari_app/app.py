@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from ari_app.ari import AriClient, AriError, EventLoop, NotFound
@@ -18,11 +19,12 @@ from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.live import LiveBus
 from ari_app.location.service import LocationService
+from ari_app.pbx.cel import CelRecord, cel_path
 from ari_app.pbx.taskprocessors import TaskprocessorWatch
 from ari_app.routing.queue import CallQueue
 from ari_app.routing.roster import Roster
 from ari_app.secrets import secret
-from ari_app.tickets.calls import CallStore
+from ari_app.tickets.calls import CallStore, open_calls
 from ari_app.tickets.db import database_url, make_engine, sessions
 from ari_app.tickets.fallback import FallbackImporter
 from ari_app.tickets.service import TicketService
@@ -47,6 +49,9 @@ class AppSettings:
     # failed rescue under overload): one seen unowned on two sweeps in a row is adopted.
     stranded_sweep_s: float = 15.0
     web_port: int | None = None   # None: the site's web.port; 0 disables the web side
+    # How often the app checks that every call the database holds as live still has its
+    # channel (besides every reconnect); a ticket whose call ended unseen is closed from CEL.
+    reconcile_every_s: float = 60.0
 
     @classmethod
     def from_env(cls, site: Site, var_dir: Path) -> AppSettings:
@@ -123,7 +128,13 @@ class App:
         self.fallback = FallbackImporter(settings.var_dir / "fallback" / "calls.jsonl",
                                          self.writer, self.ctx.tickets)
         self.events = EventLoop(self.ari, site.stasis_app, self.registry.on_event,
-                                self._on_connect, unused_events=UNUSED_EVENTS)
+                                self._on_connect, unused_events=UNUSED_EVENTS,
+                                on_disconnect=self._on_disconnect)
+        self.cel = CelRecord(cel_path(settings.var_dir))
+        self.disconnected_at: datetime | None = None  # last time the websocket dropped
+        self._reconcile_now = asyncio.Event()
+        self.reconciled = 0  # tickets closed by reconcile (for /metrics and tests)
+        self.reconcile_runs = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.taskprocessors = TaskprocessorWatch(settings.var_dir)
         self.lock = InstanceLock(settings.var_dir / "run" / f"{site.stasis_app}.lock")
@@ -134,21 +145,136 @@ class App:
     async def _handle(self, call: Call) -> None:
         await handle(self.ctx, call)
 
+    def _on_disconnect(self) -> None:
+        self.disconnected_at = self.settings.clock.now()
+
     async def _on_connect(self, channel_ids: list[str]) -> None:
         self.fallback.import_new()
         self._close_lost_calls(set(channel_ids))
         await self._holding_bridge()
         await self.roster.refresh()
         await self._adopt(channel_ids)
+        self._reconcile_now.set()  # after adoption: callers first, records next
 
     def _close_lost_calls(self, present: set[str]) -> None:
-        """Calls whose channels died with Asterisk are closed (end reason "asterisk restart")."""
+        """Calls whose channels died with Asterisk are closed (end reason "asterisk restart"),
+        at the time the websocket to that Asterisk dropped."""
         for call_id, call in list(self.registry.calls.items()):
             if call_id not in present:
                 log.warning("%s channel gone after reconnect: Asterisk restarted", call.tag)
                 call.lost_reason = "asterisk restart"
+                call.lost_at = self.disconnected_at
                 call.deliver({"type": "ChannelDestroyed", "channel": {"id": call_id},
                               "cause_txt": "asterisk restart"})
+
+    async def _reconcile_loop(self) -> None:
+        """Reconcile after every (re)connect and every ``reconcile_every_s``; a database or
+        ARI that is not there yet is tried again, with back-off, until one pass completes."""
+        delay = 1.0
+        while True:
+            try:
+                await asyncio.wait_for(self._reconcile_now.wait(),
+                                       self.settings.reconcile_every_s)
+            except TimeoutError:
+                pass
+            self._reconcile_now.clear()
+            if not self.events.ready:
+                continue  # the next connect asks again
+            try:
+                await self.reconcile()
+                delay = 1.0
+            except Exception as exc:  # the database or ARI away: the next pass will do it
+                log.warning("reconcile not done (%s: %s); again in %.0f s", type(exc).__name__,
+                            exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                self._reconcile_now.set()
+
+    async def _asterisk_started(self) -> datetime | None:
+        try:
+            info = await self.ari.get("asterisk", "info", only="status")
+        except AriError as exc:
+            log.warning("Asterisk start time unknown: %s", exc)
+            return None
+        text = str((info.get("status") or {}).get("startup_time") or "")
+        for parse in (datetime.fromisoformat,
+                      lambda t: datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%f%z")):
+            try:
+                return parse(text)
+            except ValueError:
+                continue
+        return None
+
+    async def reconcile(self) -> int:
+        """Close every ticket whose call the database holds as live but whose channel is gone.
+
+        What happened comes from Asterisk's own record (CEL, ``var/asterisk/log/master.db``):
+        the caller's hangup, an operator's answer, the bridge. A call with no hangup recorded
+        that started before this Asterisk did died with the previous one ("asterisk restart",
+        at the time it went away). The audit line says what was known and what was not.
+        Returns how many tickets were asked to close.
+        """
+        self.fallback.import_new()  # the dialplan's own records first: they are exact
+        live = await open_calls(self.sessions, self.settings.site.code)
+        if not live:
+            self.reconcile_runs += 1
+            return 0
+        present = {str(c.get("id")) for c in await self.ari.get("channels")}
+        started = await self._asterisk_started()
+        clock = self.settings.clock
+        now = clock.now()
+        started_at = clock.at(started.timestamp()) if started else None
+        closed = 0
+        for channel_id, arrived in sorted(live.items(), key=lambda kv: kv[1]):
+            if channel_id in present or channel_id in self.registry.owners \
+                    or channel_id in self.registry.calls:
+                continue
+            story = self.cel.story(channel_id)
+            known: dict[str, object] = {"source": "cel" if story else "none"}
+            unknown: list[str] = []
+            if story is not None:
+                known["events"] = story.events[-12:]
+            if story is not None and story.hangup_at is not None:
+                ended = clock.at(story.hangup_at)
+                reason = f"{story.ended_by} hangup (app down)"
+                known["hangup"] = ended.isoformat()
+                if story.hangup_cause is not None:
+                    known["hangup_cause"] = story.hangup_cause
+            elif started_at is not None and arrived < started_at:
+                lost = self.disconnected_at if self.disconnected_at and \
+                    self.disconnected_at <= started_at else None
+                if lost is None and started is not None:
+                    last = self.cel.last_event_before(started.timestamp())
+                    lost = clock.at(last) if last is not None else started_at
+                ended, reason = lost or started_at, "asterisk restart"
+                unknown.append("exact end time: Asterisk stopped without recording a hangup; "
+                               "this is when it went away (last record before its restart)")
+            else:
+                ended, reason = now, "ended unseen (no record)"
+                unknown.append("end time: Asterisk recorded no hangup; the call ended at or "
+                               "before this time")
+            operator = story.operator if story and story.operator_answered_at else None
+            op_answered = clock.at(story.operator_answered_at) \
+                if story and story.operator_answered_at else None
+            human = bool(story and story.bridged_at is not None)
+            if story is not None:
+                known["operator_answered"] = op_answered.isoformat() if op_answered else None
+                known["bridged"] = clock.at(story.bridged_at).isoformat() \
+                    if story.bridged_at else None
+                if op_answered and not human:
+                    unknown.append("whether the caller heard the operator: answered, "
+                                   "never bridged")
+            self.ctx.tickets.reconcile(
+                channel_id, now, ended_at=max(ended, arrived), end_reason=reason, known=known,
+                unknown=unknown, operator=operator, operator_answered_at=op_answered,
+                answered_at=clock.at(story.answered_at) if story and story.answered_at
+                else None, human=human)
+            log.warning("call=%s gone while unwatched: closing its ticket (%s, %s)", channel_id,
+                        reason, "from CEL" if story else "no CEL record")
+            closed += 1
+        self.reconciled += closed
+        self.reconcile_runs += 1
+        return closed
 
     async def _holding_bridge(self) -> None:
         bridge = self.ctx.holding_bridge
@@ -189,6 +315,7 @@ class App:
             asyncio.create_task(self._fallback_loop(), name="fallback-import"),
             asyncio.create_task(self._stranded_loop(), name="stranded-sweep"),
             asyncio.create_task(self.taskprocessors.run(), name="taskprocessors"),
+            asyncio.create_task(self._reconcile_loop(), name="reconcile"),
         ]
         self._tasks.append(start_background(self))  # agencies seeded, notification worker
 

@@ -24,6 +24,10 @@ class Clock:
     def now(self) -> datetime:
         return datetime.fromtimestamp(time.time() + self._offset, UTC)
 
+    def at(self, epoch: float) -> datetime:
+        """A real instant (e.g. from Asterisk's record) on this clock."""
+        return datetime.fromtimestamp(epoch + self._offset, UTC)
+
     @classmethod
     def from_env(cls) -> Clock:
         """``SIAGA112_FAKE_TIME=2025-05-19T22:00:00+07:00`` starts the clock at that instant."""

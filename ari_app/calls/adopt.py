@@ -35,6 +35,10 @@ async def resume(ctx: CallContext, call: Call, outcome: Outcome) -> None:
     from ari_app.calls.flow import to_operator
 
     now = ctx.clock.now()
+    # Keys pressed while no app listened are lost: a caller whose choice never reached us is
+    # marked "uncategorised (restart)" for the operator to classify. Applied after every write
+    # the previous app journaled, so a choice it did record stands.
+    ctx.tickets.uncategorised_after_restart(call.id, now)
     bridge = await _get(ctx, "bridges", f"call-{call.id}")
     others = [c for c in (bridge or {}).get("channels", []) if c != call.id]
     if bridge and others:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from ari_app.ari import AriClient, AriError, NotFound, NotInStasis
@@ -38,6 +39,7 @@ class Call:
         self.keys = ""          # every DTMF digit the caller pressed
         self.talked = False     # talk detection heard the caller at least once
         self.lost_reason: str | None = None  # e.g. "asterisk restart"
+        self.lost_at: datetime | None = None  # when the channel was lost, if not at the close
         self.hung_up = asyncio.Event()  # set on the caller's hangup, for waits beside the queue
         self._plays = 0  # playback ids are <channel>-p<n>, so a restarted app can stop them
 

@@ -334,7 +334,7 @@ def _outcome_class(call: Call, outcome: Outcome, now: datetime) -> str | None:
 
 
 def _close(ctx: CallContext, call: Call, outcome: Outcome) -> None:
-    now: datetime = ctx.clock.now()
+    now: datetime = call.lost_at or ctx.clock.now()  # lost with Asterisk: when it went away
     if call.lost_reason:
         outcome.reason = call.lost_reason
     if outcome.forwarded:

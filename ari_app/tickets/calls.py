@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from ari_app.tickets.models import CallEvent, CallRecord, table
+from ari_app.tickets.models import CallEvent, CallRecord, Ticket, table
 from ari_app.tickets.writer import Writer, core
 
 # Core statements, built once: these run several times per call (see tickets/service.py).
@@ -65,3 +66,19 @@ class CallStore:
 
     def _closed(self, s: Session, p: dict[str, Any]) -> None:
         core(s).execute(_CALL_CLOSED, {"ch": p["channel"], "at": p["at"], "why": p["reason"]})
+
+
+async def open_calls(sessions: async_sessionmaker[AsyncSession], site: str
+                     ) -> dict[str, datetime]:
+    """Channel id -> arrival of every call the database holds as live (call row or ticket
+    without an end time): what reconcile checks against the channels Asterisk still has."""
+    tickets = table(Ticket)
+    async with sessions() as s:
+        rows = (await s.execute(select(tickets.c.channel_id, tickets.c.arrived_at).where(
+            tickets.c.site == site, tickets.c.ended_at.is_(None),
+            tickets.c.channel_id.is_not(None)))).all()
+        calls = (await s.execute(select(_CALLS.c.channel_id, _CALLS.c.started_at).where(
+            _CALLS.c.site == site, _CALLS.c.ended_at.is_(None)))).all()
+    found = {str(ch): at for ch, at in calls}
+    found |= {str(ch): at for ch, at in rows}
+    return found

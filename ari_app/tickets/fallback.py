@@ -17,24 +17,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ari_app.location.service import caller_key
+from ari_app.pbx.cel import endpoint_name
 from ari_app.tickets.service import TicketService
 from ari_app.tickets.writer import Writer
 
 log = logging.getLogger(__name__)
-
-
-def endpoint_name(channel_name: str) -> str:
-    """The operator a dialplan channel belongs to: ``PJSIP/op29-00000241`` -> ``op29``.
-
-    A bare name (``op29``) is returned as it is; '' stays ''.
-    """
-    name = channel_name.strip().split("&", 1)[0]
-    if "/" not in name:
-        return name
-    endpoint = name.split("/", 1)[1]
-    head, sep, tail = endpoint.rpartition("-")
-    return head if sep and len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail) \
-        else endpoint
 
 
 def _seconds(text: str | None) -> float | None:

@@ -16,7 +16,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from ari_app.tickets.models import LocationRecord, Ticket, TicketAudit, TicketCounter, table
+from ari_app.tickets.models import (
+    CallRecord,
+    LocationRecord,
+    Ticket,
+    TicketAudit,
+    TicketCounter,
+    table,
+)
 from ari_app.tickets.writer import NOTICE, Writer, core
 
 log = logging.getLogger(__name__)
@@ -34,6 +41,9 @@ STAGE = {"new": 0, "abandoned": 1, "forwarded": 1, "in_call": 2, "classified": 3
          "prank": 100, "ghost": 100, "duplicate": 100}
 
 
+RESTART_UNCATEGORISED = "uncategorised (restart)"  # for the operator to classify
+
+
 def furthest(current: str, proposed: str) -> str:
     """The status a ticket has after the system proposes ``proposed``: never backwards."""
     return proposed if STAGE.get(proposed, 0) > STAGE.get(current, 0) else current
@@ -43,6 +53,10 @@ def furthest(current: str, proposed: str) -> str:
 # unit of work cost more CPU than everything else a call does in the app; see BENCHMARKS.md).
 _TICKETS, _AUDIT, _COUNTERS = table(Ticket), table(TicketAudit), table(TicketCounter)
 _LOCATIONS = table(LocationRecord)
+_CALLS = table(CallRecord)
+_CALL_CLOSE = (update(_CALLS)
+               .where(_CALLS.c.channel_id == bindparam("ch"), _CALLS.c.ended_at.is_(None))
+               .values(ended_at=bindparam("at"), end_reason=bindparam("why")))
 _TICKET_BY_CHANNEL = select(_TICKETS).where(_TICKETS.c.channel_id == bindparam("ch"))
 _TICKET_ID = select(_TICKETS.c.id).where(_TICKETS.c.channel_id == bindparam("ch"))
 _TICKET_REFERENCE = select(_TICKETS.c.reference).where(_TICKETS.c.channel_id == bindparam("ch"))
@@ -82,6 +96,8 @@ class TicketService:
         writer.register("ticket.open", self._open, holds_later=True)
         writer.register("ticket.change", self._change)
         writer.register(NOTICE, self._notice)
+        writer.register("ticket.reconcile", self._reconcile)
+        writer.register("ticket.restart_uncategorised", self._restart_uncategorised)
 
     def open(self, channel_id: str, caller: str, at: datetime,
              on_reference: Callable[[str], None] | None = None, caller_key: str = "",
@@ -167,3 +183,77 @@ class TicketService:
         conn.execute(insert(_AUDIT), {"ticket_id": ticket_id, "at": at, "actor": "journal",
                                       "action": p["action"],
                                       "detail": json.dumps(p["detail"], sort_keys=True)})
+
+    def reconcile(self, channel_id: str, at: datetime, *, ended_at: datetime, end_reason: str,
+                  known: dict[str, Any], unknown: list[str], answered_at: datetime | None = None,
+                  operator: str | None = None, operator_answered_at: datetime | None = None,
+                  human: bool = False, uncategorised_after_restart: bool = False) -> None:
+        """Close the ticket of a call that ended while nobody here watched it.
+
+        Decided in the write's own transaction: a ticket its call already closed (its closing
+        write landed first) is left alone. ``human``: Asterisk's record shows an operator bridged
+        to the caller. ``known``/``unknown`` go on the audit line as they are.
+        """
+        self.writer.submit("ticket.reconcile", {
+            "channel": channel_id, "at": at, "ended_at": ended_at, "end_reason": end_reason,
+            "answered_at": answered_at, "operator": operator,
+            "operator_answered_at": operator_answered_at, "human": human,
+            "known": known, "unknown": unknown,
+            "uncategorised": uncategorised_after_restart})
+
+    def _reconcile(self, s: Session, p: dict[str, Any]) -> None:
+        conn = core(s)
+        conn.execute(_CALL_CLOSE, {"ch": p["channel"], "at": p["ended_at"],
+                                   "why": p["end_reason"][:40]})
+        ticket = conn.execute(_TICKET_BY_CHANNEL, {"ch": p["channel"]}).mappings().first()
+        if ticket is None or ticket["ended_at"] is not None:
+            return  # no ticket to close, or its call closed it itself
+        # never before anything the ticket knows happened (a record can lag our own writes)
+        ended = max([p["ended_at"]] + [ticket[k] for k in ("arrived_at", "answered_at",
+                                                             "queued_at", "operator_answered_at")
+                                       if ticket[k] is not None])
+        changed: dict[str, Any] = {"ended_at": ended, "end_reason": p["end_reason"][:40]}
+        for key in ("answered_at", "operator", "operator_answered_at"):
+            if p[key] is not None and ticket[key] is None:
+                changed[key] = p[key]
+        human = bool(p["human"] or ticket["operator_answered_at"] is not None)
+        status = furthest(ticket["status"], "in_call" if human else "abandoned")
+        if status != ticket["status"]:
+            changed["status"] = status
+        if not human and not ticket["callback_needed"]:
+            changed["callback_needed"] = True  # ended without a human: call them back
+        if ticket["outcome"] is None:
+            changed["outcome"] = "genuine" if human else "abandoned"
+        if p["uncategorised"] and ticket["category"] == "uncategorised" \
+                and ticket["menu_choice"] is None:
+            changed["category"] = RESTART_UNCATEGORISED
+        conn.execute(_TICKET_SET, {"tid": ticket["id"], **changed})
+        conn.execute(insert(_AUDIT), {
+            "ticket_id": ticket["id"], "at": p["at"], "actor": "system", "action": "reconciled",
+            "detail": json.dumps({"changed": {k: _jsonable(v) for k, v in changed.items()},
+                                  "known": p["known"], "unknown": p["unknown"]},
+                                 sort_keys=True, default=str)})
+        log.info("call=%s ticket=%s reconciled: %s", p["channel"], ticket["reference"],
+                 p["end_reason"])
+
+    def uncategorised_after_restart(self, channel_id: str, at: datetime) -> None:
+        """An adopted caller whose menu choice never reached us: for the operator to classify.
+
+        Applied in order after every write the previous app journaled, so a choice that was
+        made and journaled is never overwritten.
+        """
+        self.writer.submit("ticket.restart_uncategorised", {"channel": channel_id, "at": at})
+
+    def _restart_uncategorised(self, s: Session, p: dict[str, Any]) -> None:
+        conn = core(s)
+        ticket = conn.execute(_TICKET_BY_CHANNEL, {"ch": p["channel"]}).mappings().first()
+        if ticket is None or ticket["menu_choice"] is not None \
+                or ticket["category"] != "uncategorised":
+            return
+        conn.execute(_TICKET_SET, {"tid": ticket["id"], "category": RESTART_UNCATEGORISED})
+        conn.execute(insert(_AUDIT), {
+            "ticket_id": ticket["id"], "at": p["at"], "actor": "system",
+            "action": "uncategorised (restart)",
+            "detail": json.dumps({"category": RESTART_UNCATEGORISED,
+                                  "why": "adopted after a restart before any menu choice "
+                                         "reached us"})})

@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -336,3 +336,103 @@ async def test_a_caller_whose_rescue_failed_too_is_found_by_the_sweep_and_reache
     [ticket] = await stack.tickets()
     assert ticket.operator == "op1"
     assert "adopted" in [a.action for a in await stack.audit(ticket)]
+
+
+async def tickets_in_db(stack: Stack) -> list[Any]:
+    """The tickets as stored (the app runs as its own process)."""
+    from ari_app.tickets.models import Ticket
+
+    engine = make_engine(stack.db_url)
+    try:
+        async with sessions(engine)() as s:
+            return list((await s.scalars(select(Ticket).order_by(Ticket.id))).all())
+    finally:
+        await engine.dispose()
+
+
+async def all_closed(stack: Stack, n: int) -> list[Any] | None:
+    tickets = await tickets_in_db(stack)
+    return tickets if len(tickets) == n and all(t.ended_at for t in tickets) else None
+
+
+async def test_calls_that_end_while_the_app_is_down_are_closed_from_asterisks_record(
+    make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess], batola: Any,
+) -> None:
+    """Killed with one caller talking to op1 and one queued; both hang up while the app is
+    down. The restarted app reads CEL: the talker's ticket is closed in_call with op1 and the
+    hangup time; the queued caller's as abandoned, on the callback list."""
+    _uas, contact = await phone("operator_answer_wait.xml")
+    stack = await make_stack(batola, operators=[("op1", contact)], start_app=False)
+    proc = AppProcess(stack.asterisk, stack.var_dir, stack.db_url, free_port())
+    app_procs.append(proc)
+    await proc.start()
+    client = ari(stack)
+    app = stack.site.stasis_app
+    try:
+        talker = asyncio.create_task(stack.call(
+            "caller_key_hangup.xml", template={"digit": "2"}, keys={"caller": "081200000201"},
+            extra_args=["-d", "7000"]))
+        talking = await until(lambda: caller_in_app(client, app))
+        await until(lambda: bridged(client, talking))
+        waiting = asyncio.create_task(stack.call(
+            "caller_key_hangup.xml", template={"digit": "1"}, keys={"caller": "081200000202"},
+            extra_args=["-d", "3000"]))
+
+        async def queued() -> str | None:
+            for cid in (await client.get("applications", app))["channel_ids"]:
+                if cid != talking and await in_holding(client, app, cid):
+                    return str(cid)
+            return None
+
+        await until(queued)
+        await proc.kill()
+        results = await asyncio.gather(talker, waiting)  # both hang up while nobody watches
+        assert all(r.ok for r in results), [r.errors for r in results]
+        assert [t.ended_at for t in await tickets_in_db(stack)] == [None, None]
+        await proc.start()
+        first, second = await until(lambda: all_closed(stack, 2))
+    finally:
+        await client.close()
+    assert (first.status, first.operator, first.callback_needed) == ("in_call", "op1", False)
+    assert first.end_reason == "caller hangup (app down)" and first.operator_answered_at
+    assert first.ended_at > first.operator_answered_at
+    assert (second.status, second.callback_needed, second.operator) == ("abandoned", True, None)
+    assert second.end_reason == "caller hangup (app down)"
+    assert second.ended_at < first.ended_at  # the queued caller left first (3 s vs 7 s)
+    await proc.stop()
+    [closing] = await audit_details(stack, first, "reconciled")
+    assert closing["known"]["source"] == "cel" and closing["known"]["bridged"]
+    assert closing["unknown"] == []
+
+
+async def test_a_call_that_dies_with_asterisk_while_the_app_is_down_is_closed_as_asterisk_restart(
+    make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess], batola: Any,
+) -> None:
+    _uas, contact = await phone("operator_answer_wait.xml")
+    stack = await make_stack(batola, operators=[("op1", contact)], start_app=False)
+    proc = AppProcess(stack.asterisk, stack.var_dir, stack.db_url, free_port())
+    app_procs.append(proc)
+    await proc.start()
+    client = ari(stack)
+    try:
+        call = asyncio.create_task(stack.call("caller_key.xml", template={"digit": "2"},
+                                              timeout_s=60))
+        caller = await until(lambda: caller_in_app(client, stack.site.stasis_app))
+        await until(lambda: bridged(client, caller))
+        await proc.kill()
+        await asyncio.to_thread(stack.asterisk.process.kill)  # Asterisk dies with the call up
+        gone = datetime.now(UTC)
+        call.cancel()
+        stack.asterisk.process = AsteriskProcess(stack.var_dir, stack.asterisk.rendered)
+        await asyncio.to_thread(stack.asterisk.process.start)
+        await proc.start()
+        [ticket] = await until(lambda: all_closed(stack, 1))
+    finally:
+        await client.close()
+    assert ticket.end_reason == "asterisk restart" and ticket.operator == "op1"
+    assert ticket.status == "in_call"
+    # closed at the time Asterisk went away (its last record), not when the app came back
+    assert ticket.operator_answered_at <= ticket.ended_at <= gone
+    await proc.stop()
+    [closing] = await audit_details(stack, ticket, "reconciled")
+    assert closing["unknown"] and "exact end time" in closing["unknown"][0]

@@ -14,8 +14,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import select
 
+from ari_app.pbx.cel import endpoint_name
 from ari_app.tickets.db import make_engine, sessions
-from ari_app.tickets.fallback import FallbackImporter, endpoint_name
+from ari_app.tickets.fallback import FallbackImporter
 from ari_app.tickets.migrate import upgrade
 from ari_app.tickets.models import Ticket, TicketAudit
 from ari_app.tickets.service import TicketService

@@ -1,0 +1,149 @@
+"""Asterisk's own record of each call (CEL), read after a restart to learn what happened while
+the app was away.
+
+Asterisk writes CEL rows (ANSWER, BRIDGE_ENTER, BRIDGE_EXIT, HANGUP) through cel_sqlite3_custom
+into ``var/asterisk/log/master.db`` (see config/asterisk/cel*.conf), whether or not the app or the
+database server is up. For a caller's channel ``<id>`` the record holds its own rows and those
+of the operator legs the app originated for it (``op-<id>-...``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def cel_path(var_dir: Path) -> Path:
+    return var_dir / "asterisk" / "log" / "master.db"
+
+
+def endpoint_name(channel_name: str) -> str:
+    """The endpoint a channel belongs to: ``PJSIP/op29-00000241`` -> ``op29``.
+
+    A bare name (``op29``) is returned as it is; '' stays ''.
+    """
+    name = channel_name.strip().split("&", 1)[0]
+    if "/" not in name:
+        return name
+    endpoint = name.split("/", 1)[1]
+    head, sep, tail = endpoint.rpartition("-")
+    return head if sep and len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail) \
+        else endpoint
+
+
+@dataclass
+class CallStory:
+    """What Asterisk recorded about one caller's channel and its operator legs (epoch seconds)."""
+
+    channel: str
+    answered_at: float | None = None
+    hangup_at: float | None = None
+    hangup_cause: int | None = None
+    operator: str | None = None
+    operator_answered_at: float | None = None
+    bridged_at: float | None = None  # the operator leg entered the call's bridge
+    operator_hangup_at: float | None = None
+    last_at: float | None = None
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def ended_by(self) -> str:
+        if self.operator_hangup_at is not None and self.hangup_at is not None \
+                and self.operator_hangup_at < self.hangup_at:
+            return "operator"
+        return "caller"
+
+
+class CelRecord:
+    """Read-only view of the CEL file (Asterisk keeps writing it while we read)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._indexed = False
+
+    def _connect(self) -> sqlite3.Connection | None:
+        if not self.path.exists():
+            return None
+        db = sqlite3.connect(self.path, timeout=2.0)
+        if not self._indexed:  # cel_sqlite3_custom makes no index; reconcile looks up by id
+            try:
+                db.execute("CREATE INDEX IF NOT EXISTS siaga112_cel_uniqueid ON cel(uniqueid)")
+                db.commit()
+                self._indexed = True
+            except sqlite3.Error as exc:
+                log.warning("CEL record %s: no index (%s)", self.path, exc)
+        return db
+
+    def story(self, channel_id: str) -> CallStory | None:
+        """The caller's rows and its operator legs' rows, or None if Asterisk recorded nothing."""
+        db = self._connect()
+        if db is None:
+            return None
+        try:
+            rows = db.execute(
+                "SELECT eventtype, eventtime, channame, uniqueid, eventextra FROM cel "
+                "WHERE uniqueid = ? OR (uniqueid >= ? AND uniqueid < ?) ORDER BY rowid",
+                (channel_id, f"op-{channel_id}-", f"op-{channel_id}.")).fetchall()
+        except sqlite3.Error as exc:  # no table yet: Asterisk has written no event
+            log.warning("call=%s CEL record not readable: %s", channel_id, exc)
+            return None
+        finally:
+            db.close()
+        if not rows:
+            return None
+        story = CallStory(channel_id)
+        for kind, at_text, channame, uniqueid, extra_text in rows:
+            try:
+                at = float(at_text)
+            except (TypeError, ValueError):
+                continue
+            try:
+                extra = json.loads(extra_text) if extra_text else {}
+            except ValueError:
+                extra = {}
+            caller = uniqueid == channel_id
+            story.last_at = max(story.last_at or at, at)
+            story.events.append(f"{kind} {'caller' if caller else endpoint_name(channame)}")
+            if caller:
+                if kind == "ANSWER" and story.answered_at is None:
+                    story.answered_at = at
+                elif kind == "HANGUP":
+                    story.hangup_at = at
+                    cause = extra.get("hangupcause") if isinstance(extra, dict) else None
+                    story.hangup_cause = cause if isinstance(cause, int) else None
+                continue
+            if kind == "ANSWER" and story.operator_answered_at is None:
+                story.operator_answered_at = at
+                story.operator = endpoint_name(str(channame))
+            elif kind == "BRIDGE_ENTER" and isinstance(extra, dict) \
+                    and extra.get("bridge_id") == f"call-{channel_id}":
+                story.bridged_at = story.bridged_at or at
+                story.operator = endpoint_name(str(channame))
+            elif kind == "HANGUP" and story.operator_answered_at is not None:
+                story.operator_hangup_at = at
+        return story
+
+    def last_event_before(self, epoch: float) -> float | None:
+        """The last thing Asterisk recorded before ``epoch`` (e.g. before it restarted)."""
+        db = self._connect()
+        if db is None:
+            return None
+        try:  # rows are appended in time order: look back from the newest
+            rows = db.execute("SELECT eventtime FROM cel ORDER BY rowid DESC LIMIT 20000").fetchall()
+        except sqlite3.Error:
+            return None
+        finally:
+            db.close()
+        for (text,) in rows:
+            try:
+                at = float(text)
+            except (TypeError, ValueError):
+                continue
+            if at < epoch:
+                return at
+        return None
