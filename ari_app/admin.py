@@ -49,16 +49,19 @@ async def show_ticket(s: AsyncSession, reference: str) -> dict[str, Any] | None:
     return data
 
 
-def format_tickets(rows: list[dict[str, Any]], site: Site) -> str:
+def format_tickets(rows: list[dict[str, Any]], site: Site, *, reasons: bool = False) -> str:
+    """One line a ticket; ``reasons`` adds why the call ended (the callback list)."""
     if not rows:
         return "no tickets"
     lines = [f"{'reference':<20} {'status':<10} {'category':<16} {'pri':>3} {'caller':<16} "
-             f"{'operator':<10} arrived ({site.timezone.key})"]
+             f"{'operator':<10} arrived ({site.timezone.key})"
+             + ("     why" if reasons else "")]
     for r in rows:
         arrived = datetime.fromisoformat(r["arrived_at"]).astimezone(site.timezone)
         lines.append(f"{r['reference']:<20} {r['status']:<10} {r['category']:<16} "
                      f"{r['priority']:>3} {r['caller_number']:<16} {r['operator'] or '-':<10} "
-                     f"{arrived:%Y-%m-%d %H:%M:%S}")
+                     f"{arrived:%Y-%m-%d %H:%M:%S}"
+                     + (f"  {r['end_reason'] or '(call not ended)'}" if reasons else ""))
     return "\n".join(lines)
 
 

@@ -185,7 +185,8 @@ def cmd_tickets_list(args: argparse.Namespace) -> int:
     async def work(s: AsyncSession) -> int:
         rows = await admin.list_tickets(s, site.code, status=args.status, callback=args.callback,
                                         limit=args.limit)
-        print(json.dumps(rows, indent=1) if args.json else admin.format_tickets(rows, site))
+        print(json.dumps(rows, indent=1) if args.json
+              else admin.format_tickets(rows, site, reasons=args.callback))
         return 0
 
     return _run_db(args, work)

@@ -161,6 +161,9 @@ class TicketService:
                 if status_from is not None and ticket["status"] not in status_from:
                     continue  # an operator's classification/dispatch during the call stands
                 value = furthest(ticket["status"], value)
+            if key == "callback_needed" and value and ticket["operator_answered_at"] is not None \
+                    and p["fields"].get("operator_answered_at") is None:
+                continue  # a human talked to the caller (a late or replayed write says not)
             if ticket[key] != value:
                 changed[key] = value
         if changed:

@@ -232,6 +232,10 @@ def register_api(web_app: web.Application, console: Console) -> None:
             q = select(Ticket).where(Ticket.site == site.code)
             if status:
                 q = q.where(Ticket.status == status)
+            if request.query.get("callback", "0") not in ("0", "1"):
+                return _error(422, "callback: expected 0 or 1")
+            if request.query.get("callback") == "1":
+                q = q.where(Ticket.callback_needed.is_(True))
             rows = await s.scalars(q.order_by(Ticket.id.desc()).limit(limit))
             return web.json_response({"tickets": [ticket_dict(t) for t in rows]})
 

@@ -54,6 +54,10 @@ def openapi_document(categories: list[str]) -> dict[str, Any]:
                 **_op("Recent tickets", "200", {"type": "object", "properties": {
                     "tickets": {"type": "array", "items": _ref("Ticket")}}}, errors=("401", "422")),
                 "parameters": [{"name": "status", "in": "query", "schema": {"type": "string"}},
+                               {"name": "callback", "in": "query",
+                                "description": "1: only the callback list (ended without "
+                                               "reaching a human; end_reason says why)",
+                                "schema": {"type": "string", "enum": ["0", "1"]}},
                                {"name": "limit", "in": "query",
                                 "schema": {"type": "integer", "minimum": 1, "maximum": 500}}]}},
             "/api/v1/tickets/{ref}": {"get": {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -166,6 +168,8 @@ async def test_app_killed_in_menu_restarts_stops_its_prompt_and_caller_reaches_o
 
     await until(prompt_playing)
     ticket = await t.kill_restart_and_finish(call)
+    # no choice reached us: for the operator to classify, and the ticket says so
+    assert ticket.category == "uncategorised (restart)" and ticket.menu_choice is None
     # The dead app's prompt was cut at once, not played out before the queue.
     assert await audit_details(t.stack, ticket, "prompts stopped") == [{"stopped": 1}]
 
@@ -403,6 +407,13 @@ async def test_calls_that_end_while_the_app_is_down_are_closed_from_asterisks_re
     [closing] = await audit_details(stack, first, "reconciled")
     assert closing["known"]["source"] == "cel" and closing["known"]["bridged"]
     assert closing["unknown"] == []
+    # the caller who never reached a human is on the callback list, with the reason
+    listed = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "ari_app.cli", "--site", "batola", "--var-dir", str(stack.var_dir),
+        "tickets", "list", "--callback"], capture_output=True, text=True, timeout=60,
+        env={"DATABASE_URL": stack.db_url, "PATH": "/usr/bin:/bin"}, check=True)
+    [row] = [line for line in listed.stdout.splitlines() if "BTL-" in line]
+    assert second.reference in row and "caller hangup (app down)" in row
 
 
 async def test_a_call_that_dies_with_asterisk_while_the_app_is_down_is_closed_as_asterisk_restart(

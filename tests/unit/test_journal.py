@@ -307,3 +307,40 @@ async def test_a_refused_opening_holds_its_calls_later_writes_until_retried_afte
                                                             ("c2", "ended")]
     writer.close()
     await engine.dispose()
+
+
+def test_siaga112_journal_lists_dead_writes_and_retry_puts_them_back_in_order(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "journal" / "siaga112-jepara.db"
+    journal = Journal(path)
+    for what in ("open", "menu", "ended"):
+        journal.append("ticket.change", {"channel": "c9", "what": what})
+    journal.dead(1, "ValueError: refused", "c9")
+    journal.dead(2, "waiting behind refused write #1", "c9", 1)
+    journal.dead(3, "waiting behind refused write #1", "c9", 1)
+    journal.done_upto(3)
+    journal.close()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ari_app.cli", "--site", "jepara",
+                               "--var-dir", str(tmp_path), "journal", *args],
+                              capture_output=True, text=True, timeout=60, check=True)
+
+    listed = cli().stdout
+    assert "0 write(s) waiting for the database, 1 refused, 2 held behind a refused one" in listed
+    assert "#1" in listed and "call=c9" in listed and "ValueError: refused" in listed
+    retried = cli("retry").stdout
+    assert "3 write(s) queued again" in retried
+    journal = Journal(path)
+    try:
+        entries = journal.pending()
+        assert [(k, p.get("what")) for _s, k, p in entries] == [
+            ("ticket.change", "open"), ("ticket.change", "menu"), ("ticket.change", "ended"),
+            ("journal.notice", None)]  # and a line for the ticket's audit saying so
+        assert entries[-1][2]["ticket_channel"] == "c9" and journal.dead_entries() == []
+    finally:
+        journal.close()

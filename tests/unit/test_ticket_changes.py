@@ -123,3 +123,36 @@ def test_status_stages_are_ordered_and_an_operators_judgement_stands() -> None:
     assert furthest("new", "abandoned") == "abandoned"
     assert furthest("abandoned", "in_call") == "in_call"
     assert furthest("prank", "in_call") == "prank"
+
+
+async def test_reconcile_closes_only_a_ticket_its_call_left_open(tmp_path: Path) -> None:
+    tickets, writer = await _service(tmp_path)
+    tickets.open("ch-5", "081299990006", AT)
+    tickets.change("ch-5", "ended", AT + timedelta(seconds=5), ended_at=AT + timedelta(seconds=5),
+                   end_reason="caller hangup", status="abandoned")
+    # a reconcile pass that read the database before that write landed: a no-op
+    tickets.reconcile("ch-5", AT + timedelta(seconds=60), ended_at=AT + timedelta(seconds=60),
+                      end_reason="ended unseen (no record)", known={}, unknown=["end time"])
+    ticket, audit = await _applied(writer)
+    assert ticket.ended_at == AT + timedelta(seconds=5) and ticket.end_reason == "caller hangup"
+    assert [a.action for a in audit] == ["opened", "ended"]
+    writer.close()
+
+
+async def test_reconcile_closes_an_open_ticket_from_the_record_and_puts_it_on_the_callback_list(
+    tmp_path: Path,
+) -> None:
+    tickets, writer = await _service(tmp_path)
+    tickets.open("ch-6", "081299990007", AT)
+    tickets.change("ch-6", "answered", AT, answered_at=AT + timedelta(seconds=1))
+    # the record lags our own writes: the end is never put before what the ticket knows
+    tickets.reconcile("ch-6", AT + timedelta(seconds=90), ended_at=AT,
+                      end_reason="asterisk restart", known={"source": "cel"},
+                      unknown=["exact end time"])
+    ticket, audit = await _applied(writer)
+    assert (ticket.status, ticket.callback_needed, ticket.outcome) == ("abandoned", True,
+                                                                       "abandoned")
+    assert ticket.ended_at == AT + timedelta(seconds=1) and ticket.end_reason == "asterisk restart"
+    detail = json.loads(audit[-1].detail)
+    assert audit[-1].action == "reconciled" and detail["unknown"] == ["exact end time"]
+    writer.close()
