@@ -1,4 +1,4 @@
-.PHONY: fuzz fuzz-ci
+.PHONY: fuzz fuzz-ci chaos
 
 # Nightly-style: 200,000+ cases (SIAGA112_FUZZ_SCALE=20); override e.g. `make fuzz SCALE=50`.
 SCALE ?= 20
@@ -9,3 +9,14 @@ fuzz:
 # What CI runs: 10,000 cases, derandomised.
 fuzz-ci:
 	SIAGA112_FUZZ_SCALE=1 SIAGA112_FUZZ_RANDOM=0 ./fuzz/run.sh
+
+# Chaos, long form: 240 callers at 2/s while the app is SIGKILLed every ~7 s (about 2.5 min);
+# stops by itself. CI runs the short form (24 callers, a kill every ~3 s). Override e.g.
+# `make chaos CHAOS_CALLS=600 CHAOS_RATE=3`.
+CHAOS_CALLS ?= 240
+CHAOS_RATE ?= 2
+CHAOS_KILL_EVERY_S ?= 7
+chaos:
+	SIAGA112_CHAOS_CALLS=$(CHAOS_CALLS) SIAGA112_CHAOS_RATE=$(CHAOS_RATE) \
+	SIAGA112_CHAOS_KILL_EVERY_S=$(CHAOS_KILL_EVERY_S) SIAGA112_CHAOS_OPERATORS=30 \
+	.venv/bin/pytest -p no:cacheprovider -n 0 -s tests/integration/test_chaos.py

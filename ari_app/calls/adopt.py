@@ -50,9 +50,13 @@ async def resume(ctx: CallContext, call: Call, outcome: Outcome) -> None:
         ctx.registry.attach(op_channel, call)
         ctx.roster.reserve(operator)
         outcome.operator, outcome.operator_answered = operator, True
+        # The previous app may have died between the bridge and writing it down: the answer
+        # time is then the time we found them talking (an upper bound), and the audit says so.
         ctx.tickets.change(call.id, "adopted", now, actor="system", operator=operator,
-                           status="in_call", only_if_unset=("operator",),
-                           audit={"state": "bridged"})
+                           operator_answered_at=now, status="in_call",
+                           only_if_unset=("operator", "operator_answered_at"),
+                           audit={"state": "bridged", "if unset, operator_answered_at":
+                                  "when found bridged at adoption (an upper bound)"})
         link = connect.Connected(operator, op_channel, bridge["id"])
         ctx.live.publish(call.id, "bridged", operator=operator, operator_channel=op_channel,
                          bridge=link.bridge_id)

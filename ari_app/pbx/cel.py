@@ -50,6 +50,7 @@ class CallStory:
     operator_hangup_at: float | None = None
     last_at: float | None = None
     events: list[str] = field(default_factory=list)
+    operators: list[str] = field(default_factory=list)  # every operator bridged to the caller
 
     @property
     def ended_by(self) -> str:
@@ -124,6 +125,8 @@ class CelRecord:
                     and extra.get("bridge_id") == f"call-{channel_id}":
                 story.bridged_at = story.bridged_at or at
                 story.operator = endpoint_name(str(channame))
+                if story.operator not in story.operators:
+                    story.operators.append(story.operator)
             elif kind == "HANGUP" and story.operator_answered_at is not None:
                 story.operator_hangup_at = at
         return story
