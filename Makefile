@@ -1,4 +1,4 @@
-.PHONY: fuzz fuzz-ci chaos
+.PHONY: fuzz fuzz-ci chaos pg-outage
 
 # Nightly-style: 200,000+ cases (SIAGA112_FUZZ_SCALE=20); override e.g. `make fuzz SCALE=50`.
 SCALE ?= 20
@@ -20,3 +20,11 @@ chaos:
 	SIAGA112_CHAOS_CALLS=$(CHAOS_CALLS) SIAGA112_CHAOS_RATE=$(CHAOS_RATE) \
 	SIAGA112_CHAOS_KILL_EVERY_S=$(CHAOS_KILL_EVERY_S) SIAGA112_CHAOS_OPERATORS=30 \
 	.venv/bin/pytest -p no:cacheprovider -n 0 -s tests/integration/test_chaos.py
+
+# PostgreSQL stopped under load, long form: 120 callers at 1/s, a private cluster stopped with
+# `pg_ctl stop -m fast` for 60 s and started again (CI: 12 callers, 8 s).
+PG_STOP_CALLS ?= 120
+PG_STOP_S ?= 60
+pg-outage:
+	SIAGA112_PG_STOP_CALLS=$(PG_STOP_CALLS) SIAGA112_PG_STOP_S=$(PG_STOP_S) \
+	.venv/bin/pytest -p no:cacheprovider -n 0 -s tests/integration/test_db_outage.py -k stopped_fast

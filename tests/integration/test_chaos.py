@@ -96,7 +96,7 @@ async def test_repeated_app_kills_under_load_leave_every_caller_served_and_every
     assert sorted(t.caller_number for t in tickets) == sorted(callers)
     assert len({t.channel_id for t in tickets}) == CALLS
     cel = CelRecord(cel_path(stack.var_dir))
-    reached = callback = fallback = 0
+    reached = callback = fallback = restart_uncategorised = 0
     for t in tickets:
         tag = f"{t.reference} call={t.channel_id} status={t.status} reason={t.end_reason}"
         if t.ended_at is None or not t.end_reason:
@@ -116,6 +116,14 @@ async def test_repeated_app_kills_under_load_leave_every_caller_served_and_every
         if (t.policy or "").startswith("fallback"):
             fallback += 1
             continue  # the dialplan's own record made this ticket (no app leg in CEL)
+        restart_uncategorised += t.category == "uncategorised (restart)"
+        # every caller pressed 2: the choice is on the ticket, or, when no app heard the key
+        # (pressed while it was dead), the ticket says so for the operator to classify
+        if t.menu_choice != "2" and t.category != "uncategorised (restart)":
+            problems.append(f"{tag}: menu choice lost (menu_choice={t.menu_choice!r} "
+                            f"category={t.category!r})")
+        elif t.menu_choice == "2" and t.category != "accident":
+            problems.append(f"{tag}: menu choice 2 but category {t.category!r}")
         story = cel.story(str(t.channel_id))
         if story is not None and story.bridged_at is not None and not human:
             problems.append(f"{tag}: Asterisk bridged {story.operators} but the ticket says not")
@@ -128,6 +136,7 @@ async def test_repeated_app_kills_under_load_leave_every_caller_served_and_every
     summary = {"calls": CALLS, "rate_cps": RATE, "kills": kills, "load_s": round(load_s, 1),
                "sipp_ok": result.successful, "reached_human": reached,
                "callback_list": callback, "via_fallback": fallback,
+               "uncategorised_restart": restart_uncategorised,
                "tickets": len(tickets), "untrue": len(problems), "seed": seed}
     print("CHAOS", json.dumps(summary))
     (stack.var_dir / "chaos-summary.json").write_text(json.dumps(summary))
