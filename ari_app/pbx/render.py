@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ari_app.config import PROJECT_ROOT, Site
 from ari_app.pbx.agi_query import FALLBACK_FREE_MAX, fallback_dial
+from ari_app.pbx.cel import prepare_cel_store
 from ari_app.secrets import secret
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ def render(
     for sub in ("etc/dialplan", "lib", "spool", "run", "log", "spool/recording", "agi-bin"):
         (ast_dir / sub).mkdir(parents=True, exist_ok=True)
     write_agi(site, var_dir, database_url)
+    prepare_cel_store(var_dir)  # Asterisk's own call record, read by reconcile (pbx/cel.py)
     sounds = var_dir / "sounds"
     (sounds / "moh").mkdir(parents=True, exist_ok=True)
 
