@@ -215,6 +215,9 @@ class App:
         Returns how many tickets were asked to close.
         """
         self.fallback.import_new()  # the dialplan's own records first: they are exact
+        # what the journal held when we came back (the dead app's last writes) is in first, so
+        # the calls it opened are seen and the ones it closed are not closed twice
+        await self.writer.wait_applied(self.writer.last_seq, 30.0)
         live = await open_calls(self.sessions, self.settings.site.code)
         if not live:
             self.reconcile_runs += 1

@@ -378,6 +378,13 @@ class Writer:
                 self._progress.clear()
                 await self._progress.wait()
 
+    async def wait_applied(self, seq: int, timeout: float) -> None:
+        """Wait until every entry up to ``seq`` has been through the database (or dead)."""
+        async with asyncio.timeout(timeout):
+            while self.done_seq < seq and self.journal.size > 0:
+                self._progress.clear()
+                await self._progress.wait()
+
     async def run(self) -> None:
         while True:
             entries = self.journal.pending()

@@ -18,8 +18,9 @@ from sqlalchemy import select
 
 from ari_app.config import Site
 from ari_app.pbx.cel import CelRecord, cel_path
+from ari_app.testing import asterisk as asterisk_harness
 from ari_app.testing.app_process import AppProcess
-from ari_app.testing.ports import free_port
+from ari_app.testing.ports import free_port, rtp_range
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import Ticket
 from tests.integration.conftest import PhoneFactory, Stack, StackFactory
@@ -30,7 +31,9 @@ CALLS = int(os.environ.get("SIAGA112_CHAOS_CALLS", "24"))
 RATE = float(os.environ.get("SIAGA112_CHAOS_RATE", "2"))
 KILL_EVERY_S = float(os.environ.get("SIAGA112_CHAOS_KILL_EVERY_S", "3"))
 OPERATORS = int(os.environ.get("SIAGA112_CHAOS_OPERATORS", "16"))
-STAY_MS = 5000  # each caller stays this long after pressing 2, then hangs up
+# each caller presses 2 after KEY_MS, stays STAY_MS more, then hangs up
+KEY_MS = int(os.environ.get("SIAGA112_CHAOS_KEY_MS", "1500"))
+STAY_MS = int(os.environ.get("SIAGA112_CHAOS_STAY_MS", "5000"))
 REACHED = ("in_call", "classified", "dispatched", "acknowledged", "resolved", "closed")
 
 
@@ -44,19 +47,27 @@ async def stored_tickets(stack: Stack) -> list[Ticket]:
 
 
 async def settled(stack: Stack, n: int, timeout: float = 90.0) -> list[Ticket]:
-    """Until the database holds ``n`` tickets, all closed (the app writes them as it goes)."""
+    """Until the database holds ``n`` tickets, all closed (the app writes them as it goes);
+    after ``timeout``, what is there (the checks below then say what is missing)."""
     tickets: list[Ticket] = []
-    async with asyncio.timeout(timeout):
-        while True:
-            tickets = await stored_tickets(stack)
-            if len(tickets) >= n and all(t.ended_at for t in tickets):
-                return tickets
-            await asyncio.sleep(0.5)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                tickets = await stored_tickets(stack)
+                if len(tickets) >= n and all(t.ended_at for t in tickets):
+                    return tickets
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        return tickets
 
 
 async def test_repeated_app_kills_under_load_leave_every_caller_served_and_every_ticket_true(
-    make_stack: StackFactory, phone: PhoneFactory, batola: Site,
+    make_stack: StackFactory, phone: PhoneFactory, batola: Site, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Every fallback caller rings up to 20 operator legs, each with its RTP ports: the test
+    # harness's 400-port block ran out in the long form (Asterisk answered INVITEs with 488
+    # before any dialplan ran, so no record of any kind). A real site sizes rtp.conf itself.
+    monkeypatch.setattr(asterisk_harness, "rtp_range", lambda: rtp_range(4000))
     seed = int(os.environ.get("SIAGA112_CHAOS_SEED", "112"))
     rng = random.Random(seed)
     # one SIPp phone stands in for every operator's softphone; it answers and waits for the BYE
@@ -71,7 +82,7 @@ async def test_repeated_app_kills_under_load_leave_every_caller_served_and_every
     started = loop.time()
     calls = asyncio.create_task(stack.call(
         "caller_key_hangup.xml", calls=CALLS, rate=RATE, limit=CALLS,
-        inject=[[c] for c in callers], template={"digit": "2"},
+        inject=[[c] for c in callers], template={"digit": "2", "key_after_ms": str(KEY_MS)},
         extra_args=["-d", str(STAY_MS)], timeout_s=CALLS / RATE + 120))
     kills = 0
     max_kills = int(CALLS / RATE / KILL_EVERY_S) + 2
@@ -92,9 +103,12 @@ async def test_repeated_app_kills_under_load_leave_every_caller_served_and_every
     assert kills >= 2, kills
     problems: list[str] = []
     # one ticket per caller, no duplicates
-    assert len(tickets) == CALLS, (len(tickets), CALLS)
-    assert sorted(t.caller_number for t in tickets) == sorted(callers)
-    assert len({t.channel_id for t in tickets}) == CALLS
+    numbers = [t.caller_number for t in tickets]
+    problems += [f"caller {c}: no ticket" for c in sorted(set(callers) - set(numbers))]
+    problems += [f"caller {c}: {numbers.count(c)} tickets" for c in sorted(set(numbers))
+                 if numbers.count(c) > 1]
+    if len({t.channel_id for t in tickets}) != len(tickets):
+        problems.append("two tickets for one channel")
     cel = CelRecord(cel_path(stack.var_dir))
     reached = callback = fallback = restart_uncategorised = 0
     for t in tickets:
@@ -134,6 +148,7 @@ async def test_repeated_app_kills_under_load_leave_every_caller_served_and_every
             problems.append(f"{tag}: operator {t.operator} but Asterisk bridged "
                             f"{story.operators}")
     summary = {"calls": CALLS, "rate_cps": RATE, "kills": kills, "load_s": round(load_s, 1),
+               "key_ms": KEY_MS, "stay_ms": STAY_MS, "operators": OPERATORS,
                "sipp_ok": result.successful, "reached_human": reached,
                "callback_list": callback, "via_fallback": fallback,
                "uncategorised_restart": restart_uncategorised,
@@ -141,7 +156,7 @@ async def test_repeated_app_kills_under_load_leave_every_caller_served_and_every
     print("CHAOS", json.dumps(summary))
     (stack.var_dir / "chaos-summary.json").write_text(json.dumps(summary))
     assert problems == [], "\n".join([*problems, json.dumps(summary)])
-    assert reached + callback == CALLS
+    assert reached + callback == CALLS == len(tickets)
     assert reached > 0
 
 

@@ -261,6 +261,7 @@ async def test_calls_that_die_with_asterisk_are_closed_as_asterisk_restart(
     await asyncio.to_thread(stack.asterisk.process.kill)  # Asterisk dies with the call up
     stack.asterisk.process = AsteriskProcess(stack.var_dir, stack.asterisk.rendered)
     loop = asyncio.get_running_loop()
+    restarting = stack.clock.now()
     await asyncio.to_thread(stack.asterisk.process.start)
     ari_up = loop.time()
     await stack.app.events.wait_ready(10)
@@ -270,6 +271,8 @@ async def test_calls_that_die_with_asterisk_are_closed_as_asterisk_restart(
     await stack.settle()
     [ticket] = await stack.tickets()
     assert ticket.end_reason == "asterisk restart" and ticket.ended_at is not None
+    assert ticket.ended_at < restarting  # when Asterisk went away, not when it came back
+    assert ticket.status == "in_call" and ticket.operator == "op1"
     # The next call works: answered by the app, ticket opened (the caller leaves after a key).
     result = await stack.call("caller_key_hangup.xml", template={"digit": "9"},
                               extra_args=["-d", "1000"])
