@@ -256,10 +256,12 @@ class App:
                 ended, reason = now, "ended unseen (no record)"
                 unknown.append("end time: Asterisk recorded no hangup; the call ended at or "
                                "before this time")
-            operator = story.operator if story and story.operator_answered_at else None
+            human = bool(story and story.bridged_at is not None)
+            # an operator counts once they were in the bridge with the caller (one who
+            # answered after the caller had gone never talked to them)
+            operator = story.operator if story and human else None
             op_answered = clock.at(story.operator_answered_at) \
                 if story and story.operator_answered_at else None
-            human = bool(story and story.bridged_at is not None)
             if story is not None:
                 known["operator_answered"] = op_answered.isoformat() if op_answered else None
                 known["bridged"] = clock.at(story.bridged_at).isoformat() \
@@ -269,7 +271,8 @@ class App:
                                    "never bridged")
             self.ctx.tickets.reconcile(
                 channel_id, now, ended_at=max(ended, arrived), end_reason=reason, known=known,
-                unknown=unknown, operator=operator, operator_answered_at=op_answered,
+                unknown=unknown, operator=operator,
+                operator_answered_at=op_answered if human else None,
                 answered_at=clock.at(story.answered_at) if story and story.answered_at
                 else None, human=human)
             log.warning("call=%s gone while unwatched: closing its ticket (%s, %s)", channel_id,

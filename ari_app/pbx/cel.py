@@ -14,6 +14,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,9 @@ class CallStory:
     hangup_cause: int | None = None
     operator: str | None = None
     operator_answered_at: float | None = None
-    bridged_at: float | None = None  # the operator leg entered the call's bridge
+    # both the caller and an operator were in the call's bridge (the later of the two entries;
+    # an operator entering after the caller hung up does not count)
+    bridged_at: float | None = None
     operator_hangup_at: float | None = None
     last_at: float | None = None
     events: list[str] = field(default_factory=list)
@@ -116,6 +119,9 @@ class CelRecord:
         if not rows:
             return None
         story = CallStory(channel_id)
+        bridge = f"call-{channel_id}"
+        caller_in: float | None = None  # the caller entered the call's bridge
+        legs: dict[str, dict[str, Any]] = {}  # operator leg id -> name, entered, hung up
         for kind, at_text, channame, uniqueid, extra_text in rows:
             try:
                 at = float(at_text)
@@ -128,25 +134,39 @@ class CelRecord:
             caller = uniqueid == channel_id
             story.last_at = max(story.last_at or at, at)
             story.events.append(f"{kind} {'caller' if caller else endpoint_name(channame)}")
+            in_call_bridge = kind == "BRIDGE_ENTER" and isinstance(extra, dict) \
+                and extra.get("bridge_id") == bridge
             if caller:
                 if kind == "ANSWER" and story.answered_at is None:
                     story.answered_at = at
+                elif in_call_bridge and caller_in is None:
+                    caller_in = at
                 elif kind == "HANGUP":
                     story.hangup_at = at
                     cause = extra.get("hangupcause") if isinstance(extra, dict) else None
                     story.hangup_cause = cause if isinstance(cause, int) else None
                 continue
+            leg = legs.setdefault(str(uniqueid), {"name": endpoint_name(str(channame))})
             if kind == "ANSWER" and story.operator_answered_at is None:
                 story.operator_answered_at = at
-                story.operator = endpoint_name(str(channame))
-            elif kind == "BRIDGE_ENTER" and isinstance(extra, dict) \
-                    and extra.get("bridge_id") == f"call-{channel_id}":
-                story.bridged_at = story.bridged_at or at
-                story.operator = endpoint_name(str(channame))
-                if story.operator not in story.operators:
-                    story.operators.append(story.operator)
-            elif kind == "HANGUP" and story.operator_answered_at is not None:
-                story.operator_hangup_at = at
+                story.operator = leg["name"]
+            elif in_call_bridge:
+                leg.setdefault("in", at)
+            elif kind == "HANGUP":
+                leg.setdefault("out", at)
+        if caller_in is not None:
+            for leg in legs.values():
+                if "in" not in leg:
+                    continue
+                together = max(caller_in, leg["in"])
+                if (story.hangup_at is None or story.hangup_at > together) and \
+                        leg.get("out", together + 1) > together:
+                    if leg["name"] not in story.operators:
+                        story.operators.append(leg["name"])
+                    story.operator = leg["name"]
+                    story.operator_hangup_at = leg.get("out")
+                    if story.bridged_at is None:
+                        story.bridged_at = together
         return story
 
     def last_event_before(self, epoch: float) -> float | None:

@@ -150,8 +150,10 @@ async def test_app_down_caller_reaches_operator_by_fallback_and_gets_one_ticket_
     [ticket] = await stack.tickets()
     assert ticket.caller_number == "081233334444"
     assert ticket.policy is not None and ticket.policy.startswith("fallback")
-    assert ticket.operator is not None and "op1" in ticket.operator
-    assert ticket.end_reason == "fallback: ANSWER"
+    assert ticket.operator == "op1"  # by name, not by channel (PJSIP/op1-0000000a)
+    assert ticket.end_reason == "fallback: ANSWER" and ticket.status == "in_call"
+    assert ticket.operator_answered_at is not None and ticket.ended_at is not None
+    assert ticket.arrived_at < ticket.operator_answered_at <= ticket.ended_at
     # The dialplan recorded the call although the app was down, and the ticket points at it.
     assert ticket.recording_path is not None
     assert ticket.recording_path.endswith(f"/siaga112/{stack.site.code}/{ticket.channel_id}.wav")
