@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ari_app.ari import AriError, NotFound
+from ari_app.ari import AriError, BadRequest, NotFound
 from ari_app.calls import connect
-from ari_app.calls.call import Call
+from ari_app.calls.call import Call, CallerHungUp
 from ari_app.calls.context import CallContext
 
 if TYPE_CHECKING:
@@ -31,6 +31,13 @@ async def _get(ctx: CallContext, *path: str) -> Any:
         return None
 
 
+async def _hangup(ctx: CallContext, channel_id: str) -> None:
+    try:
+        await ctx.ari.delete("channels", channel_id)
+    except AriError:
+        pass
+
+
 async def resume(ctx: CallContext, call: Call, outcome: Outcome) -> None:
     from ari_app.calls.flow import to_operator
 
@@ -45,6 +52,17 @@ async def resume(ctx: CallContext, call: Call, outcome: Outcome) -> None:
         op_channel = others[0]
         channel = await _get(ctx, "channels", op_channel)
         operator = connect.operator_name(str((channel or {}).get("name", "")))
+        if call.id not in bridge.get("channels", []):
+            # The dead app had put the operator in the call's bridge but not yet the caller
+            # (still in the holding bridge): join them now, or they would never talk.
+            log.warning("%s adopted with operator=%s alone in the call's bridge: joining them",
+                        call.tag, operator)
+            await connect.unhold(ctx, call)
+            try:
+                await ctx.ari.post("bridges", bridge["id"], "addChannel", channel=call.id)
+            except (NotFound, BadRequest) as exc:
+                await _hangup(ctx, op_channel)
+                raise CallerHungUp(call.id) from exc
         log.warning("%s adopted while bridged to operator=%s: the conversation goes on",
                     call.tag, operator)
         ctx.registry.attach(op_channel, call)
