@@ -260,7 +260,7 @@ async def to_operator(ctx: CallContext, call: Call, priority: int, outcome: Outc
         return
     now = ctx.clock.now()
     # Offered during the menu: the ticket carries the place in line until the menu answers.
-    ranked = {"priority": priority} if meanwhile is not None else {}
+    ranked: dict[str, Any] = {"priority": priority} if meanwhile is not None else {}
     ctx.tickets.change(call.id, "queued", now, queued_at=now, **ranked)
     # The caller's side (menu, holding bridge) runs beside the ringing: on Asterisk 16 a command
     # on the caller's channel can wait up to 200 ms, and it must not delay the operator's phone.
