@@ -55,7 +55,7 @@ async def test_silent_callers_operator_phone_rings_before_the_greeting_has_finis
         caller_id = arrived["call"]
 
         def op_ringing(e: Event) -> bool:
-            return (e["type"] == "ChannelStateChange" and e["channel"]["state"] == "Ringing"
+            return bool(e["type"] == "ChannelStateChange" and e["channel"]["state"] == "Ringing"
                     and e["channel"]["id"].startswith(f"op-{caller_id}-"))
 
         def greeting_over(e: Event) -> bool:  # the greeting's end: on to the menu, or stopped
