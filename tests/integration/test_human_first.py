@@ -44,7 +44,7 @@ def on_caller(caller_id: str) -> Any:
 async def test_silent_callers_operator_phone_rings_before_the_greeting_has_finished(
     make_stack: StackFactory, phone: PhoneFactory,
 ) -> None:
-    uas, contact = await phone("operator_answer_wait.xml", answer_after_ms="4000")
+    uas, contact = await phone("operator_answer_wait.xml", answer_after_ms="7000")
     stack = await make_stack(operators=[("op1", contact)], clock=at_ten())
     assert stack.app is not None
     changes = stack.app.live.listen()
@@ -77,6 +77,15 @@ async def test_silent_callers_operator_phone_rings_before_the_greeting_has_finis
         assert observer.seen.index(started) < over_at
         bridged = await next_change(changes, "bridged", timeout=20)
         assert bridged["call"] == caller_id
+        # The operator answered 7 s after it rang, mid-menu: the prompt stopped before the caller joined
+        # the operator's bridge.
+        stopped = await observer.next(lambda e: e["type"] == "PlaybackFinished"
+                                      and on_caller(caller_id)(e), 10)
+        joined = await observer.next(lambda e: e["type"] == "ChannelEnteredBridge"
+                                     and e["channel"]["id"] == caller_id
+                                     and e["bridge"]["id"] == f"call-{caller_id}", 10)
+        assert stopped["playback"]["media_uri"].endswith(f"/{stack.site.prompts['menu']}")
+        assert observer.seen.index(stopped) < observer.seen.index(joined)
         await stack.app.ari.delete("channels", caller_id)
     assert (await caller).ok
     assert (await uas.wait(20)).successful == 1
