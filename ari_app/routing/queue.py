@@ -15,6 +15,8 @@ The interface (``WaitingQueue``), as the call flow uses it:
   claim is the caller's until it calls ``release`` (or ``leave`` while the offer is untaken).
 - ``requeue(entry, tried)``: the claimed operator did not answer: release the claim and wait
   again, same place in line, that operator tried last.
+- ``claim(operator)``: claim an operator without an offer (a call adopted after a restart that
+  is already ringing or bridged to that operator).
 - ``release(operator, talked=...)``: the claim ends (talked: the operator's idle time restarts).
 - ``leave(call_id)``: the caller is gone or connected; an offer not taken is released.
 - ``position(call_id)``: 0 for the next caller served, -1 when not waiting.
@@ -55,6 +57,7 @@ class WaitingQueue(Protocol):
     def reprioritise(self, call_id: str, priority: int) -> None: ...
     def next_offer(self, entry: Waiting) -> asyncio.Future[str]: ...
     def requeue(self, entry: Waiting, tried: str) -> None: ...
+    def claim(self, operator: str) -> None: ...
     def release(self, operator: str, *, talked: bool) -> None: ...
     def leave(self, call_id: str) -> None: ...
     def position(self, call_id: str) -> int: ...
@@ -93,6 +96,9 @@ class MemoryQueue:
         entry.offer = asyncio.get_running_loop().create_future()
         self.waiting[entry.call_id] = self.entries[entry.call_id] = entry
         self.roster.release(tried, talked=False)  # dispatches: the next free operator is offered
+
+    def claim(self, operator: str) -> None:
+        self.roster.reserve(operator)
 
     def release(self, operator: str, *, talked: bool) -> None:
         self.roster.release(operator, talked=talked)
