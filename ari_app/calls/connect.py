@@ -64,7 +64,7 @@ async def next_operator(ctx: CallContext, call: Call, entry: Waiting) -> str:
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             hangup.cancel()
-    return offer.result()
+    return ctx.queue.accept(entry)
 
 
 async def reminders(ctx: CallContext, call: Call) -> None:

@@ -11,8 +11,9 @@ The interface (``WaitingQueue``), as the call flow uses it:
 - ``join(call_id, priority) -> Waiting``: the caller waits; an offer may be made at once.
 - ``reprioritise(call_id, priority)``: the menu (or the silent-caller watch) decided; the caller
   keeps its age.
-- ``next_offer(entry) -> Future[str]``: resolves to the operator claimed for this caller. The
-  claim is the caller's until it calls ``release`` (or ``leave`` while the offer is untaken).
+- ``next_offer(entry) -> Future[str]``: resolves to the operator claimed for this caller.
+- ``accept(entry) -> str``: the caller takes the offered claim (to ring that operator); it is
+  the caller's until ``requeue`` or ``release``. An offer never accepted is released by ``leave``.
 - ``requeue(entry, tried)``: the claimed operator did not answer: release the claim and wait
   again, same place in line, that operator tried last.
 - ``claim(operator)``: claim an operator without an offer (a call adopted after a restart that
@@ -50,12 +51,14 @@ class Waiting:
     call_id: str = field(compare=False)
     offer: asyncio.Future[str] = field(compare=False, repr=False)
     tried: set[str] = field(compare=False, default_factory=set)
+    accepted: bool = field(compare=False, default=False)
 
 
 class WaitingQueue(Protocol):
     def join(self, call_id: str, priority: int) -> Waiting: ...
     def reprioritise(self, call_id: str, priority: int) -> None: ...
     def next_offer(self, entry: Waiting) -> asyncio.Future[str]: ...
+    def accept(self, entry: Waiting) -> str: ...
     def requeue(self, entry: Waiting, tried: str) -> None: ...
     def claim(self, operator: str) -> None: ...
     def release(self, operator: str, *, talked: bool) -> None: ...
@@ -90,9 +93,14 @@ class MemoryQueue:
     def next_offer(self, entry: Waiting) -> asyncio.Future[str]:
         return entry.offer
 
+    def accept(self, entry: Waiting) -> str:
+        entry.accepted = True
+        return entry.offer.result()
+
     def requeue(self, entry: Waiting, tried: str) -> None:
         """Back in line after an unanswered ring, keeping its place (priority, then age)."""
         entry.tried.add(tried)
+        entry.accepted = False
         entry.offer = asyncio.get_running_loop().create_future()
         self.waiting[entry.call_id] = self.entries[entry.call_id] = entry
         self.roster.release(tried, talked=False)  # dispatches: the next free operator is offered
@@ -104,12 +112,14 @@ class MemoryQueue:
         self.roster.release(operator, talked=talked)
 
     def leave(self, call_id: str) -> None:
-        self.entries.pop(call_id, None)
-        entry = self.waiting.pop(call_id, None)
-        if entry is not None and entry.offer.done() and not entry.offer.cancelled():
-            self.roster.release(entry.offer.result(), talked=False)  # offered but not taken
-        elif entry is not None:
+        self.waiting.pop(call_id, None)
+        entry = self.entries.pop(call_id, None)
+        if entry is None:
+            return
+        if not entry.offer.done():
             entry.offer.cancel()
+        elif not entry.offer.cancelled() and not entry.accepted:
+            self.roster.release(entry.offer.result(), talked=False)  # offered but not taken
 
     def position(self, call_id: str) -> int:
         ordered = sorted(self.waiting.values())
