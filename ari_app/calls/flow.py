@@ -191,6 +191,7 @@ async def intake(ctx: CallContext, call: Call, outcome: Outcome) -> int:
         outcome.classified = True
         outcome.complaint = choice.option.kind == "complaint"
     ctx.tickets.change(call.id, "menu", ctx.clock.now(), **fields)
+    call.marked_silent = choice.silent  # a key or speech after the watch's mark undoes it
     ctx.queue.reprioritise(call.id, priority)
     ctx.live.publish(call.id, "menu", choice=choice.label, priority=priority,
                      silent=choice.silent, language=language, **card)
