@@ -237,6 +237,7 @@ async def test_silent_pidf_caller_unanswered_three_times_is_not_warned_and_is_ca
     # Batola (24 h), its only operator on shift but not logged in: nobody answers. Real time:
     # the screening AGI counts the last 24 h of the real clock.
     stack = await make_stack(batola, operators=[("op1", None)])
+    await stack.start_agi_server()  # screening as in production: `siaga112 agi serve`
     assert stack.app is not None
     pidf = {"pidf": PIDF, "tac_eci": "0A1B2C3D4E5F6"}
     for _ in range(3):
@@ -267,3 +268,21 @@ async def test_silent_pidf_caller_unanswered_three_times_is_not_warned_and_is_ca
         callbacks = await admin.list_tickets(s, stack.site.code, callback=True)
     assert [r["caller_number"] for r in callbacks] == [SILENT] * 4 + ["081288889999"]
     assert [r["outcome"] for r in callbacks[:4]] == ["silent-unreached"] * 4
+
+
+async def test_a_centre_that_keeps_the_old_order_plays_the_menu_before_ringing(
+    make_stack: StackFactory, phone: PhoneFactory, jepara: Site,
+) -> None:
+    uas, contact = await phone("operator_answer_talk.xml", answer_after_ms="200",
+                               extra_args=["-d", "1000"])
+    menu_first = dataclasses.replace(jepara, queue=dataclasses.replace(
+        jepara.queue, offer_during_menu=False))
+    stack = await make_stack(menu_first, operators=[("op1", contact)], clock=at_ten())
+    result = await stack.call("caller_key.xml", template={"digit": "2"})
+    assert result.ok, result.errors
+    assert (await uas.wait(20)).successful == 1
+    await stack.settle()
+    [ticket] = await stack.tickets()
+    assert (ticket.category, ticket.operator) == ("fire", "op1")
+    actions = [a.action for a in await stack.audit(ticket)]
+    assert actions.index("menu") < actions.index("queued") < actions.index("ringing")
