@@ -54,35 +54,58 @@ async def _operator_endpoints(site: Site, var_dir: Path) -> list[OperatorEndpoin
 
 
 def cmd_asterisk_start(args: argparse.Namespace) -> int:
-    from ari_app.pbx.process import AsteriskProcess, pid_path
+    from ari_app.pbx.process import AsteriskProcess, pid_path, running_pid
     from ari_app.pbx.render import render
 
     site, var_dir = _site(args), _var_dir(args)
     pid_file = pid_path(var_dir)
-    if pid_file.exists():
-        try:
-            os.kill(int(pid_file.read_text()), 0)
-            print(f"asterisk already running (pid {pid_file.read_text().strip()})")
-            return 0
-        except (ProcessLookupError, ValueError):
-            pid_file.unlink()
+    pid = running_pid(var_dir)
+    if pid is not None:
+        print(f"asterisk already running (pid {pid})")
+        return 0
+    if pid_file.exists():  # stale: its process is gone, or the number is another program's now
+        print(f"removing stale {pid_file} (pid {pid_file.read_text().strip()} is not our "
+              "Asterisk)")
+        pid_file.unlink()
     rendered = render(site, var_dir, operators=asyncio.run(_operator_endpoints(site, var_dir)))
     proc = AsteriskProcess(var_dir, rendered)
-    proc.start(detach=True)
+    proc.start(detach=not args.foreground)
     print(f"asterisk started: pid {proc.pid}, SIP {rendered.bind}:{rendered.sip_port}, "
-          f"ARI http://{rendered.bind}:{rendered.http_port}/ari")
+          f"ARI http://{rendered.bind}:{rendered.http_port}/ari", flush=True)
+    if args.foreground:  # under a supervisor (systemd, scripts/run.sh): live and die with it
+        return _wait_foreground(proc)
     return 0
 
 
+def _wait_foreground(proc: Any) -> int:
+    """Stay with a foreground Asterisk; SIGTERM/SIGINT stop it cleanly (no call is cut by us
+    unless the supervisor itself is told to stop)."""
+    stopping = False
+
+    def stop(_sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        proc.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = proc.proc.wait() if proc.proc is not None else 0
+    return 0 if stopping else int(code or 1)
+
+
 def cmd_asterisk_stop(args: argparse.Namespace) -> int:
-    from ari_app.pbx.process import pid_path, stop_pid
+    from ari_app.pbx.process import NotOurAsterisk, pid_path, stop_pid
 
     var_dir = _var_dir(args)
     pid_file = pid_path(var_dir)
     if not pid_file.exists():
         print("asterisk is not running")
         return 0
-    stop_pid(int(pid_file.read_text()), var_dir)
+    try:
+        stop_pid(int(pid_file.read_text()), var_dir)
+    except (NotOurAsterisk, ValueError) as exc:
+        print(f"siaga112: {exc}", file=sys.stderr)
+        return 1
     print("asterisk stopped")
     return 0
 
@@ -108,6 +131,7 @@ def cmd_prompts_build(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ari_app.app import App, AppAlreadyRunning, AppSettings
+    from ari_app.running import ROSTER_SIGNAL
 
     site, var_dir = _site(args), _var_dir(args)
     settings = AppSettings.from_env(site, var_dir)
@@ -118,6 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(ROSTER_SIGNAL, app.roster_changed)  # `operators ...`, `shifts ...`
         try:
             await app.start()
         except AppAlreadyRunning as exc:
@@ -205,25 +230,75 @@ def cmd_tickets_show(args: argparse.Namespace) -> int:
     return _run_db(args, work)
 
 
+def _admin_change(args: argparse.Namespace,
+                  work: Callable[[AsyncSession, datetime], Awaitable[Any]]) -> int:
+    """One operator/shift change: in one transaction, then applied to the running system
+    (PJSIP + dialplan reload, the app's roster). Bad input changes nothing and exits 2."""
+    from ari_app.clock import Clock
+    from ari_app.routing.operators import Change, OperatorError, apply_live
+
+    site, var_dir = _site(args), _var_dir(args)
+
+    async def main() -> int:
+        engine, maker = _db(args)
+        try:
+            try:
+                async with maker() as s, s.begin():
+                    change = await work(s, Clock.from_env().now())
+            except OperatorError as exc:
+                print(f"siaga112: {exc}", file=sys.stderr)
+                return 2
+            if isinstance(change, Change):
+                print(change.done)
+                for warning in change.warnings:
+                    print(warning, file=sys.stderr)
+                if change.secret:
+                    print(f"  password: {change.secret}   (shown once)")
+                if not change.live:
+                    return 0
+            async with maker() as s:
+                for line in await apply_live(site, var_dir, s):
+                    print(line)
+            return 0
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
 def cmd_operators_add(args: argparse.Namespace) -> int:
-    from ari_app.routing.operators import OperatorError, add_operator
+    from ari_app.routing.operators import Change, add_operator
 
     site = _site(args)
 
-    async def work(s: AsyncSession) -> int:
-        try:
-            password = await add_operator(s, site, args.name, args.display_name or args.name,
-                                          datetime.now(UTC), contact=args.contact)
-        except OperatorError as exc:
-            print(f"siaga112: {exc}", file=sys.stderr)
-            return 2
-        print(f"operator {args.name} added. SIP account for the softphone:\n"
-              f"  user/auth name: {args.name}\n  password: {password}   (shown once)\n"
-              f"  domain: {site.asterisk.bind}:{site.asterisk.sip_port} (UDP)\n"
-              "Run `siaga112 asterisk start` (or `asterisk render` and a PJSIP reload) to use it.")
-        return 0
+    async def work(s: AsyncSession, now: datetime) -> Change:
+        password = await add_operator(s, site, args.name, args.display_name or args.name,
+                                      now, contact=args.contact)
+        return Change(f"operator {args.name} added. SIP account for the softphone:\n"
+                      f"  user/auth name: {args.name}\n  password: {password}   (shown once)\n"
+                      f"  domain: {site.asterisk.bind}:{site.asterisk.sip_port} (UDP)\n"
+                      "Add a shift (`siaga112 shifts add`) to have them rung.")
 
-    return _run_db(args, work, write=True)
+    return _admin_change(args, work)
+
+
+def cmd_operators_set(args: argparse.Namespace) -> int:
+    """operators disable|enable|remove|passwd NAME"""
+    from ari_app.routing.operators import Change, remove_operator, set_active, set_password
+
+    site = _site(args)
+    password = sys.stdin.readline().rstrip("\n") if getattr(args, "password_stdin", False) else None
+
+    async def work(s: AsyncSession, now: datetime) -> Change:
+        if args.op_cmd == "disable":
+            return await set_active(s, site.code, args.name, False, now, force=args.force)
+        if args.op_cmd == "enable":
+            return await set_active(s, site.code, args.name, True, now)
+        if args.op_cmd == "remove":
+            return await remove_operator(s, site.code, args.name, now, force=args.force)
+        return await set_password(s, site.code, args.name, password)
+
+    return _admin_change(args, work)
 
 
 def cmd_operators_list(args: argparse.Namespace) -> int:
@@ -237,7 +312,7 @@ def cmd_operators_list(args: argparse.Namespace) -> int:
             print(json.dumps([r.__dict__ for r in rows], indent=1))
         else:
             for r in rows:
-                print(f"{r.name:<12} {r.display_name:<24} {'active' if r.active else 'inactive':<8}"
+                print(f"{r.name:<12} {r.display_name:<24} {'active' if r.active else 'disabled':<8}"
                       f" {r.contact or '(registers)'}")
         return 0
 
@@ -245,38 +320,56 @@ def cmd_operators_list(args: argparse.Namespace) -> int:
 
 
 def cmd_shifts_add(args: argparse.Namespace) -> int:
-    from ari_app.routing.operators import OperatorError, add_shift
+    from ari_app.routing.operators import Change, add_shift
 
     site = _site(args)
     start = _local_time(site, args.start, "--from")
     end = _local_time(site, args.end, "--to")
 
-    async def work(s: AsyncSession) -> int:
-        try:
-            await add_shift(s, args.name, start, end)
-        except OperatorError as exc:
-            print(f"siaga112: {exc}", file=sys.stderr)
-            return 2
-        print(f"shift added: {args.name} {start:%Y-%m-%d %H:%M} - {end:%Y-%m-%d %H:%M} "
-              f"{site.timezone.key}")
-        return 0
+    async def work(s: AsyncSession, _now: datetime) -> Change:
+        shift = await add_shift(s, args.name, start, end)
+        return Change(f"shift {shift.id} added: {args.name} {start:%Y-%m-%d %H:%M} - "
+                      f"{end:%Y-%m-%d %H:%M} {site.timezone.key}")
 
-    return _run_db(args, work, write=True)
+    return _admin_change(args, work)
+
+
+def cmd_shifts_remove(args: argparse.Namespace) -> int:
+    from ari_app.routing.operators import Change, remove_shift
+
+    site = _site(args)
+    if (args.target.isdigit()) == (args.at is not None):
+        print("siaga112: shifts remove: give a shift id (see `shifts list`), or an operator "
+              "and --at \"YYYY-MM-DD HH:MM\"", file=sys.stderr)
+        return 2
+    covering = _local_time(site, args.at, "--at") if args.at is not None else None
+
+    async def work(s: AsyncSession, now: datetime) -> Change:
+        if covering is None:
+            return await remove_shift(s, site.code, now, shift_id=int(args.target),
+                                      force=args.force)
+        return await remove_shift(s, site.code, now, name=args.target, covering=covering,
+                                  force=args.force)
+
+    return _admin_change(args, work)
 
 
 def cmd_shifts_list(args: argparse.Namespace) -> int:
-    from ari_app.admin import list_shifts
+    from ari_app.routing.operators import list_shifts
 
     site = _site(args)
 
     async def work(s: AsyncSession) -> int:
         rows = await list_shifts(s, site.code)
         if args.json:
-            print(json.dumps(rows, indent=1))
-        for r in rows if not args.json else []:
-            a = datetime.fromisoformat(r["starts_at"]).astimezone(site.timezone)
-            b = datetime.fromisoformat(r["ends_at"]).astimezone(site.timezone)
-            print(f"{r['operator']:<12} {a:%Y-%m-%d %H:%M} - {b:%Y-%m-%d %H:%M} {site.timezone.key}")
+            print(json.dumps([{"id": r.id, "operator": r.operator,
+                               "starts_at": r.starts_at.isoformat(),
+                               "ends_at": r.ends_at.isoformat()} for r in rows], indent=1))
+            return 0
+        for r in rows:
+            a, b = r.starts_at.astimezone(site.timezone), r.ends_at.astimezone(site.timezone)
+            print(f"{r.id:>5} {r.operator:<12} {a:%Y-%m-%d %H:%M} - {b:%Y-%m-%d %H:%M} "
+                  f"{site.timezone.key}")
         return 0
 
     return _run_db(args, work)
@@ -536,7 +629,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                           required=True)
     ast.add_parser("render", help="render config into var/asterisk/etc").set_defaults(
         func=cmd_render)
-    ast.add_parser("start", help="render and start Asterisk").set_defaults(func=cmd_asterisk_start)
+    ast_start = ast.add_parser("start", help="render and start Asterisk")
+    ast_start.add_argument("--foreground", action="store_true",
+                           help="stay attached until Asterisk exits (for systemd, run.sh)")
+    ast_start.set_defaults(func=cmd_asterisk_start)
     ast.add_parser("stop", help="stop Asterisk cleanly").set_defaults(func=cmd_asterisk_stop)
 
     tk = sub.add_parser("tickets", help="tickets").add_subparsers(dest="tk_cmd", required=True)
@@ -570,22 +666,44 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--reason", default="")
     cc.set_defaults(func=cmd_callers_clear)
 
-    ops = sub.add_parser("operators", help="operators").add_subparsers(dest="op_cmd", required=True)
+    ops = sub.add_parser("operators", help="operators (each change applies to the running "
+                         "Asterisk and app at once)").add_subparsers(dest="op_cmd", required=True)
     oa = ops.add_parser("add", help="add an operator and their SIP account")
     oa.add_argument("name")
     oa.add_argument("--display-name")
     oa.add_argument("--contact", help="static SIP contact (desk phone); softphones register")
     oa.set_defaults(func=cmd_operators_add)
+    for verb, text in (("disable", "stop ringing an operator (kept, can be enabled again)"),
+                       ("enable", "ring a disabled operator again"),
+                       ("remove", "delete an operator and their shifts"),
+                       ("passwd", "set a new SIP password (generated and shown once)")):
+        op_set = ops.add_parser(verb, help=text)
+        op_set.add_argument("name")
+        if verb in ("disable", "remove"):
+            op_set.add_argument("--force", action="store_true",
+                                help="even if it leaves nobody on duty (a warning is printed)")
+        if verb == "passwd":
+            op_set.add_argument("--password-stdin", action="store_true",
+                                help="read the password from stdin")
+        op_set.set_defaults(func=cmd_operators_set)
     ol = ops.add_parser("list")
     ol.add_argument("--json", action="store_true")
     ol.set_defaults(func=cmd_operators_list)
 
-    sh = sub.add_parser("shifts", help="operator shifts").add_subparsers(dest="sh_cmd", required=True)
+    sh = sub.add_parser("shifts", help="operator shifts (applied to the running app at once)"
+                        ).add_subparsers(dest="sh_cmd", required=True)
     sa = sh.add_parser("add", help="add a shift (site local time)")
     sa.add_argument("name")
     sa.add_argument("--from", dest="start", required=True, help="YYYY-MM-DD HH:MM")
     sa.add_argument("--to", dest="end", required=True, help="YYYY-MM-DD HH:MM")
     sa.set_defaults(func=cmd_shifts_add)
+    sr = sh.add_parser("remove", help="remove a shift: by id, or NAME --at TIME (the shift of "
+                       "NAME that covers that site-local time)")
+    sr.add_argument("target", help="shift id, or operator name with --at")
+    sr.add_argument("--at", help="YYYY-MM-DD HH:MM (site local time)")
+    sr.add_argument("--force", action="store_true",
+                    help="even if it leaves nobody on duty (a warning is printed)")
+    sr.set_defaults(func=cmd_shifts_remove)
     sl = sh.add_parser("list")
     sl.add_argument("--json", action="store_true")
     sl.set_defaults(func=cmd_shifts_list)
