@@ -6,7 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,14 @@ def local(delta_h: float) -> str:
         "%Y-%m-%d %H:%M")
 
 
+def cli_runner(var_dir: Path, db_url: str
+               ) -> Callable[..., Awaitable[subprocess.CompletedProcess[str]]]:
+    async def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(cli, var_dir, db_url, *args)
+
+    return run
+
+
 def jcli(var_dir: Path, db_url: str, *args: str) -> Any:
     out = cli(var_dir, db_url, *args, "--json")
     assert out.returncode == 0, out.stderr
@@ -131,7 +139,7 @@ def jcli(var_dir: Path, db_url: str, *args: str) -> Any:
 async def test_bad_admin_input_gets_a_clear_message_and_changes_nothing(
     tmp_path: Path, db_url: str,
 ) -> None:
-    run = lambda *a: asyncio.to_thread(cli, tmp_path, db_url, *a)  # noqa: E731
+    run = cli_runner(tmp_path, db_url)
     assert (await run("operators", "add", "op1")).returncode == 0
     assert (await run("shifts", "add", "op1", "--from", local(-2), "--to", local(6))).returncode == 0
     before = (jcli(tmp_path, db_url, "operators", "list"), jcli(tmp_path, db_url, "shifts", "list"))
@@ -166,7 +174,7 @@ async def test_bad_admin_input_gets_a_clear_message_and_changes_nothing(
 async def test_operators_and_shifts_can_be_undone_by_id_or_by_operator_and_time(
     tmp_path: Path, db_url: str,
 ) -> None:
-    run = lambda *a: asyncio.to_thread(cli, tmp_path, db_url, *a)  # noqa: E731
+    run = cli_runner(tmp_path, db_url)
     for name in ("op1", "op2"):
         assert (await run("operators", "add", name)).returncode == 0
         assert (await run("shifts", "add", name, "--from", local(-1), "--to", local(7))
