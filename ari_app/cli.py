@@ -110,6 +110,18 @@ def cmd_asterisk_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_supervise(args: argparse.Namespace) -> int:
+    from ari_app.pbx.render import render
+    from ari_app.supervise import supervise
+
+    site, var_dir = _site(args), _var_dir(args)
+
+    def render_now() -> Any:
+        return render(site, var_dir, operators=asyncio.run(_operator_endpoints(site, var_dir)))
+
+    return supervise(site, var_dir, render_now)
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from ari_app.tickets.db import database_url
     from ari_app.tickets.migrate import upgrade
@@ -616,6 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("serve", help="run the ARI application").set_defaults(func=cmd_serve)
+    sub.add_parser("supervise", help="run Asterisk, the screening server and the app; restart "
+                   "the app and the server when they exit (scripts/run.sh, no systemd)"
+                   ).set_defaults(func=cmd_supervise)
     agi = sub.add_parser("agi", help="the screening AGI").add_subparsers(dest="agi_cmd",
                                                                            required=True)
     agi.add_parser("serve", help="FastAGI server: screens each call in a forked process "
