@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -61,36 +62,44 @@ def cmd_asterisk_start(args: argparse.Namespace) -> int:
     pid_file = pid_path(var_dir)
     pid = running_pid(var_dir)
     if pid is not None:
-        print(f"asterisk already running (pid {pid})")
-        return 0
+        print(f"asterisk already running (pid {pid})", file=sys.stderr if args.foreground
+              else sys.stdout)
+        return 1 if args.foreground else 0  # a supervisor must not think it runs this one
     if pid_file.exists():  # stale: its process is gone, or the number is another program's now
         print(f"removing stale {pid_file} (pid {pid_file.read_text().strip()} is not our "
               "Asterisk)")
         pid_file.unlink()
     rendered = render(site, var_dir, operators=asyncio.run(_operator_endpoints(site, var_dir)))
     proc = AsteriskProcess(var_dir, rendered)
+    # Asterisk speaks sd_notify itself when it has booted; only we say READY (after ARI answers)
+    notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
     proc.start(detach=not args.foreground)
+    if notify_socket is not None:
+        os.environ["NOTIFY_SOCKET"] = notify_socket
     print(f"asterisk started: pid {proc.pid}, SIP {rendered.bind}:{rendered.sip_port}, "
           f"ARI http://{rendered.bind}:{rendered.http_port}/ari", flush=True)
-    if args.foreground:  # under a supervisor (systemd, scripts/run.sh): live and die with it
+    if args.foreground:  # under a supervisor (systemd): live and die with it
         return _wait_foreground(proc)
     return 0
 
 
 def _wait_foreground(proc: Any) -> int:
-    """Stay with a foreground Asterisk; SIGTERM/SIGINT stop it cleanly (no call is cut by us
-    unless the supervisor itself is told to stop)."""
-    stopping = False
+    """Stay with a foreground Asterisk until it exits, or SIGTERM/SIGINT stop it cleanly.
 
-    def stop(_sig: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        proc.stop()
+    The signals are taken with sigwait (blocked before READY is sent, so a stop right after
+    READY is handled too), never in a handler that would interrupt our own wait on the child.
+    """
+    from ari_app.service import sd_notify
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    code = proc.proc.wait() if proc.proc is not None else 0
-    return 0 if stopping else int(code or 1)
+    wanted = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    child = proc.proc
+    sd_notify("READY=1")  # ARI answers: the screening server and the app may start
+    while child is not None and child.poll() is None:
+        if signal.sigwait(wanted) in (signal.SIGTERM, signal.SIGINT):
+            proc.stop()
+            return 0
+    return int(child.returncode or 1) if child is not None else 1
 
 
 def cmd_asterisk_stop(args: argparse.Namespace) -> int:
@@ -120,6 +129,34 @@ def cmd_supervise(args: argparse.Namespace) -> int:
         return render(site, var_dir, operators=asyncio.run(_operator_endpoints(site, var_dir)))
 
     return supervise(site, var_dir, render_now)
+
+
+def cmd_service_install(args: argparse.Namespace) -> int:
+    from ari_app.service import InstallPlan, ServiceError, default_bin, install, next_steps
+
+    plan = InstallPlan(prefix=Path(args.prefix).resolve(), user=args.user,
+                       var_dir=Path(args.state_dir), site=args.site or default_site_code(),
+                       bin=default_bin())
+    if not plan.var_dir.is_absolute():
+        print(f"siaga112: --state-dir: expected an absolute path, got {args.state_dir!r}",
+              file=sys.stderr)
+        return 2
+    if plan.root and not args.dry_run and os.geteuid() != 0:
+        print("siaga112: installing into / needs root (or use --prefix DIR / --dry-run)",
+              file=sys.stderr)
+        return 2
+    try:
+        steps = install(plan, dry_run=args.dry_run)
+    except (ServiceError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"siaga112: service install: {exc}", file=sys.stderr)
+        return 1
+    for line in steps:
+        print(line)
+    print("Nothing was started or enabled." + ("" if not plan.root else " Next:"))
+    if plan.root:
+        for line in next_steps(plan):
+            print(f"  {line}")
+    return 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -636,6 +673,17 @@ def build_parser() -> argparse.ArgumentParser:
     agi.add_parser("serve", help="FastAGI server: screens each call in a forked process "
                    "(the dialplan falls back to a process per call without it)"
                    ).set_defaults(func=cmd_agi_serve)
+
+    sv = sub.add_parser("service", help="systemd units (systemd/)").add_subparsers(
+        dest="sv_cmd", required=True)
+    si = sv.add_parser("install", help="install the units (Asterisk, screening server, app; "
+                       "a dedicated user); prints every step, starts nothing")
+    si.add_argument("--prefix", default="/", help="install under this directory instead of /")
+    si.add_argument("--dry-run", action="store_true", help="only print what would be done")
+    si.add_argument("--user", default="siaga112", help="system user the services run as")
+    si.add_argument("--state-dir", default="/var/lib/siaga112",
+                    help="the state directory (SIAGA112_VAR) the services may write")
+    si.set_defaults(func=cmd_service_install)
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_cmd", required=True)
     db.add_parser("upgrade", help="run migrations").set_defaults(func=cmd_db_upgrade)

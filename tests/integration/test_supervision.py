@@ -1,4 +1,6 @@
-"""The README's run command (`./scripts/run.sh`) keeps the line up when the app crashes."""
+"""Supervision: the README's run command (`./scripts/run.sh`) keeps the line up when the app
+crashes, and the systemd unit's Asterisk command (`asterisk start --foreground`) behaves as
+systemd expects (ready once ARI answers, a clean stop on SIGTERM)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -184,3 +188,42 @@ async def fallback_end_for(run: RunSh, caller: str) -> dict[str, str]:
                      if r["event"] == "end" and r["caller"] == caller), None)
 
     return dict(await until(ended, timeout=15))
+
+
+async def test_asterisk_start_foreground_says_ready_once_ari_answers_and_stops_cleanly_on_sigterm(
+    var_dir: Path, tmp_path: Path,
+) -> None:
+    run = RunSh(var_dir, f"sqlite+aiosqlite:///{var_dir}/siaga112.db")
+    notify = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.setblocking(False)
+    env = run.env | {"NOTIFY_SOCKET": str(notify)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ari_app.cli", "asterisk", "start", "--foreground", env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    try:
+        loop = asyncio.get_running_loop()
+        ready = await asyncio.wait_for(loop.sock_recv(sock, 64), 60)
+        assert ready == b"READY=1"
+        password = secret(var_dir, "ari.password")
+        client = AriClient(f"http://127.0.0.1:{run.ports['HTTP']}", "siaga112", password)
+        try:
+            info = await client.get("asterisk", "info")  # ARI answered before READY
+        finally:
+            await client.close()
+        assert "system" in info
+        asterisk_pid = int(pid_path(var_dir).read_text())
+        assert is_our_asterisk(asterisk_pid, var_dir)
+        proc.send_signal(signal.SIGTERM)  # what systemd sends on stop
+        code = await asyncio.wait_for(proc.wait(), 30)
+        assert proc.stdout is not None
+        shown = (await proc.stdout.read()).decode(errors="replace")
+        assert code == 0, shown
+        assert not is_our_asterisk(asterisk_pid, var_dir)
+    finally:
+        sock.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
