@@ -159,6 +159,16 @@ def cmd_service_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from ari_app.status import collect, format_text
+    from ari_app.tickets.db import database_url
+
+    site, var_dir = _site(args), _var_dir(args)
+    st = asyncio.run(collect(site, var_dir, database_url(var_dir)))
+    print(json.dumps(st.as_dict(), indent=1) if args.json else format_text(st))
+    return st.code
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from ari_app.tickets.db import database_url
     from ari_app.tickets.migrate import upgrade
@@ -662,6 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", help="site code or TOML file (default: $SIAGA112_SITE or jepara)")
     p.add_argument("--var-dir", help="state directory (default: $SIAGA112_VAR or ./var)")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--log-json", action="store_true",
+                   help="log lines as JSON, call ids as fields (or SIAGA112_LOG_FORMAT=json)")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("serve", help="run the ARI application").set_defaults(func=cmd_serve)
@@ -673,6 +685,11 @@ def build_parser() -> argparse.ArgumentParser:
     agi.add_parser("serve", help="FastAGI server: screens each call in a forked process "
                    "(the dialplan falls back to a process per call without it)"
                    ).set_defaults(func=cmd_agi_serve)
+
+    stp = sub.add_parser("status", help="can the line answer now: Asterisk, app, calls, "
+                         "operators, journal, last error (exit 0 ok, 1 degraded, 2 cannot answer)")
+    stp.add_argument("--json", action="store_true")
+    stp.set_defaults(func=cmd_status)
 
     sv = sub.add_parser("service", help="systemd units (systemd/)").add_subparsers(
         dest="sv_cmd", required=True)
@@ -834,11 +851,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ari_app import logs
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(verbose=args.verbose, as_json=args.log_json)
     try:
         return int(args.func(args))
     except ConfigError as exc:

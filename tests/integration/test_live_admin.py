@@ -4,6 +4,7 @@ SIPp phones, the app as its own process, the admin commands as an admin types th
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -28,13 +29,15 @@ pytestmark = pytest.mark.integration
 WITA = ZoneInfo("Asia/Makassar")  # Batola: open 24 h, so the real clock is always in hours
 
 
-def admin(stack: Stack, *args: str) -> str:
-    """`siaga112 ...` as the admin runs it on the server; its output (it must succeed)."""
-    env = {"DATABASE_URL": stack.db_url, "PATH": "/usr/bin:/bin", "SIAGA112_SITE": "batola"}
+def admin(stack: Stack, *args: str, web_port: int = 0, expect: int = 0) -> str:
+    """`siaga112 ...` as the admin runs it on the server; its output (exit code ``expect``)."""
+    env = {"DATABASE_URL": stack.db_url, "PATH": "/usr/bin:/bin", "SIAGA112_SITE": "batola",
+           "SIAGA112_HTTP_PORT": str(stack.site.asterisk.http_port),
+           "SIAGA112_WEB_PORT": str(web_port or free_port())}
     out = subprocess.run([sys.executable, "-m", "ari_app.cli", "--var-dir", str(stack.var_dir),
                           *args], capture_output=True, text=True, timeout=60, env=env,
                          check=False)
-    assert out.returncode == 0, (args, out.stdout, out.stderr)
+    assert out.returncode == expect, (args, out.stdout, out.stderr)
     return out.stdout
 
 
@@ -137,7 +140,11 @@ async def test_operators_added_disabled_and_removed_during_a_call_the_call_goes_
         await engine.dispose()
     assert [tuple(row) for row in rows] == [("081200001401", "op1"), ("081200001402", "op3")]
 
-    # The app is down: the dialplan's fallback rings op3 only.
+    # The app is down: the line still answers, degraded (status exit 1), by the fallback,
+    # which rings op3 only.
+    status = json.loads(admin(stack, "status", "--json", web_port=proc.web_port, expect=1))
+    assert (status["asterisk_up"], status["app_connected"]) == (True, False), status
+    assert status["on_duty"] == status["reachable"] == ["op3"], status
     assert await fallback_call(stack, "081200001403") == "op3"
     assert (await op3.wait(20)).successful == 2
     assert invites_received(await op1.stop()) == 1   # removed: no INVITE after its call

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -47,7 +48,8 @@ class RunSh:
             # The app is back ~0.6 s after its restart begins; the 1.5 s wait first leaves a
             # caller placed just after the kill no chance of reaching it, so the fallback's
             # part is shown every time (and the app is still back within 3 s).
-            "SIAGA112_RESTART_DELAY_S": "1.5"}
+            "SIAGA112_RESTART_DELAY_S": "1.5",
+            "SIAGA112_LOG_FORMAT": "json"}  # as the systemd units run the app
         self.proc: asyncio.subprocess.Process | None = None
         self.log_path = var_dir / "run.log"
 
@@ -79,6 +81,19 @@ class RunSh:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+    async def status(self) -> tuple[int, dict[str, Any]]:
+        """`siaga112 status --json` as an admin (or a monitoring check) runs it."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ari_app.cli", "status", "--json", env=self.env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, json.loads(out or b"{}") if out else {"stderr": err.decode()}
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
     async def stop(self) -> int | None:
         if self.proc is None or self.proc.returncode is not None:
@@ -125,6 +140,11 @@ async def test_run_sh_app_killed_asterisk_answers_throughout_fallback_takes_the_
     await seed_operators(db_url, site, Clock(), [("op1", c1), ("op2", c2)])
     await run_sh.start()
     await until(run_sh.healthy, timeout=60)
+    code, status = await run_sh.status()
+    assert code == 0, status
+    assert status["asterisk_up"] and status["asterisk_version"] and status["app_connected"]
+    assert status["on_duty"] == ["op1", "op2"] and status["reachable"] == ["op1", "op2"]
+    assert status["journal_backlog"] == 0 and status["asterisk_uptime_s"] >= 0
     url = f"http://127.0.0.1:{run_sh.ports['HTTP']}"
     password = secret(run_sh.var_dir, "ari.password")
     client = AriClient(url, "siaga112", password)
@@ -176,6 +196,16 @@ async def test_run_sh_app_killed_asterisk_answers_throughout_fallback_takes_the_
     assert await run_sh.stop() == 0
     assert not is_our_asterisk(asterisk_pid, run_sh.var_dir)  # Asterisk stopped with run.sh
     assert "supervise: app exited with -9" in run_sh.log()
+    # JSON log lines, the call id as a field of its own (journald, ELK).
+    adopted = [r for r in run_sh.json_lines() if r["logger"] == "ari_app.app"
+               and r["msg"].endswith("adopted")]
+    assert [r["call"] for r in adopted] == [caller], adopted
+    # The web side's access log: every /healthz the test asked, without query strings.
+    access = [json.loads(line) for line in
+              (run_sh.var_dir / "log" / "web-access.log").read_text().splitlines()]
+    assert {"path": "/healthz", "status": "200", "method": "GET"}.items() <= access[-1].items()
+    code, status = await run_sh.status()
+    assert code == 2 and not status["asterisk_up"], status  # the line cannot answer now
 
 
 async def fallback_end_for(run: RunSh, caller: str) -> dict[str, str]:
