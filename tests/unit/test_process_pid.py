@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ari_app.pbx.process import NotOurAsterisk, conf_path, is_our_asterisk, pid_path, stop_pid
+from ari_app.pbx.process import NotOurAsterisk, cmdline, conf_path, is_our_asterisk, pid_path, stop_pid
 
 
 @pytest.fixture
@@ -23,13 +24,16 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def fake_asterisk(tmp_path: Path, procs: list[subprocess.Popen[bytes]], conf: Path
                   ) -> subprocess.Popen[bytes]:
-    """A process whose argv reads `.../asterisk -C <conf> -f` (a sleeping Python script).
-    Popen returns after the child's exec, so /proc already shows this argv."""
+    """A process whose argv reads `.../asterisk -C <conf> -f` (a sleeping Python script)."""
     script = tmp_path / "bin" / "asterisk"
     script.parent.mkdir(exist_ok=True)
     script.write_text("import time\ntime.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, str(script), "-C", str(conf), "-f"])
     procs.append(proc)
+    # Popen returns once exec has begun; the kernel fills /proc/PID/cmdline a moment later.
+    deadline = time.monotonic() + 5
+    while not cmdline(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
     return proc
 
 
@@ -53,7 +57,7 @@ def test_another_asterisk_with_another_config_is_not_ours_but_ours_is(
     other = fake_asterisk(tmp_path, procs, tmp_path / "other" / "asterisk.conf")
     ours = fake_asterisk(tmp_path, procs, conf_path(var))
     assert not is_our_asterisk(other.pid, var)
-    assert is_our_asterisk(ours.pid, var)
+    assert is_our_asterisk(ours.pid, var), (cmdline(ours.pid), conf_path(var))
     with pytest.raises(NotOurAsterisk):
         stop_pid(other.pid, var, timeout=0.5)
     assert other.poll() is None
