@@ -130,19 +130,44 @@ def cli_runner(var_dir: Path, db_url: str
     return run
 
 
-def jcli(var_dir: Path, db_url: str, *args: str) -> Any:
-    out = cli(var_dir, db_url, *args, "--json")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+async def seed(db_url: str, shifts: dict[str, list[tuple[float, float]]]) -> None:
+    """Operators with shifts (hours from now), through the same functions the CLI uses."""
+    from datetime import UTC, datetime, timedelta
+
+    from ari_app.routing.operators import add_operator, add_shift
+
+    now = datetime.now(UTC)
+    engine = make_engine(db_url)
+    try:
+        async with sessions(engine)() as s, s.begin():
+            for name, spans in shifts.items():
+                await add_operator(s, load_site("jepara"), name, name, now)
+                for start, end in spans:
+                    await add_shift(s, name, now + timedelta(hours=start),
+                                    now + timedelta(hours=end))
+    finally:
+        await engine.dispose()
+
+
+async def stored(db_url: str) -> tuple[list[tuple[str, bool]], list[tuple[int, str]]]:
+    """Operators (name, active) and shifts (id, operator) as the database holds them."""
+    from ari_app.routing.operators import list_operators, list_shifts
+
+    engine = make_engine(db_url)
+    try:
+        async with sessions(engine)() as s:
+            ops = [(o.name, o.active) for o in await list_operators(s, "jepara")]
+            return ops, [(r.id, r.operator) for r in await list_shifts(s, "jepara")]
+    finally:
+        await engine.dispose()
 
 
 async def test_bad_admin_input_gets_a_clear_message_and_changes_nothing(
     tmp_path: Path, db_url: str,
 ) -> None:
     run = cli_runner(tmp_path, db_url)
-    assert (await run("operators", "add", "op1")).returncode == 0
-    assert (await run("shifts", "add", "op1", "--from", local(-2), "--to", local(6))).returncode == 0
-    before = (jcli(tmp_path, db_url, "operators", "list"), jcli(tmp_path, db_url, "shifts", "list"))
+    await seed(db_url, {"op1": [(-2, 6)]})
+    before = await stored(db_url)
 
     unknown = await run("operators", "disable", "op9")
     assert unknown.returncode == 2
@@ -160,13 +185,12 @@ async def test_bad_admin_input_gets_a_clear_message_and_changes_nothing(
         assert out.returncode == 2, (refused, out.stdout, out.stderr)
         assert "leaves nobody on duty now (on duty: op1)" in out.stderr
         assert "add --force" in out.stderr
-    assert (jcli(tmp_path, db_url, "operators", "list"),
-            jcli(tmp_path, db_url, "shifts", "list")) == before
+    assert await stored(db_url) == before
 
     forced = await run("operators", "disable", "op1", "--force")
     assert forced.returncode == 0, forced.stderr
     assert "WARNING: disabling op1 leaves nobody on duty now" in forced.stderr
-    assert [o["active"] for o in jcli(tmp_path, db_url, "operators", "list")] == [False]
+    assert (await stored(db_url))[0] == [("op1", False)]
     again = await run("operators", "disable", "op1")
     assert again.returncode == 0 and "already disabled; nothing changed" in again.stdout
 
@@ -175,20 +199,16 @@ async def test_operators_and_shifts_can_be_undone_by_id_or_by_operator_and_time(
     tmp_path: Path, db_url: str,
 ) -> None:
     run = cli_runner(tmp_path, db_url)
-    for name in ("op1", "op2"):
-        assert (await run("operators", "add", name)).returncode == 0
-        assert (await run("shifts", "add", name, "--from", local(-1), "--to", local(7))
-                ).returncode == 0
-    assert (await run("shifts", "add", "op2", "--from", local(10), "--to", local(18))
-            ).returncode == 0
-    first, second, later = jcli(tmp_path, db_url, "shifts", "list")
+    await seed(db_url, {"op1": [(-1, 7)], "op2": [(-1, 7), (10, 18)]})
+    listed = json.loads((await run("shifts", "list", "--json")).stdout)
+    first, second, later = listed
     assert (first["operator"], second["operator"], later["operator"]) == ("op1", "op2", "op2")
     by_time = await run("shifts", "remove", "op2", "--at", local(12))
     assert by_time.returncode == 0, by_time.stderr
     assert f"shift {later['id']} of op2 removed" in by_time.stdout
     by_id = await run("shifts", "remove", str(first["id"]))
     assert by_id.returncode == 0, by_id.stderr
-    assert [r["id"] for r in jcli(tmp_path, db_url, "shifts", "list")] == [second["id"]]
+    assert (await stored(db_url))[1] == [(second["id"], "op2")]
     # Asterisk is not rendered here: the command says so instead of pretending it reloaded.
     assert "Asterisk config not rendered yet" in by_id.stdout
     assert "the app is not running" in by_id.stdout
@@ -202,5 +222,4 @@ async def test_operators_and_shifts_can_be_undone_by_id_or_by_operator_and_time(
     assert removed.returncode == 0, removed.stderr
     assert "operator op2 removed with 1 shift(s)" in removed.stdout
     assert "WARNING: removing op2 leaves nobody on duty" in removed.stderr
-    assert [o["name"] for o in jcli(tmp_path, db_url, "operators", "list")] == ["op1"]
-    assert jcli(tmp_path, db_url, "shifts", "list") == []
+    assert await stored(db_url) == ([("op1", True)], [])
