@@ -110,8 +110,26 @@ async def collect(site: Site, var_dir: Path, database_url: str) -> Status:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             st.problems.append(f"the app does not answer at {web} ({exc or type(exc).__name__}): "
                                "calls go to the dialplan fallback")
+    if st.journal_backlog is None:  # the app is down: what its journal file holds
+        st.journal_backlog = journal_entries(var_dir / "journal" / f"{site.stasis_app}.db")
     await _roster(st, site, database_url, endpoints)
     return st
+
+
+def journal_entries(path: Path) -> int | None:
+    """Writes waiting in the app's local journal (read-only; None if there is no journal)."""
+    import sqlite3
+
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
 
 
 async def _roster(st: Status, site: Site, database_url: str,

@@ -145,6 +145,7 @@ async def test_operators_added_disabled_and_removed_during_a_call_the_call_goes_
     status = json.loads(admin(stack, "status", "--json", web_port=proc.web_port, expect=1))
     assert (status["asterisk_up"], status["app_connected"]) == (True, False), status
     assert status["on_duty"] == status["reachable"] == ["op3"], status
+    assert status["journal_backlog"] == 0  # read from the stopped app's journal file
     assert await fallback_call(stack, "081200001403") == "op3"
     assert (await op3.wait(20)).successful == 2
     assert invites_received(await op1.stop()) == 1   # removed: no INVITE after its call
