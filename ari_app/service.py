@@ -76,11 +76,23 @@ def env_text(plan: InstallPlan) -> str:
             "# SIAGA112_SIP_PORT=5060\n# SIAGA112_BIND=0.0.0.0\n")
 
 
+def closed_dirs(path: Path) -> list[Path]:
+    """Directories on the way to ``path`` that a user other than their owner cannot enter
+    (e.g. /root): the service user could not run the venv from there."""
+    return [d for d in [*reversed(path.parents)] if d.exists() and not d.stat().st_mode & 0o001]
+
+
 def install(plan: InstallPlan, *, dry_run: bool = False) -> list[str]:
     """Do (or, with ``dry_run``, only list) each step; returns the steps in words."""
     if not plan.bin.exists():
         raise ServiceError(f"{plan.bin} does not exist: run ./scripts/setup.sh first")
     steps: list[str] = []
+    python = Path(sys.executable).resolve()  # the venv's interpreter may live elsewhere
+    for needed in (plan.bin, python):
+        for closed in closed_dirs(needed):
+            steps.append(f"WARNING: {closed} is closed to other users, so {plan.user} cannot "
+                         f"run {needed}: put the checkout and its Python where it can "
+                         "(e.g. /opt/siaga112, a system python3)")
 
     def step(text: str) -> bool:
         steps.append(("would " if dry_run else "") + text)

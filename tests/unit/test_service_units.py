@@ -62,3 +62,18 @@ def test_dry_run_lists_the_steps_and_writes_nothing(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "would write" in out.stdout and "would make state directory" in out.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkout_the_service_user_cannot_enter_is_named_before_anything_is_installed(
+    tmp_path: Path,
+) -> None:
+    from ari_app.service import closed_dirs
+
+    private = tmp_path / "home"
+    (private / "venv" / "bin").mkdir(parents=True)
+    private.chmod(0o700)
+    try:
+        assert private in closed_dirs(private / "venv" / "bin" / "siaga112")
+        assert closed_dirs(Path("/usr/bin/env")) == []
+    finally:
+        private.chmod(0o755)
