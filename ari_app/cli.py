@@ -316,9 +316,14 @@ def _admin_change(args: argparse.Namespace,
                 if not change.live:
                     return 0
             async with maker() as s:
-                for line in await apply_live(site, var_dir, s):
-                    print(line)
-            return 0
+                lines, followed = await apply_live(site, var_dir, s)
+            for line in lines:
+                print(line, file=sys.stdout if followed else sys.stderr)
+            if not followed:
+                print("siaga112: the database is changed, but the running Asterisk did not "
+                      "take it: fix the problem above, then `siaga112 operators apply`",
+                      file=sys.stderr)
+            return 0 if followed else 1
         finally:
             await engine.dispose()
 
@@ -356,6 +361,16 @@ def cmd_operators_set(args: argparse.Namespace) -> int:
         if args.op_cmd == "remove":
             return await remove_operator(s, site.code, args.name, now, force=args.force)
         return await set_password(s, site.code, args.name, password)
+
+    return _admin_change(args, work)
+
+
+def cmd_operators_apply(args: argparse.Namespace) -> int:
+    """Make the running Asterisk and app follow the database as it is (nothing changes in it)."""
+    from ari_app.routing.operators import Change
+
+    async def work(_s: AsyncSession, _now: datetime) -> Change:
+        return Change("operators and shifts as stored:")
 
     return _admin_change(args, work)
 
@@ -769,6 +784,8 @@ def build_parser() -> argparse.ArgumentParser:
     ol = ops.add_parser("list")
     ol.add_argument("--json", action="store_true")
     ol.set_defaults(func=cmd_operators_list)
+    ops.add_parser("apply", help="make the running Asterisk and app follow the database "
+                   "(after a reload that failed)").set_defaults(func=cmd_operators_apply)
 
     sh = sub.add_parser("shifts", help="operator shifts (applied to the running app at once)"
                         ).add_subparsers(dest="sh_cmd", required=True)

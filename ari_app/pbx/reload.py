@@ -28,6 +28,7 @@ class ReloadResult:
     written: list[Path] = field(default_factory=list)
     reloaded: bool = False          # the running Asterisk took the new files
     problem: str = ""               # why it did not (Asterisk down, a reload refused)
+    failed: bool = False            # Asterisk runs but did not take them: the admin must act
 
     def describe(self) -> str:
         if self.reloaded:
@@ -55,12 +56,15 @@ def apply_operators(var_dir: Path, ops: Iterable[OperatorEndpoint]) -> ReloadRes
         dialplan = cli(var_dir, "dialplan reload")
     except (AsteriskError, subprocess.TimeoutExpired, OSError) as exc:
         result.problem = f"Asterisk did not reload: {exc}"
+        result.failed = True
         log.error("operator change: %s", result.problem)
         return result
     if "reloaded successfully" not in pjsip:
         result.problem = f"`module reload res_pjsip.so` said: {pjsip.strip() or 'nothing'}"
+        result.failed = True
     elif "Dialplan reloaded" not in dialplan:
         result.problem = f"`dialplan reload` said: {dialplan.strip() or 'nothing'}"
+        result.failed = True
     else:
         result.reloaded = True
         log.info("operator change reloaded into Asterisk (%s)", ", ".join(p.name for p in

@@ -251,10 +251,10 @@ async def endpoints_from_db(site: Site, var_dir: Path) -> list[OperatorEndpoint]
         await engine.dispose()
 
 
-async def apply_live(site: Site, var_dir: Path, s: AsyncSession) -> list[str]:
+async def apply_live(site: Site, var_dir: Path, s: AsyncSession) -> tuple[list[str], bool]:
     """Make the running system follow the database after a change: the PJSIP endpoints and the
     fallback's list (rewritten, Asterisk reloaded) and the app's roster (told at once).
-    Returns what was done, one line each."""
+    Returns what was done, one line each, and False if the running Asterisk did not follow."""
     from ari_app.pbx.reload import apply_operators
     from ari_app.running import notify_roster_changed
 
@@ -262,4 +262,4 @@ async def apply_live(site: Site, var_dir: Path, s: AsyncSession) -> list[str]:
     pid = notify_roster_changed(var_dir, site.stasis_app)
     return [result.describe(),
             f"the app (pid {pid}) reloaded its roster" if pid is not None else
-            "the app is not running: it reads the roster when it starts"]
+            "the app is not running: it reads the roster when it starts"], not result.failed

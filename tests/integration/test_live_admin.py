@@ -120,6 +120,9 @@ async def test_operators_added_disabled_and_removed_during_a_call_the_call_goes_
     globals_ = await asyncio.to_thread(stack.asterisk.cli, "dialplan show globals")
     assert "SIAGA_FALLBACK_DIAL=PJSIP/op3\n" in globals_  # the list rung with the database down
     assert "roster changed by an admin command" in proc.log_tail(200)
+    again = admin(stack, "operators", "apply")  # the stored state again: nothing moves
+    assert "Asterisk reloaded PJSIP and the dialplan" in again
+    await audio_flows(client, caller, operator_leg)
 
     # op1 finishes the call; the caller hangs up after that.
     await client.delete("channels", caller)
