@@ -195,7 +195,8 @@ async def test_run_sh_app_killed_asterisk_answers_throughout_fallback_takes_the_
         await client.close()
     assert await run_sh.stop() == 0
     assert not is_our_asterisk(asterisk_pid, run_sh.var_dir)  # Asterisk stopped with run.sh
-    assert "supervise: app exited with -9" in run_sh.log()
+    assert any(r["msg"].startswith("supervise: app exited with -9")
+               for r in run_sh.json_lines())
     # JSON log lines, the call id as a field of its own (journald, ELK).
     adopted = [r for r in run_sh.json_lines() if r["logger"] == "ari_app.app"
                and r["msg"].endswith("adopted")]
@@ -257,3 +258,32 @@ async def test_asterisk_start_foreground_says_ready_once_ari_answers_and_stops_c
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_run_sh_asterisk_killed_is_started_again_and_the_app_reconnects_by_itself(
+    run_sh: RunSh, phone: PhoneFactory, db_url: str,
+) -> None:
+    _op1, c1 = await phone("operator_answer_talk.xml", name="op1", extra_args=["-d", "1000"])
+    await seed_operators(db_url, run_sh.site(), Clock(), [("op1", c1)])
+    await run_sh.start()
+    await until(run_sh.healthy, timeout=60)
+    first = int(pid_path(run_sh.var_dir).read_text())
+    assert is_our_asterisk(first, run_sh.var_dir)
+    app_before = app_pid(run_sh.var_dir, run_sh.site().stasis_app)
+    os.kill(first, signal.SIGKILL)  # checked above: our Asterisk, started by run.sh
+
+    async def new_asterisk() -> bool:
+        try:
+            pid = int(pid_path(run_sh.var_dir).read_text())
+        except (OSError, ValueError):
+            return False
+        return pid != first and is_our_asterisk(pid, run_sh.var_dir)
+
+    await until(new_asterisk, timeout=60)
+    await until(run_sh.healthy, timeout=30)  # the same app, reconnected with its back-off
+    assert app_pid(run_sh.var_dir, run_sh.site().stasis_app) == app_before
+    result = await run_sipp(SippRun("caller_key.xml", target_port=run_sh.ports["SIP"],
+                                    keys={"caller": "081200001421"}, template={"digit": "2"}))
+    assert result.ok, result.errors
+    assert any(r["msg"] == "supervise: asterisk exited with -9; starting it again"
+               for r in run_sh.json_lines())
