@@ -55,7 +55,7 @@ async def _operator_endpoints(site: Site, var_dir: Path) -> list[OperatorEndpoin
 
 
 def cmd_asterisk_start(args: argparse.Namespace) -> int:
-    from ari_app.pbx.process import AsteriskProcess, pid_path, running_pid
+    from ari_app.pbx.process import AsteriskError, AsteriskProcess, pid_path, running_pid
     from ari_app.pbx.render import render
 
     site, var_dir = _site(args), _var_dir(args)
@@ -73,7 +73,11 @@ def cmd_asterisk_start(args: argparse.Namespace) -> int:
     proc = AsteriskProcess(var_dir, rendered)
     # Asterisk speaks sd_notify itself when it has booted; only we say READY (after ARI answers)
     notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
-    proc.start(detach=not args.foreground)
+    try:
+        proc.start(detach=not args.foreground)
+    except AsteriskError as exc:
+        print(f"siaga112: {exc}", file=sys.stderr)
+        return 1
     if notify_socket is not None:
         os.environ["NOTIFY_SOCKET"] = notify_socket
     print(f"asterisk started: pid {proc.pid}, SIP {rendered.bind}:{rendered.sip_port}, "
