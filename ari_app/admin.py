@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ari_app.config import Site
-from ari_app.tickets.models import CallerFlagClear, Operator, Shift, Ticket, TicketAudit
+from ari_app.tickets.models import CallerFlagClear, Ticket, TicketAudit
 
 TICKET_FIELDS = ("reference", "status", "kind", "category", "priority", "silent", "caller_number",
                  "operator", "agency", "menu_choice", "policy", "callback_needed", "arrived_at",
@@ -71,14 +71,6 @@ def format_ticket(data: dict[str, Any]) -> str:
     for a in data["audit"]:
         lines.append(f"  {a['at']}  {a['actor']:<10} {a['action']:<18} {json.dumps(a['detail'])}")
     return "\n".join(lines)
-
-
-async def list_shifts(s: AsyncSession, site: str) -> list[dict[str, Any]]:
-    rows = await s.execute(select(Operator.name, Shift.starts_at, Shift.ends_at)
-                           .join(Shift, Shift.operator_id == Operator.id)
-                           .where(Operator.site == site).order_by(Shift.starts_at))
-    return [{"operator": n, "starts_at": a.isoformat(), "ends_at": b.isoformat()}
-            for n, a, b in rows]
 
 
 OUTCOMES = ("genuine", "complaint", "prank", "ghost", "abandoned", "silent-unreached")
