@@ -114,6 +114,11 @@ class WebSettings:
     aml_gateways: tuple[str, ...]   # each has a token (and an HMAC key) in var/secrets
     aml_require_hmac: bool
     max_body_bytes: int
+    # /metrics: a bearer token (var/secrets/metrics.token) always works; without one only a
+    # loopback peer is answered, and not even that when metrics_loopback_open is false
+    metrics_loopback_open: bool = True
+    # WhatsApp Cloud API app secret file name in var/secrets: X-Hub-Signature-256 is checked
+    whatsapp_app_secret: str = "whatsapp-app.secret"
 
 
 @dataclass(frozen=True)
@@ -370,7 +375,8 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         prompts[key] = p.string(key, pattern=r"[a-z0-9_\-]+", expected="a sound name")
 
     w = root.table("web", required=False)
-    w.unknown_keys({"bind", "port", "aml_gateways", "aml_require_hmac", "max_body_bytes"})
+    w.unknown_keys({"bind", "port", "aml_gateways", "aml_require_hmac", "max_body_bytes",
+                    "metrics_loopback_open"})
     gateways = w.get("aml_gateways", list, "a list of gateway names", ["smsgw"])
     if not all(isinstance(g, str) and re.fullmatch(r"[a-z][a-z0-9_\-]{1,30}", g) for g in gateways):
         raise ConfigError(file, "web.aml_gateways", "a list of lower-case gateway names", gateways)
@@ -381,6 +387,7 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         aml_gateways=tuple(gateways),
         aml_require_hmac=w.get("aml_require_hmac", bool, "true or false", False),
         max_body_bytes=w.integer("max_body_bytes", 1024, 1048576, 16384),
+        metrics_loopback_open=w.get("metrics_loopback_open", bool, "true or false", True),
     )
 
     sc = root.table("screening", required=False)

@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ari_app.admin_audit import cli_actor, record_admin_change
 from ari_app.config import Site
 from ari_app.pbx.render import OperatorEndpoint
 from ari_app.tickets.db import database_url, make_engine, sessions
@@ -43,6 +44,9 @@ async def add_operator(s: AsyncSession, site: Site, name: str, display_name: str
     password = password or secrets.token_urlsafe(12)
     s.add(Operator(name=name, display_name=display_name, site=site.code,
                    sip_md5=sip_md5(name, password), contact=contact, created_at=at))
+    await record_admin_change(s, actor=cli_actor(), entity="operator", key=name, action="added",
+                              before=None, after={"display_name": display_name, "contact": contact,
+                                                  "site": site.code}, at=at)
     return password
 
 
@@ -54,6 +58,10 @@ async def add_shift(s: AsyncSession, name: str, starts_at: datetime, ends_at: da
         raise OperatorError(f"no operator named {name!r}")
     shift = Shift(operator_id=op_id, starts_at=starts_at, ends_at=ends_at)
     s.add(shift)
+    await s.flush()
+    await record_admin_change(s, actor=cli_actor(), entity="shift", key=str(shift.id), action="added",
+                              before=None, after={"operator": name, "starts_at": starts_at,
+                                                  "ends_at": ends_at})
     return shift
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ari_app.admin_audit import cli_actor, record_site_settings
 from ari_app.secrets import secret
 from ari_app.web.actions import TicketActions, TicketBus
 from ari_app.web.agencies import seed_agencies
@@ -84,6 +85,10 @@ async def _background(console: Console) -> None:
         try:
             async with console.app.sessions() as session, session.begin():
                 added = await seed_agencies(session, s.site.code, s.var_dir)
+                if await record_site_settings(session, s.site.code, s.site.file,
+                                              actor=cli_actor(), at=s.clock.now()):
+                    log.info("site settings of %s changed since the last start: audited",
+                             s.site.code)
             if added:
                 log.info("seeded %d agencies for site %s", added, s.site.code)
             break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
@@ -9,7 +10,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ari_app.secrets import secret
 from ari_app.web.aml import AmlReceiver, load_gateways
+from ari_app.web.auth import same_secret
 from ari_app.web.console import register_console
 from ari_app.web.ratelimit import (
     AML_DEFAULT,
@@ -24,6 +27,28 @@ if TYPE_CHECKING:
     from ari_app.app import App
 
 log = logging.getLogger(__name__)
+
+
+def is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def metrics_refusal(request: web.Request, token: str, loopback_open: bool) -> web.Response | None:
+    """None when /metrics may be answered: the metrics bearer token, or a loopback peer."""
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer ") and same_secret(header[7:].strip(), token):
+        return None
+    if header:
+        return web.json_response({"error": "wrong metrics token"}, status=403)
+    if loopback_open and is_loopback(request.remote):
+        return None
+    return web.json_response(
+        {"error": "metrics need Authorization: Bearer <var/secrets/metrics.token>"
+                  + ("" if loopback_open else " (web.metrics_loopback_open is false)")},
+        status=401, headers={"WWW-Authenticate": 'Bearer realm="siaga112-metrics"'})
 
 
 def make_web_app(app: App) -> web.Application:
@@ -53,7 +78,12 @@ def make_web_app(app: App) -> web.Application:
                 "db_backlog": app.writer.backlog, "calls": len(app.registry.calls)}
         return web.json_response(body, status=200 if app.events.ready else 503)
 
-    async def metrics(_: web.Request) -> web.Response:
+    metrics_token = secret(app.settings.var_dir, "metrics.token", 32)
+
+    async def metrics(request: web.Request) -> web.Response:
+        refused = metrics_refusal(request, metrics_token, site.web.metrics_loopback_open)
+        if refused is not None:
+            return refused
         return web.Response(body=generate_latest(registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
