@@ -111,6 +111,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return _run_db(args, work)
 
 
+def cmd_whatsapp_secret(args: argparse.Namespace) -> int:
+    """Keep the WhatsApp app secret (from Meta's app dashboard) in var/secrets, mode 0600."""
+    import getpass
+    import os
+
+    from ari_app.cli import _site, _var_dir
+
+    site = _site(args)
+    path = _var_dir(args) / "secrets" / site.web.whatsapp_app_secret
+    value = (sys.stdin.readline().strip() if args.stdin
+             else getpass.getpass("WhatsApp app secret: ").strip())
+    if not value:
+        print("siaga112: empty secret: nothing saved", file=sys.stderr)
+        return 2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    print(f"WhatsApp app secret saved in {path}; X-Hub-Signature-256 is checked with it")
+    return 0
+
+
 def add_security_commands(sub: Any, users: Any) -> None:
     """Register the commands on the main parser (``sub``) and under ``users``."""
     tl = users.add_parser("tokens", help="list API tokens (expiry, revocation)")
@@ -127,6 +150,12 @@ def add_security_commands(sub: Any, users: Any) -> None:
     lk = users.add_parser("locks", help="user names and addresses with failed logins or a lock")
     lk.add_argument("--json", action="store_true")
     lk.set_defaults(func=cmd_locks)
+
+    wa = sub.add_parser("whatsapp", help="the WhatsApp channel").add_subparsers(
+        dest="wa_cmd", required=True)
+    ws = wa.add_parser("secret", help="set the app secret X-Hub-Signature-256 is checked with")
+    ws.add_argument("--stdin", action="store_true", help="read it from stdin")
+    ws.set_defaults(func=cmd_whatsapp_secret)
 
     au = sub.add_parser("audit", help="the admin audit trail (who changed what, before and after)")
     au.add_argument("--entity")

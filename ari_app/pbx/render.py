@@ -88,6 +88,18 @@ def operator_section(op: OperatorEndpoint) -> str:
     )
 
 
+def operator_outbound_numbers(site: Site) -> list[str]:
+    """What an operator's phone may dial out: the site's other services (110, 113, ...), its
+    out-of-hours forward number and its agencies' phones. Nothing else leaves through the trunk."""
+    from ari_app.web.agencies import load_agencies
+
+    numbers = set(site.other_services.values())
+    if site.out_of_hours.forward_number:
+        numbers.add(site.out_of_hours.forward_number)
+    numbers.update(a.phone for a in load_agencies(site.code) if re.fullmatch(r"\+?[0-9]{2,20}", a.phone))
+    return sorted(numbers)
+
+
 def write_agi(site: Site, var_dir: Path, database_url: str | None) -> None:
     """AGI wrappers (venv Python + our script) and the small config file they read."""
     from ari_app.tickets.db import database_url as default_url
@@ -169,7 +181,10 @@ def render(
         f"exten => {n},1,Set(__SIAGA_DIALLED={n})\n same => n,Goto(siaga112-emergency,s,1)"
         for n in site.numbers
     )
+    outbound = "\n".join(f"exten => {n},1,Goto(siaga112-operator-dial,{n},1)"
+                         for n in operator_outbound_numbers(site))
     values = {
+        "operator_outbound_extensions": outbound,
         "etc_dir": str(etc),
         "module_dir": module_dir(),
         "var_dir": str(ast_dir),
