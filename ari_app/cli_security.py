@@ -134,6 +134,97 @@ def cmd_whatsapp_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention_run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from ari_app.cli import _db, _site
+    from ari_app.tickets.retention import run_retention
+
+    site = _site(args)
+
+    async def main() -> int:
+        engine, maker = _db(args)
+        try:
+            report = await run_retention(maker, site.retention, datetime.now(UTC),
+                                         actor=cli_actor(), site_code=site.code)
+        finally:
+            await engine.dispose()
+        data = asdict(report)
+        print(json.dumps(data, indent=1) if args.json else
+              ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in data.items()))
+        return 1 if report.errors else 0
+
+    import asyncio
+
+    return asyncio.run(main())
+
+
+def cmd_retention_hold(args: argparse.Namespace) -> int:
+    from ari_app.tickets.retention import set_legal_hold
+
+    hold = args.ret_cmd == "hold"
+
+    async def work(s: AsyncSession) -> int:
+        if not await set_legal_hold(s, args.reference, hold, datetime.now(UTC),
+                                    actor=f"{args.by} ({cli_actor()})", reason=args.reason):
+            print(f"siaga112: no ticket {args.reference}", file=sys.stderr)
+            return 1
+        print(f"{args.reference}: legal hold {'on' if hold else 'lifted'}")
+        return 0
+
+    return _run_db(args, work, write=True)
+
+
+def _audit_backup(args: argparse.Namespace, action: str, directory: str, after: Any) -> None:
+    from ari_app.admin_audit import record_admin_change
+
+    async def work(s: AsyncSession) -> int:
+        await record_admin_change(s, actor=cli_actor(), entity="backup", key=directory[:128],
+                                  action=action, before=None, after=after)
+        return 0
+
+    _run_db(args, work, write=True)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ari_app.backup import BackupError, backup
+    from ari_app.cli import _var_dir
+    from ari_app.tickets.db import database_url
+
+    var_dir = _var_dir(args)
+    try:
+        manifest = backup(Path(args.dir), var_dir, database_url(var_dir))
+    except BackupError as exc:
+        print(f"siaga112: backup refused: {exc}", file=sys.stderr)
+        return 1
+    _audit_backup(args, "backup", str(Path(args.dir).resolve()), manifest["counts"])
+    print(f"backup written to {Path(args.dir).resolve()}: {len(manifest['files'])} files, "
+          + ", ".join(f"{k} {v}" for k, v in manifest["counts"].items()))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ari_app.backup import BackupError, restore
+    from ari_app.cli import _var_dir
+    from ari_app.tickets.db import database_url
+
+    var_dir = _var_dir(args)
+    try:
+        manifest = restore(Path(args.dir), var_dir, database_url(var_dir))
+    except BackupError as exc:
+        print(f"siaga112: restore refused: {exc}", file=sys.stderr)
+        return 1
+    _audit_backup(args, "restore", str(Path(args.dir).resolve()),
+                  {"created_at": manifest["created_at"], **manifest["counts"]})
+    print(f"restored from {Path(args.dir).resolve()} (backup of {manifest['created_at']}): "
+          + ", ".join(f"{k} {v}" for k, v in manifest["counts"].items()))
+    return 0
+
+
 def add_security_commands(sub: Any, users: Any) -> None:
     """Register the commands on the main parser (``sub``) and under ``users``."""
     tl = users.add_parser("tokens", help="list API tokens (expiry, revocation)")
@@ -156,6 +247,28 @@ def add_security_commands(sub: Any, users: Any) -> None:
     ws = wa.add_parser("secret", help="set the app secret X-Hub-Signature-256 is checked with")
     ws.add_argument("--stdin", action="store_true", help="read it from stdin")
     ws.set_defaults(func=cmd_whatsapp_secret)
+
+    rt = sub.add_parser("retention", help="retention of recordings and personal data "
+                        "([retention] in the site file)").add_subparsers(dest="ret_cmd", required=True)
+    rr = rt.add_parser("run", help="delete old recordings, anonymise old closed tickets (audited)")
+    rr.add_argument("--json", action="store_true")
+    rr.set_defaults(func=cmd_retention_run)
+    for name, text in (("hold", "put a ticket under legal hold: retention leaves it alone"),
+                       ("release", "lift a ticket's legal hold")):
+        rh = rt.add_parser(name, help=text)
+        rh.add_argument("reference")
+        rh.add_argument("--by", required=True, help="who orders it (audited)")
+        rh.add_argument("--reason", default="")
+        rh.set_defaults(func=cmd_retention_hold)
+
+    bk = sub.add_parser("backup", help="snapshot database, journal, recordings and secrets "
+                        "into DIR (manifest + SHA-256)")
+    bk.add_argument("dir")
+    bk.set_defaults(func=cmd_backup)
+    rs = sub.add_parser("restore", help="bring a fresh machine back from a backup DIR "
+                        "(checksums verified first)")
+    rs.add_argument("dir")
+    rs.set_defaults(func=cmd_restore)
 
     au = sub.add_parser("audit", help="the admin audit trail (who changed what, before and after)")
     au.add_argument("--entity")

@@ -122,6 +122,16 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long the data of people in distress is kept (UU 27/2022: only as long as needed).
+    Nothing on an open ticket or a ticket under legal hold is touched."""
+
+    recordings_days: int = 365      # call recordings of closed tickets are deleted after this
+    personal_days: int = 730        # caller numbers and locations of closed tickets: anonymised
+    run_every_h: float = 24.0       # `siaga112 serve` runs it on this timer (and at start)
+
+
+@dataclass(frozen=True)
 class SmtpSettings:
     """Outgoing mail for agency notifications. The password, if any, is in var/secrets."""
 
@@ -173,6 +183,7 @@ class Site:
     screening: Screening = Screening(3, 24.0, 3, 400, ())
     non_emergency_channel: str | None = None
     smtp: SmtpSettings | None = None   # None: agency e-mail is not sent (webhooks still are)
+    retention: Retention = Retention()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def is_open(self, local: time) -> bool:
@@ -274,7 +285,8 @@ def _env_int(name: str, default: int, file: str) -> int:
 def parse_site(file: str, data: dict[str, Any]) -> Site:
     root = _Reader(file, data)
     root.unknown_keys({"site", "hours", "out_of_hours", "menu", "queue", "asterisk",
-                       "other_services", "prompts", "web", "screening", "smtp", "extra"})
+                       "other_services", "prompts", "web", "screening", "smtp", "retention",
+                       "extra"})
     s = root.table("site")
     s.unknown_keys({"code", "name", "reference_prefix", "stasis_app", "timezone", "languages",
                     "numbers", "non_emergency_channel"})
@@ -403,9 +415,16 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         allowlist=tuple(allow),
     )
 
+    rt = root.table("retention", required=False)
+    rt.unknown_keys({"recordings_days", "personal_days", "run_every_h"})
+    retention = Retention(recordings_days=rt.integer("recordings_days", 1, 36500, 365),
+                          personal_days=rt.integer("personal_days", 1, 36500, 730),
+                          run_every_h=rt.number("run_every_h", 0.1, 24 * 7, 24.0))
+
     return Site(
         file=file,
         web=web,
+        retention=retention,
         screening=screening,
         smtp=_parse_smtp(root) if "smtp" in data else None,
         code=s.string("code", pattern=r"[a-z][a-z0-9_]{1,30}", expected="a lower-case site code"),

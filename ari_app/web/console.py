@@ -95,7 +95,21 @@ async def _background(console: Console) -> None:
         except Exception:
             log.exception("seeding agencies failed; retrying in 5 s")
             await asyncio.sleep(5)
-    await console.worker.run()
+    await asyncio.gather(console.worker.run(), _retention_timer(console))
+
+
+async def _retention_timer(console: Console) -> None:
+    """`siaga112 retention run` on the site's timer, inside the running app."""
+    from ari_app.tickets.retention import run_retention
+
+    s = console.app.settings
+    while True:
+        try:
+            await run_retention(console.app.sessions, s.site.retention, s.clock.now(),
+                                actor="retention timer", site_code=s.site.code)
+        except Exception:
+            log.exception("retention run failed; the next run tries again")
+        await asyncio.sleep(s.site.retention.run_every_h * 3600)
 
 
 def start_background(app: App) -> asyncio.Task[None]:
