@@ -220,7 +220,9 @@ def cmd_operators_add(args: argparse.Namespace) -> int:
             return 2
         print(f"operator {args.name} added. SIP account for the softphone:\n"
               f"  user/auth name: {args.name}\n  password: {password}   (shown once)\n"
-              f"  domain: {site.asterisk.bind}:{site.asterisk.sip_port} (UDP)\n"
+              + (f"  domain: {site.asterisk.bind}:{site.asterisk.tls_port} (TLS, SRTP required)\n"
+                 if site.asterisk.operators_use_tls else
+                 f"  domain: {site.asterisk.bind}:{site.asterisk.sip_port} (UDP)\n") +
               "Run `siaga112 asterisk start` (or `asterisk render` and a PJSIP reload) to use it.")
         return 0
 

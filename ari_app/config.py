@@ -87,6 +87,27 @@ class AsteriskSettings:
     rtp_end: int
     trunk_host: str | None  # the carrier's SBC; None means accept any loopback peer (demo)
     fastagi_port: int = 4573  # our screening server (siaga112 agi serve), on loopback only
+    # SIP TLS + SRTP (SDES) for operator phones: "auto" = on when bind is beyond loopback.
+    # The carrier trunk keeps plain UDP/RTP (most carriers use it).
+    operator_tls: str = "auto"
+    tls_port: int = 5061
+    tls_cert: str | None = None   # the admin's certificate and key (PEM); else self-signed in
+    tls_key: str | None = None    # var/secrets/sip-tls.{crt,key}
+
+    @property
+    def operators_use_tls(self) -> bool:
+        if self.operator_tls == "auto":
+            return not _is_loopback(self.bind)
+        return self.operator_tls == "on"
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -358,7 +379,7 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
 
     a = root.table("asterisk", required=False)
     a.unknown_keys({"bind", "sip_port", "http_port", "rtp_start", "rtp_end", "trunk_host",
-                    "fastagi_port"})
+                    "fastagi_port", "operator_tls", "tls_port", "tls_cert", "tls_key"})
     ast = AsteriskSettings(
         bind=os.environ.get("SIAGA112_BIND") or a.string(
             "bind", "127.0.0.1", r"[0-9.]+|\[[0-9a-fA-F:]+\]", "an IP address"),
@@ -369,7 +390,15 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         trunk_host=a.string("trunk_host", None, r"[A-Za-z0-9.:\-]+", "a host name or IP"),
         fastagi_port=_env_int("SIAGA112_FASTAGI_PORT",
                               a.integer("fastagi_port", 1, 65535, 4573), file),
+        operator_tls=a.choice("operator_tls", ("auto", "on", "off"), "auto"),
+        tls_port=_env_int("SIAGA112_TLS_PORT", a.integer("tls_port", 1, 65535, 5061), file),
+        tls_cert=a.string("tls_cert", None),
+        tls_key=a.string("tls_key", None),
     )
+    if (ast.tls_cert is None) != (ast.tls_key is None):
+        raise ConfigError(file, "asterisk.tls_key" if ast.tls_key is None else "asterisk.tls_cert",
+                          "both tls_cert and tls_key, or neither (a self-signed pair is made)",
+                          missing=True)
     if ast.rtp_end <= ast.rtp_start:
         raise ConfigError(file, "asterisk.rtp_end", f"a port above rtp_start ({ast.rtp_start})",
                           ast.rtp_end)

@@ -18,6 +18,7 @@ command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
 command -v espeak-ng >/dev/null 2>&1 || need_pkgs+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need_pkgs+=(sox)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v baresip >/dev/null 2>&1 || need_pkgs+=(baresip-core)   # real softphone: TLS + SRTP tests
 
 add_bullseye() {
   # Debian 12 ships no asterisk: take it from Debian 11 with a low pin so nothing else moves.

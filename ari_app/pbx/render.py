@@ -73,7 +73,13 @@ def fill(template: str, values: Mapping[str, str], name: str) -> str:
     return _PLACEHOLDER.sub(sub, template)
 
 
-def operator_section(op: OperatorEndpoint) -> str:
+# SIP over TLS and SRTP keyed by SDES (RFC 4568) inside that TLS: media_encryption_optimistic
+# is off, so a phone that offers plain RTP is refused instead of silently talking in clear.
+OPERATOR_TLS_LINES = ("transport = transport-tls\nmedia_encryption = sdes\n"
+                      "media_encryption_optimistic = no\n")
+
+
+def operator_section(op: OperatorEndpoint, tls: bool = False) -> str:
     contact = f"contact = {op.contact}\n" if op.contact else ""
     callerid = f'callerid = "{op.display_name}" <{op.name}>\n' if op.display_name else ""
     return (
@@ -81,11 +87,25 @@ def operator_section(op: OperatorEndpoint) -> str:
         "allow = ulaw,alaw\ndirect_media = no\nrtp_symmetric = yes\nforce_rport = yes\n"
         f"rewrite_contact = yes\ndtmf_mode = rfc4733\nauth = {op.name}\naors = {op.name}\n"
         "send_connected_line = no\ntimers = no\n"
+        f"{OPERATOR_TLS_LINES if tls else ''}"
         f"{callerid}\n"
         f"[{op.name}]\ntype = auth\nauth_type = md5\nrealm = asterisk\nusername = {op.name}\n"
         f"md5_cred = {op.md5_cred}\n\n"
         f"[{op.name}]\ntype = aor\nmax_contacts = 1\nremove_existing = yes\n{contact}\n"
     )
+
+
+def tls_transport(site: Site, var_dir: Path) -> str:
+    """PJSIP's TLS transport for operator phones, with the admin's or a self-signed pair.
+    ``method = tlsv1_2``: Asterisk 16's default is TLS 1.0, which OpenSSL 3 clients refuse;
+    the same options work on Asterisk 22."""
+    from ari_app.tls import ensure_pair
+
+    a = site.asterisk
+    pair = ensure_pair(var_dir, "sip-tls", [a.bind], cert=a.tls_cert, key=a.tls_key)
+    return (f"[transport-tls]\ntype = transport\nprotocol = tls\nbind = {a.bind}:{a.tls_port}\n"
+            f"cert_file = {pair.cert}\npriv_key_file = {pair.key}\n"
+            "method = tlsv1_2\nverify_client = no\nverify_server = no\n")
 
 
 def operator_outbound_numbers(site: Site) -> list[str]:
@@ -181,6 +201,7 @@ def render(
         f"exten => {n},1,Set(__SIAGA_DIALLED={n})\n same => n,Goto(siaga112-emergency,s,1)"
         for n in site.numbers
     )
+    tls = a.operators_use_tls
     outbound = "\n".join(f"exten => {n},1,Goto(siaga112-operator-dial,{n},1)"
                          for n in operator_outbound_numbers(site))
     values = {
@@ -202,7 +223,8 @@ def render(
         "sounds_dir": str(sounds),
         "trunk_contact_line": f"contact = {trunk_contact}" if trunk_contact else "",
         "trunk_match": site.asterisk.trunk_host or "127.0.0.1",
-        "operator_endpoints": "\n".join(operator_section(op) for op in ops),
+        "operator_endpoints": "\n".join(operator_section(op, tls) for op in ops),
+        "tls_transport": tls_transport(site, var_dir) if tls else "",
         "stasis_app": site.stasis_app,
         "site_code": site.code,
         "fallback_dial": fallback_dial([op.name for op in ops]),
