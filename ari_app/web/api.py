@@ -301,7 +301,10 @@ def register_api(web_app: web.Application, console: Console) -> None:
             return too_many_requests(wait, "from this address")
         form = request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
         if form:
-            data = dict(await request.post())
+            try:
+                data = dict(await request.post())
+            except ValueError as exc:  # e.g. multipart without a boundary
+                return _error(400, f"malformed form body: {exc}")
             if not storable([*data, *(str(v) for v in data.values())]):
                 return _error(422, NOT_TEXT)
             csrf = str(data.pop("csrf", ""))

@@ -362,6 +362,18 @@ def make_middleware(auth: Auth) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
         is_api = path.startswith("/api/")
+        # a malformed form (multipart without a boundary...) is the client's error, not a 500;
+        # parsed once here (aiohttp keeps the result). Complaints are rate limited before their
+        # body is read, so they check their own form.
+        if (request.method in UNSAFE and path != "/api/v1/complaints"
+                and request.content_type in ("application/x-www-form-urlencoded",
+                                             "multipart/form-data")):
+            try:
+                await request.post()
+            except ValueError as exc:
+                if is_api:
+                    return web.json_response({"error": f"malformed form body: {exc}"}, status=400)
+                raise web.HTTPBadRequest(text=f"malformed form body: {exc}") from None
         # /api/v1/complaints checks for itself: a bearer token, a session or the public form's CSRF
         # /api/v1/whatsapp: the X-Hub-Signature-256 of the body is the credential
         public = path.startswith(PUBLIC_PREFIXES) or path in ("/api/v1/complaints",

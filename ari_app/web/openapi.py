@@ -69,7 +69,7 @@ def openapi_document(categories: list[str]) -> dict[str, Any]:
             "/api/v1/complaints": {"post": _op(
                 "Open a complaint ticket (API: bearer token; browsers: the public form)", "201",
                 {"type": "object", "properties": {"reference": {"type": "string"}}},
-                body=_ref("Complaint"), errors=("401", "403", "422", "429"))},
+                body=_ref("Complaint"), errors=("400", "401", "403", "422", "429"))},
             "/api/v1/whatsapp": {"post": {**_also_ok(_op(
                 "WhatsApp Cloud API webhook: one complaint per text message; the sender is proven "
                 "by X-Hub-Signature-256 (HMAC-SHA256 of the body with the app secret)",
@@ -85,7 +85,8 @@ def openapi_document(categories: list[str]) -> dict[str, Any]:
                         "security": [], "responses": {
                             "200": {"description": "hub.challenge echoed",
                                     "content": {"text/plain": {"schema": {"type": "string"}}}},
-                            "403": {"description": "error", **_json(_ref("Error"))}},
+                            "403": {"description": "error", **_json(_ref("Error"))},
+                            "422": {"description": "error", **_json(_ref("Error"))}},
                         "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
                                        for n in ("hub.mode", "hub.verify_token",
                                                  "hub.challenge")]}},
