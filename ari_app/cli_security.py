@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -187,8 +188,6 @@ def _audit_backup(args: argparse.Namespace, action: str, directory: str, after: 
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ari_app.backup import BackupError, backup
     from ari_app.cli import _var_dir
     from ari_app.tickets.db import database_url
@@ -206,8 +205,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ari_app.backup import BackupError, restore
     from ari_app.cli import _var_dir
     from ari_app.tickets.db import database_url
@@ -223,6 +220,65 @@ def cmd_restore(args: argparse.Namespace) -> int:
     print(f"restored from {Path(args.dir).resolve()} (backup of {manifest['created_at']}): "
           + ", ".join(f"{k} {v}" for k, v in manifest["counts"].items()))
     return 0
+
+
+async def security_lines(site: Any, var_dir: Any, s: AsyncSession | None) -> tuple[list[str], bool]:
+    """What `siaga112 security status` prints (and `siaga112 status` may include), and whether
+    something needs the admin (a missing public URL with agencies configured)."""
+    from ari_app.tls import TlsError, fingerprint
+    from ari_app.web.agencies import public_url_problem
+
+    w, a = site.web, site.asterisk
+    lines, problem = [], False
+
+    def cert_line(what: str, given: str | None, name: str) -> str:
+        path = given or str(var_dir / "secrets" / f"{name}.crt")
+        try:
+            return f"{what}: {path} SHA-256 {fingerprint(Path(path))}"
+        except TlsError:
+            return f"{what}: {path} (not made yet: made at first start)"
+
+    lines.append(cert_line(f"web: https://{w.bind}:{w.port}", w.tls_cert, "web-tls"))
+    lines.append(f"web: plain HTTP /healthz on 127.0.0.1:{w.health_port}" if w.health_port
+                 else "web: no plain HTTP listener (web.health_port = 0)")
+    if a.operators_use_tls:
+        lines.append(cert_line(f"SIP: operators on TLS {a.bind}:{a.tls_port}, SRTP required",
+                               a.tls_cert, "sip-tls"))
+    else:
+        lines.append(f"SIP: operators on UDP {a.bind}:{a.sip_port} without SRTP "
+                     f"(asterisk.operator_tls = {a.operator_tls}; auto is on beyond loopback)")
+    if w.public_url:
+        lines.append(f"public URL: {w.public_url}")
+    elif s is not None:
+        reason = await public_url_problem(s, site.code, w.public_url)
+        lines.append(f"public URL: MISSING: {reason}" if reason else
+                     "public URL: not set (no agency gets notifications yet)")
+        problem = reason is not None
+    wa = var_dir / "secrets" / w.whatsapp_app_secret
+    lines.append("WhatsApp: app secret set" if wa.exists() else
+                 "WhatsApp: no app secret: webhooks are refused (`siaga112 whatsapp secret`)")
+    r = site.retention
+    lines.append(f"retention: recordings {r.recordings_days} days, numbers and locations "
+                 f"{r.personal_days} days, every {r.run_every_h:g} h")
+    return lines, problem
+
+
+def cmd_security_status(args: argparse.Namespace) -> int:
+    from ari_app.cli import _site, _var_dir
+
+    site, var_dir = _site(args), _var_dir(args)
+
+    async def work(s: AsyncSession) -> int:
+        try:
+            lines, problem = await security_lines(site, var_dir, s)
+        except Exception as exc:  # a fresh machine: no database yet
+            if "no such table" not in str(exc) and "does not exist" not in str(exc):
+                raise
+            lines, problem = await security_lines(site, var_dir, None)
+        print("\n".join(lines))
+        return 1 if problem else 0
+
+    return _run_db(args, work)
 
 
 def add_security_commands(sub: Any, users: Any) -> None:
@@ -269,6 +325,12 @@ def add_security_commands(sub: Any, users: Any) -> None:
                         "(checksums verified first)")
     rs.add_argument("dir")
     rs.set_defaults(func=cmd_restore)
+
+    se = sub.add_parser("security", help="TLS, public URL, secrets").add_subparsers(
+        dest="sec_cmd", required=True)
+    se.add_parser("status", help="certificates, transports, public URL (exit 1 if the public "
+                  "URL is missing while agencies get notifications)").set_defaults(
+        func=cmd_security_status)
 
     au = sub.add_parser("audit", help="the admin audit trail (who changed what, before and after)")
     au.add_argument("--entity")

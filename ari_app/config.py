@@ -140,6 +140,13 @@ class WebSettings:
     metrics_loopback_open: bool = True
     # WhatsApp Cloud API app secret file name in var/secrets: X-Hub-Signature-256 is checked
     whatsapp_app_secret: str = "whatsapp-app.secret"
+    # HTTPS: the admin's certificate and key (PEM), else a self-signed pair in var/secrets
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # the address agencies and browsers reach us at (links in notifications); required once
+    # an agency has a webhook or an e-mail address
+    public_url: str | None = None
+    health_port: int = 0   # plain HTTP on 127.0.0.1 serving only /healthz; 0 = none
 
 
 @dataclass(frozen=True)
@@ -303,6 +310,13 @@ def _env_int(name: str, default: int, file: str) -> int:
     return int(raw)
 
 
+def _health_port(w: _Reader, file: str) -> int:
+    raw = os.environ.get("SIAGA112_HEALTH_PORT")
+    if raw == "0":
+        return 0
+    return _env_int("SIAGA112_HEALTH_PORT", w.integer("health_port", 0, 65535, 0), file)
+
+
 def parse_site(file: str, data: dict[str, Any]) -> Site:
     root = _Reader(file, data)
     root.unknown_keys({"site", "hours", "out_of_hours", "menu", "queue", "asterisk",
@@ -417,7 +431,7 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
 
     w = root.table("web", required=False)
     w.unknown_keys({"bind", "port", "aml_gateways", "aml_require_hmac", "max_body_bytes",
-                    "metrics_loopback_open"})
+                    "metrics_loopback_open", "tls_cert", "tls_key", "public_url", "health_port"})
     gateways = w.get("aml_gateways", list, "a list of gateway names", ["smsgw"])
     if not all(isinstance(g, str) and re.fullmatch(r"[a-z][a-z0-9_\-]{1,30}", g) for g in gateways):
         raise ConfigError(file, "web.aml_gateways", "a list of lower-case gateway names", gateways)
@@ -429,7 +443,17 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         aml_require_hmac=w.get("aml_require_hmac", bool, "true or false", False),
         max_body_bytes=w.integer("max_body_bytes", 1024, 1048576, 16384),
         metrics_loopback_open=w.get("metrics_loopback_open", bool, "true or false", True),
+        tls_cert=w.string("tls_cert", None),
+        tls_key=w.string("tls_key", None),
+        public_url=os.environ.get("SIAGA112_PUBLIC_URL") or w.string(
+            "public_url", None, r"https://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?(/[^\s]*)?",
+            "an https:// URL such as https://112.jeparakab.go.id"),
+        health_port=_health_port(w, file),
     )
+    if (web.tls_cert is None) != (web.tls_key is None):
+        raise ConfigError(file, "web.tls_key" if web.tls_key is None else "web.tls_cert",
+                          "both tls_cert and tls_key, or neither (a self-signed pair is made)",
+                          missing=True)
 
     sc = root.table("screening", required=False)
     sc.unknown_keys({"threshold", "window_h", "priority_penalty", "budget_ms", "allowlist"})

@@ -292,7 +292,8 @@ class Auth:
 
     @staticmethod
     def set_pre_cookie(response: web.StreamResponse, value: str) -> None:
-        response.set_cookie(PRE_COOKIE, value, httponly=True, samesite="Strict", path="/")
+        response.set_cookie(PRE_COOKIE, value, httponly=True, samesite="Strict", path="/",
+                            secure=True)
 
     def check_pre_csrf(self, request: web.Request, field: str) -> bool:
         value = request.cookies.get(PRE_COOKIE, "")
@@ -364,8 +365,8 @@ def make_middleware(auth: Auth) -> Middleware:
         is_api = path.startswith("/api/")
         # a malformed form (multipart without a boundary...) is the client's error, not a 500;
         # parsed once here (aiohttp keeps the result). Complaints are rate limited before their
-        # body is read, so they check their own form.
-        if (request.method in UNSAFE and path != "/api/v1/complaints"
+        # body is read, so they check their own form; /aml stores every body it gets.
+        if (request.method in UNSAFE and path not in ("/api/v1/complaints", "/aml")
                 and request.content_type in ("application/x-www-form-urlencoded",
                                              "multipart/form-data")):
             try:

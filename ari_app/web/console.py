@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,7 +17,7 @@ from aiohttp import web
 from ari_app.admin_audit import cli_actor, record_site_settings
 from ari_app.secrets import secret
 from ari_app.web.actions import TicketActions, TicketBus
-from ari_app.web.agencies import seed_agencies
+from ari_app.web.agencies import public_url_problem, seed_agencies
 from ari_app.web.auth import Auth, make_middleware
 from ari_app.web.links import LinkSigner
 from ari_app.web.outbox import OutboxWorker
@@ -40,12 +39,13 @@ class Console:
     task: asyncio.Task[None] | None = None
 
     def base_url(self) -> str:
-        explicit = os.environ.get("SIAGA112_PUBLIC_URL")
-        if explicit:
-            return explicit
+        """Where agency links point: web.public_url (SIAGA112_PUBLIC_URL), else this server's
+        own HTTPS address, which an agency outside cannot reach (status and setup say so)."""
         web_ = self.app.settings.site.web
+        if web_.public_url:
+            return web_.public_url.rstrip("/")
         port = self.app.web.port if self.app.web is not None else web_.port
-        return f"http://{web_.bind}:{port}"
+        return f"https://{web_.bind}:{port}"
 
 
 _consoles: weakref.WeakKeyDictionary[App, Console] = weakref.WeakKeyDictionary()
@@ -91,6 +91,10 @@ async def _background(console: Console) -> None:
                              s.site.code)
             if added:
                 log.info("seeded %d agencies for site %s", added, s.site.code)
+            async with console.app.sessions() as session:
+                problem = await public_url_problem(session, s.site.code, s.site.web.public_url)
+            if problem:
+                log.error("%s", problem)
             break
         except Exception:
             log.exception("seeding agencies failed; retrying in 5 s")

@@ -45,25 +45,23 @@ def upgrade() -> None:
         sa.Column("locked_until", TS),
         sa.UniqueConstraint("kind", "key", name="uq_login_throttle_kind_key"),
     )
-    with op.batch_alter_table("api_tokens") as t:
-        t.add_column(sa.Column("expires_at", TS))
-        t.add_column(sa.Column("revoked_at", TS))
-        t.add_column(sa.Column("revoked_by", sa.String(64), nullable=False, server_default=""))
-    with op.batch_alter_table("tickets") as t:
-        t.add_column(sa.Column("legal_hold", sa.Boolean, nullable=False, server_default=sa.false()))
-        t.add_column(sa.Column("anonymised_at", TS))
-        t.add_column(sa.Column("recording_deleted_at", TS))
+    # plain ADD COLUMN (SQLite does it in place): a batch copy of tickets would drop the old
+    # table, and with foreign keys on that cascades into notifications and audit rows
+    op.add_column("api_tokens", sa.Column("expires_at", TS))
+    op.add_column("api_tokens", sa.Column("revoked_at", TS))
+    op.add_column("api_tokens", sa.Column("revoked_by", sa.String(64), nullable=False,
+                                          server_default=""))
+    op.add_column("tickets", sa.Column("legal_hold", sa.Boolean, nullable=False,
+                                       server_default=sa.false()))
+    op.add_column("tickets", sa.Column("anonymised_at", TS))
+    op.add_column("tickets", sa.Column("recording_deleted_at", TS))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("tickets") as t:
-        t.drop_column("recording_deleted_at")
-        t.drop_column("anonymised_at")
-        t.drop_column("legal_hold")
-    with op.batch_alter_table("api_tokens") as t:
-        t.drop_column("revoked_by")
-        t.drop_column("revoked_at")
-        t.drop_column("expires_at")
+    for table, column in (("tickets", "recording_deleted_at"), ("tickets", "anonymised_at"),
+                          ("tickets", "legal_hold"), ("api_tokens", "revoked_by"),
+                          ("api_tokens", "revoked_at"), ("api_tokens", "expires_at")):
+        op.drop_column(table, column)  # SQLite 3.35+ drops a column in place
     op.drop_table("login_throttle")
     op.drop_index("ix_admin_audit_entity", "admin_audit")
     op.drop_table("admin_audit")

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.secrets import secret
+from ari_app.testing.web import web_session
 from ari_app.tickets.models import AdminAudit, ApiToken, LoginThrottle
 from ari_app.web.auth import ThrottlePolicy, add_token, clear_lock, revoke_token
 from tests.integration.console_stack import WebStack, browser, csrf_field, web_stack
@@ -98,7 +99,7 @@ async def test_many_user_names_from_one_address_lock_that_address(
 async def test_api_tokens_expire_and_can_be_revoked_with_a_clear_401(
         db_url: str, var_dir: Path, jepara: Site) -> None:
     clock = Clock()
-    async with web_stack(db_url, var_dir, jepara, clock) as stack, aiohttp.ClientSession() as http:
+    async with web_stack(db_url, var_dir, jepara, clock) as stack, web_session() as http:
         await stack.add_user("api", "supervisor")
         async with stack.app.sessions() as s, s.begin():
             short = await add_token(s, "api", "short", clock.now(), days=1)
@@ -127,7 +128,7 @@ async def test_metrics_need_the_token_unless_loopback_is_allowed(
         db_url: str, var_dir: Path, jepara: Site) -> None:
     closed = dataclasses.replace(jepara, web=dataclasses.replace(jepara.web,
                                                                  metrics_loopback_open=False))
-    async with web_stack(db_url, var_dir, closed) as stack, aiohttp.ClientSession() as http:
+    async with web_stack(db_url, var_dir, closed) as stack, web_session() as http:
         token = secret(var_dir, "metrics.token")
         async with http.get(f"{stack.url}/metrics") as resp:
             assert resp.status == 401 and "metrics.token" in (await resp.json())["error"]

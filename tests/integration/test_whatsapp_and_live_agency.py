@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import pytest
 from sqlalchemy import select
 
@@ -18,6 +17,7 @@ from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.live import next_change
 from ari_app.secrets import secret
+from ari_app.testing.web import web_session
 from ari_app.tickets.models import InputRejection, Ticket
 from ari_app.web.auth import add_token, add_user
 from tests.integration.conftest import PhoneFactory, StackFactory
@@ -48,7 +48,7 @@ async def test_whatsapp_messages_become_complaint_tickets(db_url: str, var_dir: 
         url = f"{stack.url}/api/v1/whatsapp"
         body = cloud_api(("6281255550001", "Rina", "Jembatan rusak di Desa Anjir"),
                          ("6281255550002", "Budi", "Pohon tumbang menutup jalan"))
-        async with aiohttp.ClientSession() as http:
+        async with web_session() as http:
             raw, headers = signed(body, "meta-app-secret")
             async with http.post(url, data=raw, headers=headers) as r:  # no app secret yet
                 assert r.status == 503 and "whatsapp secret" in (await r.json())["error"]
@@ -108,7 +108,7 @@ async def test_operator_conferences_the_fire_brigade_into_a_live_call_from_the_c
     call = asyncio.create_task(stack.call("caller_key_hangup.xml", template={"digit": "2"},
                                           extra_args=["-d", "8000"]))
     bridged = await next_change(changes, "bridged", timeout=40)
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+    async with web_session(headers={"Authorization": f"Bearer {token}"}) as http:
         url = f"{stack.web_url}/api/v1/calls/{bridged['call']}/agency"
         async with http.post(url, json={"number": "999"}) as r:
             assert r.status == 422  # only the site's emergency numbers
