@@ -266,19 +266,28 @@ async def security_lines(site: Any, var_dir: Any, s: AsyncSession | None) -> tup
 def cmd_security_status(args: argparse.Namespace) -> int:
     from ari_app.cli import _site, _var_dir
 
+    import asyncio
+
+    from ari_app.cli import _db
+
     site, var_dir = _site(args), _var_dir(args)
 
-    async def work(s: AsyncSession) -> int:
+    async def main() -> int:
+        note = ""
         try:
-            lines, problem = await security_lines(site, var_dir, s)
-        except Exception as exc:  # a fresh machine: no database yet
-            if "no such table" not in str(exc) and "does not exist" not in str(exc):
-                raise
+            engine, maker = _db(args)
+            try:
+                async with maker() as s:
+                    lines, problem = await security_lines(site, var_dir, s)
+            finally:
+                await engine.dispose()
+        except Exception as exc:  # a fresh machine: no database (or no tables) yet
             lines, problem = await security_lines(site, var_dir, None)
-        print("\n".join(lines))
+            note = f"(database not readable yet: {str(exc).splitlines()[0][:120]})"
+        print("\n".join(lines + ([note] if note else [])))
         return 1 if problem else 0
 
-    return _run_db(args, work)
+    return asyncio.run(main())
 
 
 def add_security_commands(sub: Any, users: Any) -> None:
