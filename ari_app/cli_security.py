@@ -7,6 +7,7 @@ commands read in one place.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from datetime import UTC, datetime
@@ -155,8 +156,6 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
               ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in data.items()))
         return 1 if report.errors else 0
 
-    import asyncio
-
     return asyncio.run(main())
 
 
@@ -264,11 +263,7 @@ async def security_lines(site: Any, var_dir: Any, s: AsyncSession | None) -> tup
 
 
 def cmd_security_status(args: argparse.Namespace) -> int:
-    from ari_app.cli import _site, _var_dir
-
-    import asyncio
-
-    from ari_app.cli import _db
+    from ari_app.cli import _db, _site, _var_dir
 
     site, var_dir = _site(args), _var_dir(args)
 

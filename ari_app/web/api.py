@@ -21,7 +21,7 @@ from ari_app.calls.connect import add_agency
 from ari_app.secrets import secret
 from ari_app.tickets.models import Agency, LocationRecord, Notification, Ticket, TicketAudit
 from ari_app.web.actions import SCREEN_STATUSES, ActionError, site_categories
-from ari_app.web.auth import current_user, require, same_secret
+from ari_app.web.auth import clear_lock, current_user, list_locks, require, same_secret
 from ari_app.web.links import LinkError
 from ari_app.web.openapi import openapi_document
 from ari_app.web.ratelimit import COMPLAINTS_LIMITER, client_ip, too_many_requests
@@ -427,6 +427,28 @@ def register_api(web_app: web.Application, console: Console) -> None:
             return _error(409, "only a failed notification can be retried")
         return web.json_response({"notification": nid, "status": "pending"})
 
+    async def login_locks(request: web.Request) -> web.Response:
+        require(request, "admin")
+        async with app.sessions() as s:
+            return web.json_response({"locks": await list_locks(s)})
+
+    async def clear_login_lock(request: web.Request) -> web.Response:
+        """An admin clears a user name's or an address's failed logins and lock (audited)."""
+        admin = require(request, "admin")
+        body = await _json_body(request)
+        errors = validate(body, {"kind": {"type": "string", "required": True,
+                                          "enum": ["user", "address"]},
+                                 "key": {"type": "string", "required": True, "minLength": 1,
+                                         "maxLength": 128}})
+        if errors:
+            return _error(422, "invalid body", errors=errors)
+        async with app.sessions() as s, s.begin():
+            cleared = await clear_lock(s, body["kind"], body["key"], app.settings.clock.now(),
+                                       actor=f"console:{admin.username}")
+        if not cleared:
+            return _error(404, f"{body['kind']} {body['key']!r} has no failed logins or lock")
+        return web.json_response({"kind": body["kind"], "key": body["key"], "cleared": True})
+
     async def me(request: web.Request) -> web.Response:
         user = current_user(request)
         return web.json_response({"username": user.username, "role": user.role})
@@ -449,3 +471,5 @@ def register_api(web_app: web.Application, console: Console) -> None:
     r.add_get("/api/v1/agencies", agencies)
     r.add_post("/api/v1/ack/{token}", ack)
     r.add_post("/api/v1/notifications/{id}/retry", retry)
+    r.add_get("/api/v1/login-locks", login_locks)
+    r.add_post("/api/v1/login-locks/clear", clear_login_lock)

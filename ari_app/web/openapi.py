@@ -112,6 +112,18 @@ def openapi_document(categories: list[str]) -> dict[str, Any]:
                 "parameters": [{"name": "id", "in": "path", "required": True,
                                 "schema": {"type": "integer", "minimum": 1,
                                            "maximum": 2**31 - 1}}]}},
+            "/api/v1/login-locks": {"get": _op(
+                "User names and addresses with failed logins or a lock (admin)", "200",
+                {"type": "object", "properties": {"locks": {"type": "array", "items": {
+                    "type": "object"}}}}, errors=("401", "403"))},
+            "/api/v1/login-locks/clear": {"post": _op(
+                "Clear a user name's or an address's failed logins and lock (admin, audited)",
+                "200", {"type": "object"},
+                body={"type": "object", "additionalProperties": False, "required": ["kind", "key"],
+                      "properties": {"kind": {"type": "string", "enum": ["user", "address"]},
+                                     "key": {"type": "string", "minLength": 1,
+                                             "maxLength": 128}}},
+                errors=("401", "403", "404", "422"))},
         },
         "components": {
             "securitySchemes": {
