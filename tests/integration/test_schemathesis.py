@@ -39,6 +39,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
             SCHEMATHESIS, "run", f"{stack.url}/api/v1/openapi.json", "--checks", CHECKS,
             "--max-examples", "5", "--seed", "112", "--phases", "examples,coverage,fuzzing",
             "--header", f"Authorization: Bearer {token}", "--request-timeout", "10",
+            "--tls-verify", str(var_dir / "secrets" / "web-tls.crt"),  # the generated certificate
             "--max-time", os.environ.get("SIAGA112_SCHEMATHESIS_S", "25"), "--workers", "1", "--no-shrink",
             "--report", "junit,ndjson", "--report-dir", str(tmp_path / "report"),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path)
