@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import tomllib
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ari_app.tickets.models import AdminAudit
+
+log = logging.getLogger(__name__)
 
 ENTITIES = ("user", "token", "agency", "operator", "shift", "site_settings", "login_lock",
             "retention", "backup")
@@ -75,7 +78,11 @@ async def record_site_settings(s: AsyncSession, site_code: str, file: str | Path
                                actor: str, at: datetime | None = None) -> bool:
     """Site settings live in a TOML file the admin edits: each start compares it with the last
     audited version and writes an entry (before, after) when it changed. True if one was written."""
-    after = site_file_settings(file)
+    try:
+        after = site_file_settings(file)
+    except (OSError, tomllib.TOMLDecodeError) as exc:  # loaded at start; changed since: say so
+        log.warning("site settings of %s not audited: %s: %s", site_code, file, exc)
+        return False
     last = await s.scalar(select(AdminAudit).where(AdminAudit.entity == "site_settings",
                                                    AdminAudit.key == site_code)
                           .order_by(AdminAudit.id.desc()).limit(1))

@@ -262,6 +262,10 @@ class Auth:
     async def _count_failure(self, keys: list[tuple[str, str]], now: datetime, address: str) -> None:
         policy = self.policy
         async with self.sessions() as s, s.begin():
+            # forgotten failures go, so guessed user names cannot fill the table
+            await s.execute(delete(LoginThrottle).where(
+                LoginThrottle.last_failure_at < now - policy.forget_after,
+                (LoginThrottle.locked_until.is_(None)) | (LoginThrottle.locked_until < now)))
             for (kind, key), row in zip(keys, await _throttle_rows(s, keys), strict=True):
                 if row is None:
                     row = LoginThrottle(kind=kind, key=key, failures=0, last_failure_at=now)

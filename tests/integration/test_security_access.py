@@ -108,6 +108,12 @@ async def test_many_user_names_from_one_address_lock_that_address(
         assert cleared.returncode == 0, cleared.stderr
         async with browser() as http:
             await stack.login(http, "budi", pw)
+            # old failures are forgotten and their rows deleted: guessed names do not pile up
+            clock.advance(POLICY.forget_after.total_seconds() + 60)
+            assert (await _try_login(stack, http, "zz", "password123"))[0] == 401
+        async with stack.app.sessions() as s:
+            left = {(r.kind, r.key, r.failures) for r in await s.scalars(select(LoginThrottle))}
+        assert left == {("user", "zz", 1), ("address", "127.0.0.1", 1)}
 
 
 async def test_api_tokens_expire_and_can_be_revoked_with_a_clear_401(
