@@ -4,7 +4,9 @@ For each *closed* ticket past the site's limits, and never one under legal hold:
 - its recording is deleted (``recordings_days`` after the call ended);
 - its caller number and locations are anonymised (``personal_days``): the number becomes empty
   on the ticket and its call row, the locations lose their coordinates, civic address, raw message
-  and number; the number is masked in the ticket's notes and audit details.
+  and number; the number is masked in the ticket's notes, audit details and call events.
+  (Not touched: the local write journal, which holds only writes not yet in the database, and
+  the dialplan's fallback record, var/fallback/calls.jsonl.)
 Locations never matched to a ticket and input rejections older than ``personal_days`` lose their
 raw message and coordinates too (they hold numbers and positions of people).
 
@@ -29,7 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ari_app.admin_audit import record_admin_change
 from ari_app.config import Retention
-from ari_app.tickets.models import CallRecord, InputRejection, LocationRecord, Ticket, TicketAudit
+from ari_app.tickets.models import (
+    CallEvent,
+    CallRecord,
+    InputRejection,
+    LocationRecord,
+    Ticket,
+    TicketAudit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +149,9 @@ async def _anonymise_tickets(sessions: async_sessionmaker[AsyncSession], rules: 
             if t.channel_id:
                 await s.execute(update(CallRecord).where(CallRecord.channel_id == t.channel_id)
                                 .values(caller_number=""))
+                for e in await s.scalars(select(CallEvent).where(CallEvent.channel_id == t.channel_id)):
+                    for n in sorted(numbers, key=len, reverse=True):
+                        e.detail = _mask(e.detail, n)
             t.caller_number, t.caller_key, t.anonymised_at = "", "", now
             s.add(TicketAudit(ticket_id=tid, at=now, actor=actor, action="personal data anonymised",
                               detail=json.dumps({"caller_number": True, "locations": locations,

@@ -21,6 +21,7 @@ from ari_app.config import Retention
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import (
     AdminAudit,
+    CallEvent,
     CallRecord,
     LocationRecord,
     Ticket,
@@ -52,6 +53,9 @@ async def seed(db_url: str, var_dir: Path, name: str, *, status: str = "resolved
             ended = NOW - timedelta(days=ended_days)
             s.add(CallRecord(channel_id=f"ch-{name}", site="jepara", caller_number=number,
                              started_at=ended - timedelta(minutes=3), ended_at=ended))
+            await s.flush()
+            s.add(CallEvent(channel_id=f"ch-{name}", seq=1, at=ended, kind="answered",
+                            detail=json.dumps({"caller": number})))
             t = Ticket(reference=f"JPR-{name}", site="jepara", channel_id=f"ch-{name}",
                        caller_number=number, caller_key="+62" + number[1:], status=status,
                        arrived_at=ended - timedelta(minutes=3), ended_at=ended,
@@ -108,6 +112,13 @@ async def test_retention_deletes_old_recordings_and_anonymises_old_closed_ticket
     assert not Path(str(t.recording_path)).exists() and t.recording_deleted_at is not None
     assert t.caller_number == "" and t.caller_key == "" and t.anonymised_at is not None
     assert call is not None and call.caller_number == ""
+    engine = make_engine(db_url)
+    try:
+        async with sessions(engine)() as s:
+            events = list(await s.scalars(select(CallEvent).where(CallEvent.channel_id == "ch-old")))
+    finally:
+        await engine.dispose()
+    assert events and all("0812" not in e.detail for e in events)
     assert locs[0].latitude is None and locs[0].raw == "" and locs[0].source == "aml"
     assert "[anonymised]" in t.notes and "0812" not in t.notes
     assert all("0812" not in a.detail for a in audit)
