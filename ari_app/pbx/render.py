@@ -202,8 +202,10 @@ def render(
         for n in site.numbers
     )
     tls = a.operators_use_tls
-    outbound = "\n".join(f"exten => {n},1,Goto(siaga112-operator-dial,{n},1)"
-                         for n in operator_outbound_numbers(site))
+    # never empty: an included context with no extensions does not exist for Asterisk
+    outbound = "\n".join([f"exten => {n},1,Goto(siaga112-operator-dial,{n},1)"
+                          for n in operator_outbound_numbers(site)]
+                         or ["exten => siaga112-none,1,Hangup()"])
     values = {
         "operator_outbound_extensions": outbound,
         "etc_dir": str(etc),
