@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
-from sqlalchemy import select, update
+from sqlalchemy import select
 
+from ari_app.admin_audit import record_admin_change
 from ari_app.config import is_http_url
 from ari_app.tickets.models import Agency, Notification, Ticket, User
 from ari_app.web.actions import ActionError, site_categories
@@ -25,11 +26,11 @@ from ari_app.web.auth import (
     SESSION_TTL,
     UserError,
     add_user,
-    check_password,
     require,
     same_secret,
 )
 from ari_app.web.links import LinkError
+from ari_app.web.ratelimit import client_ip
 
 if TYPE_CHECKING:
     from ari_app.web.console import Console
@@ -103,12 +104,15 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         if not auth.check_pre_csrf(request, str(form.get("csrf", ""))):
             return with_pre(request, "login.html", 403, title="Login", next=nxt,
                             error="The form expired (CSRF check failed): please try again.")
-        async with app.sessions() as s:
-            user = await check_password(s, str(form.get("username", "")), str(form.get("password", "")))
-        if user is None:
-            log.warning("failed login for %r", str(form.get("username", ""))[:64])
-            return with_pre(request, "login.html", 401, title="Login", next=nxt,
-                            error="Wrong username or password.")
+        result = await auth.attempt(str(form.get("username", "")), str(form.get("password", "")),
+                                    client_ip(request))
+        if result.user is None:
+            resp = with_pre(request, "login.html", result.status, title="Login", next=nxt,
+                            error=result.message)
+            if result.retry_after_s:
+                resp.headers["Retry-After"] = str(result.retry_after_s)
+            return resp
+        user = result.user
         token, _ = await auth.login(user)
         resp = web.HTTPSeeOther(nxt)
         resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict", path="/",
@@ -262,7 +266,8 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         try:
             async with app.sessions() as s, s.begin():
                 password = await add_user(s, str(form.get("username", "")), str(form.get("role", "")),
-                                          None, app.settings.clock.now())
+                                          None, app.settings.clock.now(),
+                                          actor=f"console:{admin.username}")
         except UserError as exc:
             return await admin_page(request, f"not added: {exc}")
         name = str(form.get("username", ""))
@@ -276,9 +281,16 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         if url and not is_http_url(url):
             return await admin_page(request, "webhook URL must be http(s)")
         async with app.sessions() as s, s.begin():
-            await s.execute(update(Agency).where(Agency.site == site.code,
-                                                 Agency.code == str(form.get("code", "")))
-                            .values(webhook_url=url))
+            agency = await s.scalar(select(Agency).where(Agency.site == site.code,
+                                                         Agency.code == str(form.get("code", ""))))
+            if agency is None:
+                return await admin_page(request, f"no agency {str(form.get('code', ''))[:32]!r}")
+            if agency.webhook_url != url:
+                await record_admin_change(s, actor=f"console:{admin.username}", entity="agency",
+                                          key=agency.code, action="webhook set",
+                                          before={"webhook_url": agency.webhook_url},
+                                          after={"webhook_url": url}, at=app.settings.clock.now())
+                agency.webhook_url = url
         log.info("admin %s set webhook of %s", admin.username, form.get("code"))
         return await admin_page(request, "saved")
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import pytest
 from aiohttp import web
 from playwright.async_api import Page, async_playwright, expect
@@ -25,6 +24,7 @@ from sqlalchemy import select
 
 from ari_app.clock import Clock
 from ari_app.testing.ports import free_port
+from ari_app.testing.web import web_session
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import Agency, Notification
 from ari_app.web.agencies import seed_agencies
@@ -117,7 +117,8 @@ async def test_operator_sees_live_call_dispatches_to_damkar_and_sees_the_agency_
             browser = await pw.chromium.launch(executable_path="/usr/bin/chromium",
                                                args=CHROMIUM_ARGS)
             try:
-                page = await browser.new_page(viewport={"width": 1280, "height": 900})
+                page = await browser.new_page(viewport={"width": 1280, "height": 900},
+                                              ignore_https_errors=True)  # self-signed
                 page.set_default_timeout(TIMEOUT_MS)
                 await log_in(page, stack.web_url)
                 await page.evaluate("window.__sameDocument = true")  # gone if the page reloads
@@ -173,7 +174,7 @@ async def test_operator_sees_live_call_dispatches_to_damkar_and_sees_the_agency_
                 await expect(page.locator("#notifications .delivery")).to_have_text("delivered")
 
                 # The brigade acknowledges through the signed link; the console follows over SSE.
-                async with aiohttp.ClientSession() as http, http.post(
+                async with web_session() as http, http.post(
                         payload["ack_api"],
                         json={"action": "acknowledge", "evidence": "Unit 2 berangkat, ETA 7 menit"},
                 ) as resp:
