@@ -116,6 +116,21 @@ class WebSettings:
     max_body_bytes: int
 
 
+OSM_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+OSM_ATTRIBUTION = "© OpenStreetMap contributors"
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The operator console: wrap-up after each call, map tiles, incident suggestions."""
+
+    wrap_up_s: float = 0.0           # 0: an operator is ready again as soon as a call ends
+    tile_url: str = OSM_TILES
+    tile_attribution: str = OSM_ATTRIBUTION
+    incident_radius_m: float = 1000.0
+    incident_window_min: float = 60.0
+
+
 @dataclass(frozen=True)
 class SmtpSettings:
     """Outgoing mail for agency notifications. The password, if any, is in var/secrets."""
@@ -168,6 +183,7 @@ class Site:
     screening: Screening = Screening(3, 24.0, 3, 400, ())
     non_emergency_channel: str | None = None
     smtp: SmtpSettings | None = None   # None: agency e-mail is not sent (webhooks still are)
+    console: ConsoleSettings = ConsoleSettings()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def is_open(self, local: time) -> bool:
@@ -269,7 +285,7 @@ def _env_int(name: str, default: int, file: str) -> int:
 def parse_site(file: str, data: dict[str, Any]) -> Site:
     root = _Reader(file, data)
     root.unknown_keys({"site", "hours", "out_of_hours", "menu", "queue", "asterisk",
-                       "other_services", "prompts", "web", "screening", "smtp", "extra"})
+                       "other_services", "prompts", "web", "screening", "smtp", "console", "extra"})
     s = root.table("site")
     s.unknown_keys({"code", "name", "reference_prefix", "stasis_app", "timezone", "languages",
                     "numbers", "non_emergency_channel"})
@@ -396,9 +412,22 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         allowlist=tuple(allow),
     )
 
+    c = root.table("console", required=False)
+    c.unknown_keys({"wrap_up_s", "tile_url", "tile_attribution", "incident_radius_m",
+                    "incident_window_min"})
+    console = ConsoleSettings(
+        wrap_up_s=c.number("wrap_up_s", 0, 3600, 0.0),
+        tile_url=c.string("tile_url", OSM_TILES, r"https?://\S*\{z\}\S*\{x\}\S*\{y\}\S*",
+                          "an http(s) tile URL with {z}, {x} and {y}"),
+        tile_attribution=c.string("tile_attribution", OSM_ATTRIBUTION),
+        incident_radius_m=c.number("incident_radius_m", 10, 100000, 1000.0),
+        incident_window_min=c.number("incident_window_min", 1, 24 * 60, 60.0),
+    )
+
     return Site(
         file=file,
         web=web,
+        console=console,
         screening=screening,
         smtp=_parse_smtp(root) if "smtp" in data else None,
         code=s.string("code", pattern=r"[a-z][a-z0-9_]{1,30}", expected="a lower-case site code"),

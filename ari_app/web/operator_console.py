@@ -1,0 +1,220 @@
+"""The operator's side of the console: language, ready state, recordings, closing tickets.
+
+Routes under /console/ are for logged-in browsers (session cookie + CSRF header), not part of
+the public REST API documented at /api/v1/openapi.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from aiohttp import web
+from sqlalchemy import select
+
+from ari_app.routing.roster import Roster
+from ari_app.routing.states import NOT_READY, WRAP_UP, StateError
+from ari_app.tickets.models import Ticket, TicketAudit
+from ari_app.web.auth import AuthUser, require
+from ari_app.web.i18n import LANGS, Translator, pick_lang
+from ari_app.web.profiles import Profile, ProfileError, profile_of, set_lang
+
+if TYPE_CHECKING:
+    from ari_app.web.console import Console
+
+log = logging.getLogger(__name__)
+
+LANG_COOKIE = "siaga112_lang"
+JS_PREFIXES = ("console", "state", "reason", "queue", "badge", "stage", "status", "category")
+CLOSE_STATUSES = ("resolved", "closed")
+Render = Callable[..., web.Response]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def request_profile(request: web.Request) -> Profile:
+    found: Profile = request.get("profile", Profile())
+    return found
+
+
+def flagged_policy(policy: str | None) -> bool:
+    """The screening AGI flagged this number (recent pranks/ghost calls): warned, lower priority."""
+    return bool(policy and ("flagged" in policy or policy.startswith("warned")))
+
+
+def may_play_recording(user: AuthUser, profile: Profile, ticket: dict[str, Any]) -> bool:
+    """A supervisor (or admin), or the operator who took the call; nobody else."""
+    if user.has("supervisor"):
+        return True
+    return profile.operator is not None and profile.operator == ticket.get("operator")
+
+
+def state_view(roster: Roster, operator: str) -> dict[str, Any]:
+    """What the operator's own bar shows: state, reason, wrap-up left, phone, on shift, on a call."""
+    state = roster.states.get(operator)
+    now = roster.clock.now()
+    shown = state.effective(now)
+    left = None
+    if shown == WRAP_UP and state.until is not None:
+        left = max(0, round((state.until - now).total_seconds()))
+    return {"operator": operator, "state": shown, "reason": state.reason if shown == NOT_READY else None,
+            "wrap_up_left_s": left, "registered": roster.reachable.get(operator, False),
+            "on_shift": operator in roster.on_shift,
+            "in_call": operator in roster.reserved or operator in roster.in_use}
+
+
+def lang_middleware(console: Console) -> Any:
+    site_lang = console.app.settings.site.languages[0] if console.app.settings.site.languages else None
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        user: AuthUser | None = request.get("user")
+        asked = request.query.get("lang")
+        profile = Profile()
+        if user is not None and user.csrf is not None:  # a browser session (API clients: no page)
+            try:
+                async with console.app.sessions() as s:
+                    profile = await profile_of(s, user.id)
+            except Exception as exc:  # the page still renders, in the site's language
+                log.warning("user %s: console profile not readable (%s)", user.username, exc)
+        request["profile"] = profile
+        request["lang"] = pick_lang(profile.lang, asked, request.cookies.get(LANG_COOKIE), site_lang)
+        resp = await handler(request)
+        if asked in LANGS and user is None:
+            resp.set_cookie(LANG_COOKIE, str(asked), samesite="Strict", path="/", httponly=True)
+        return resp
+
+    return middleware
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPUnprocessableEntity(text=json.dumps({"error": "body is not JSON"}),
+                                              content_type="application/json") from None
+        if not isinstance(body, dict):
+            raise web.HTTPUnprocessableEntity(text=json.dumps({"error": "body must be an object"}),
+                                              content_type="application/json")
+        return body
+    return {k: str(v) for k, v in (await request.post()).items()}
+
+
+def _inside(path: Path, var_dir: Path) -> Path | None:
+    """The recording file, if it exists under var/ (a path from the database is not trusted)."""
+    file = path.resolve()
+    return file if file.is_relative_to(var_dir.resolve()) and file.is_file() else None
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def register_operator_console(web_app: web.Application, console: Console, render: Render,
+                              env: jinja2.Environment,
+                              tr: Callable[[web.Request], Translator]) -> None:
+    app = console.app
+    site = app.settings.site
+
+    async def set_language(request: web.Request) -> web.StreamResponse:
+        user = require(request, "operator")
+        body = await _body(request)
+        try:
+            async with app.sessions() as s, s.begin():
+                await set_lang(s, user.username, str(body.get("lang", "")))
+        except ProfileError as exc:
+            return _error(422, str(exc))
+        if request.content_type == "application/json":
+            return web.json_response({"lang": body["lang"]})
+        back = request.headers.get("Referer", "/console")
+        raise web.HTTPSeeOther(back if back.startswith(("/", "http")) else "/console")
+
+    async def my_state(request: web.Request) -> web.Response:
+        require(request, "operator")
+        operator = request_profile(request).operator
+        if operator is None:
+            return _error(409, "this user is not linked to a SIP operator")
+        return web.json_response(state_view(app.roster, operator))
+
+    async def set_state(request: web.Request) -> web.Response:
+        user = require(request, "operator")
+        operator = request_profile(request).operator
+        if operator is None:
+            return _error(409, "this user is not linked to a SIP operator")
+        body = await _body(request)
+        state = str(body.get("state", ""))
+        if state == WRAP_UP:
+            return _error(422, "state: wrap-up starts by itself after a call; expected ready or not_ready")
+        reason = body.get("reason")
+        try:
+            app.states.set(operator, state, actor=user.username,
+                           reason=str(reason) if reason is not None else None)
+        except StateError as exc:
+            return _error(422, str(exc))
+        return web.json_response(state_view(app.roster, operator))
+
+    async def recording(request: web.Request) -> web.StreamResponse:
+        user = require(request, "operator")
+        ref = request.match_info["ref"]
+        now = app.settings.clock.now()
+        async with app.sessions() as s, s.begin():
+            t = await s.scalar(select(Ticket).where(Ticket.site == site.code, Ticket.reference == ref))
+            if t is None:
+                raise web.HTTPNotFound(text="no such ticket")
+            allowed = may_play_recording(user, request_profile(request), {"operator": t.operator})
+            s.add(TicketAudit(ticket_id=t.id, at=now, actor=user.username,
+                              action="recording played" if allowed else "recording refused",
+                              detail=json.dumps({"range": request.headers.get("Range", "")})))
+            path = t.recording_path
+        if not allowed:
+            log.warning("ticket=%s user %s refused the recording (took it: %s)", ref,
+                        user.username, t.operator)
+            raise web.HTTPForbidden(text="only a supervisor or the operator who took the call")
+        if not path:
+            raise web.HTTPNotFound(text="no recording")
+        file = await asyncio.to_thread(_inside, Path(path), app.settings.var_dir)
+        if file is None:
+            log.error("ticket=%s recording %s missing or outside var/", ref, path)
+            raise web.HTTPNotFound(text="recording file not found")
+        log.info("ticket=%s recording played by %s", ref, user.username)
+        return web.FileResponse(file, headers={"Content-Type": "audio/wav",
+                                               "Cache-Control": "no-store"})
+
+    async def close_ticket(request: web.Request) -> web.Response:
+        user = require(request, "operator")
+        ref = request.match_info["ref"]
+        body = await _body(request)
+        status, note = str(body.get("status", "")), str(body.get("note", "")).strip()
+        if status not in CLOSE_STATUSES:
+            return _error(422, f"status: expected one of {', '.join(CLOSE_STATUSES)}, got {status!r}")
+        if not note:
+            return _error(422, "note: expected what was done (a closing note), got nothing")
+        now = app.settings.clock.now()
+        async with app.sessions() as s, s.begin():
+            t = await s.scalar(select(Ticket).where(Ticket.site == site.code, Ticket.reference == ref)
+                               .with_for_update())
+            if t is None:
+                return _error(404, f"no ticket {ref}")
+            if t.status == "closed" or (t.status == "resolved" and status == "resolved"):
+                return _error(409, f"ticket {ref} is already {t.status}")
+            previous = t.status
+            t.status = status
+            t.notes = f"{t.notes}\n{note}".strip() if t.notes else note
+            s.add(TicketAudit(ticket_id=t.id, at=now, actor=user.username, action=status,
+                              detail=json.dumps({"note": note, "from": previous})))
+        log.info("ticket=%s %s by %s", ref, status, user.username)
+        console.bus.publish(ref, status, action=status)
+        return web.json_response({"reference": ref, "status": status})
+
+    r = web_app.router
+    r.add_post("/console/lang", set_language)
+    r.add_get("/console/state", my_state)
+    r.add_post("/console/state", set_state)
+    r.add_get("/console/recording/{ref}", recording)
+    r.add_post("/console/tickets/{ref}/close", close_ticket)
+    _ = (render, env, tr)  # the callback worklist page joins here

@@ -1,0 +1,175 @@
+"""The operator console's web side on a real database (no Asterisk): language per user, ready
+state linked to the SIP operator and audited, recordings only for those allowed, closing tickets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from ari_app.config import Site
+from ari_app.routing.operators import add_operator
+from ari_app.tickets.console_models import OperatorStateLog
+from ari_app.tickets.models import Ticket, TicketAudit
+from ari_app.web.profiles import link_operator
+from tests.integration.console_stack import WebStack, browser, web_stack
+
+
+async def linked_user(stack: WebStack, user: str, operator: str, role: str = "operator") -> str:
+    password = await stack.add_user(user, role)
+    async with stack.app.sessions() as s, s.begin():
+        await add_operator(s, stack.app.settings.site, operator, operator.upper(),
+                           stack.app.settings.clock.now())
+        await link_operator(s, user, operator)
+    return password
+
+
+async def test_pages_are_indonesian_by_default_and_english_by_each_users_choice(
+        db_url: str, var_dir: Path, jepara: Site) -> None:
+    async with web_stack(db_url, var_dir, jepara) as stack:
+        pw = await stack.add_user("sari", "operator")
+        await stack.add_user("budi", "operator")
+        async with browser() as http:
+            async with http.get(stack.url + "/login") as resp:
+                page = await resp.text()
+                assert '<html lang="id">' in page and "Kata sandi" in page and "Password" not in page
+            async with http.get(stack.url + "/complaint?lang=en") as resp:
+                page = await resp.text()
+                assert '<html lang="en">' in page and "Public complaint" in page
+            async with http.get(stack.url + "/login") as resp:  # the choice is kept (cookie)
+                assert "Password" in await resp.text()
+        async with browser() as http:
+            csrf = await stack.login(http, "sari", pw)
+            async with http.get(stack.url + "/console") as resp:
+                page = await resp.text()
+                assert "Penelepon menunggu" in page and "Callers waiting" not in page
+            async with http.post(stack.url + "/console/lang", json={"lang": "en"},
+                                 headers={"X-CSRF-Token": csrf}) as resp:
+                assert resp.status == 200
+            async with http.get(stack.url + "/console") as resp:
+                page = await resp.text()
+                assert '<html lang="en">' in page and "Callers waiting" in page
+            async with http.post(stack.url + "/console/lang", json={"lang": "fr"},
+                                 headers={"X-CSRF-Token": csrf}) as resp:
+                assert resp.status == 422 and "expected one of id, en" in (await resp.json())["error"]
+            async with http.post(stack.url + "/console/lang", json={"lang": "id"}) as resp:
+                assert resp.status == 403  # no CSRF token, no change
+        # one user's English is not another's
+        async with browser() as http:
+            await stack.login(http, "budi", "correct horse battery")
+            async with http.get(stack.url + "/console") as resp:
+                assert "Penelepon menunggu" in await resp.text()
+
+
+async def test_ready_state_belongs_to_the_linked_operator_is_audited_and_gates_the_roster(
+        db_url: str, var_dir: Path, jepara: Site) -> None:
+    async with web_stack(db_url, var_dir, jepara) as stack:
+        pw = await linked_user(stack, "sari", "op_sari")
+        other_pw = await stack.add_user("tamu", "operator")
+        roster = stack.app.roster
+        async with browser() as http:
+            csrf = await stack.login(http, "tamu", other_pw)
+            async with http.post(stack.url + "/console/state", json={"state": "ready"},
+                                 headers={"X-CSRF-Token": csrf}) as resp:
+                assert resp.status == 409 and "not linked" in (await resp.json())["error"]
+        async with browser() as http:
+            csrf = await stack.login(http, "sari", pw)
+            h = {"X-CSRF-Token": csrf}
+            assert roster.ready("op_sari")  # never touched: ready, as before the console existed
+            async with http.post(stack.url + "/console/state", json={"state": "not_ready",
+                                                                    "reason": "break"}, headers=h) as resp:
+                assert resp.status == 200
+                view = await resp.json()
+                assert view["state"] == "not_ready" and view["reason"] == "break"
+                assert view["registered"] is False  # no phone registered: shown as such
+            assert not roster.ready("op_sari")
+            async with http.post(stack.url + "/console/state", json={"state": "not_ready",
+                                                                    "reason": "nap"}, headers=h) as resp:
+                assert resp.status == 422 and "break, training, meeting" in (await resp.json())["error"]
+            async with http.post(stack.url + "/console/state", json={"state": "wrap_up"},
+                                 headers=h) as resp:
+                assert resp.status == 422
+            async with http.post(stack.url + "/console/state", json={"state": "ready"},
+                                 headers=h) as resp:
+                assert resp.status == 200 and (await resp.json())["state"] == "ready"
+            assert roster.ready("op_sari")
+        await stack.app.writer.flush(10)
+        async with stack.app.sessions() as s:
+            log = list(await s.scalars(select(OperatorStateLog).order_by(OperatorStateLog.id)))
+        assert [(r.operator_name, r.previous, r.state, r.reason, r.actor) for r in log] == [
+            ("op_sari", "ready", "not_ready", "break", "sari"),
+            ("op_sari", "not_ready", "ready", None, "sari")]
+        assert log[0].at <= log[1].at
+        # a restarted app reads the state back from the database
+        stack.app.states.current.clear()
+        async with stack.app.sessions() as s:
+            await stack.app.states.load(s)
+        assert stack.app.states.get("op_sari").state == "ready"
+
+
+async def test_recording_plays_for_a_supervisor_and_its_operator_and_is_403_for_others(
+        db_url: str, var_dir: Path, jepara: Site) -> None:
+    wav = var_dir / "asterisk" / "spool" / "recording" / "call-1.wav"
+    wav.parent.mkdir(parents=True)
+    wav.write_bytes(b"RIFF" + b"\0" * 40)
+    async with web_stack(db_url, var_dir, jepara) as stack:
+        sari_pw = await linked_user(stack, "sari", "op_sari")
+        budi_pw = await linked_user(stack, "budi", "op_budi")
+        boss_pw = await stack.add_user("boss", "supervisor")
+        ref = "JPR-20250519-0001"
+        await stack.ticket(ref, channel_id="call-1", caller_number="0812", operator="op_sari",
+                           recording_path=str(wav))
+        await stack.ticket("JPR-20250519-0002", channel_id="call-2", operator="op_sari",
+                           recording_path="/etc/passwd")
+        for user, pw, status in [("budi", budi_pw, 403), ("sari", sari_pw, 200), ("boss", boss_pw, 200)]:
+            async with browser() as http:
+                await stack.login(http, user, pw)
+                async with http.get(f"{stack.url}/console/recording/{ref}") as resp:
+                    assert resp.status == status, (user, resp.status)
+                    if status == 200:
+                        assert resp.headers["Content-Type"] == "audio/wav"
+                        assert (await resp.read()).startswith(b"RIFF")
+                async with http.get(f"{stack.url}/console/card?ref={ref}") as resp:
+                    shown = 'id="recording"' in await resp.text()
+                    assert shown == (status == 200), user
+        async with browser() as http:  # a path outside var/ is never served
+            await stack.login(http, "boss", boss_pw)
+            async with http.get(f"{stack.url}/console/recording/JPR-20250519-0002") as resp:
+                assert resp.status == 404
+        async with stack.app.sessions() as s:
+            t = await s.scalar(select(Ticket).where(Ticket.reference == ref))
+            assert t is not None
+            audit = [(a.actor, a.action) for a in await s.scalars(
+                select(TicketAudit).where(TicketAudit.ticket_id == t.id).order_by(TicketAudit.id))]
+        assert audit[1:] == [("budi", "recording refused"), ("sari", "recording played"),
+                             ("boss", "recording played")]
+
+
+async def test_a_ticket_is_resolved_then_closed_with_a_note(
+        db_url: str, var_dir: Path, jepara: Site) -> None:
+    async with web_stack(db_url, var_dir, jepara) as stack:
+        pw = await stack.add_user("sari", "operator")
+        ref = "JPR-20250519-0003"
+        await stack.ticket(ref, channel_id="call-3", status="dispatched", notes="api kecil")
+        async with browser() as http:
+            csrf = await stack.login(http, "sari", pw)
+            h = {"X-CSRF-Token": csrf}
+            url = f"{stack.url}/console/tickets/{ref}/close"
+            async with http.post(url, json={"status": "resolved"}, headers=h) as resp:
+                assert resp.status == 422 and "note" in (await resp.json())["error"]
+            async with http.post(url, json={"status": "resolved", "note": "Api padam, unit kembali"},
+                                 headers=h) as resp:
+                assert resp.status == 200
+            async with http.post(url, json={"status": "resolved", "note": "lagi"}, headers=h) as resp:
+                assert resp.status == 409
+            async with http.post(url, json={"status": "closed", "note": "Ditutup"}, headers=h) as resp:
+                assert resp.status == 200
+            async with http.post(url, json={"status": "closed", "note": "lagi"}, headers=h) as resp:
+                assert resp.status == 409
+        async with stack.app.sessions() as s:
+            t = await s.scalar(select(Ticket).where(Ticket.reference == ref))
+            assert t is not None and t.status == "closed"
+            assert t.notes == "api kecil\nApi padam, unit kembali\nDitutup"
+            actions = [(a.actor, a.action) for a in await s.scalars(
+                select(TicketAudit).where(TicketAudit.ticket_id == t.id).order_by(TicketAudit.id))]
+        assert actions[1:] == [("sari", "resolved"), ("sari", "closed")]
