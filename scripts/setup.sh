@@ -70,4 +70,5 @@ if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -
   .venv/bin/pip install -q --no-deps -e .
   touch "$stamp"
 fi
+./scripts/vendor.sh   # Leaflet from npm into the console's static dir (issue 19)
 echo "setup: ready"

@@ -10,6 +10,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -81,6 +82,8 @@ def register_pages(web_app: web.Application, console: Console) -> None:
     env = make_env()
     env.filters["local"] = lambda iso, width=19: local_time(iso, site.timezone)[:width]
     map_url = os.environ.get("SIAGA112_MAP_URL", MAP_URL)
+    tiles = urlsplit(site.console.tile_url)  # the map's tiles are the only images from elsewhere
+    csp = f"default-src 'self'; img-src 'self' data: {tiles.scheme}://{tiles.netloc}"
 
     def tr(request: web.Request) -> Translator:
         return Translator(request.get("lang", LANGS[0]))
@@ -94,7 +97,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
                                              title=_("title." + title, title) if title else "",
                                              map_url=map_url, lang=_.lang, langs=LANGS, _=_, **ctx)
         return web.Response(text=html, content_type="text/html", status=status,
-                            headers={"Content-Security-Policy": "default-src 'self'; img-src 'self'",
+                            headers={"Content-Security-Policy": csp,
                                      "X-Frame-Options": "DENY", "Cache-Control": "no-store"})
 
     def with_pre(request: web.Request, name: str, status: int = 200, **ctx: Any) -> web.Response:

@@ -11,7 +11,8 @@ from playwright.async_api import Browser, Page, async_playwright
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"]
+                 "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required"]  # the recording test presses play by script
 TIMEOUT_MS = 30_000
 
 
