@@ -12,15 +12,26 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
 from sqlalchemy import select
 
+from ari_app.ari import AriError
 from ari_app.routing.roster import Roster
 from ari_app.routing.states import NOT_READY, WRAP_UP, StateError
 from ari_app.tickets.models import Ticket, TicketAudit
 from ari_app.web.auth import AuthUser, require
+from ari_app.web.callbacks import (
+    OUTCOMES,
+    CallbackError,
+    claim,
+    dial_params,
+    owned,
+    record_attempt,
+    worklist,
+)
 from ari_app.web.i18n import LANGS, Translator, pick_lang
 from ari_app.web.profiles import Profile, ProfileError, profile_of, set_lang
 
@@ -211,10 +222,67 @@ def register_operator_console(web_app: web.Application, console: Console, render
         console.bus.publish(ref, status, action=status)
         return web.json_response({"reference": ref, "status": status})
 
+    async def callbacks_page(request: web.Request, message: str = "", failed: bool = False
+                             ) -> web.Response:
+        user = require(request, "operator")
+        async with app.sessions() as s:
+            rows = await worklist(s, site.code)
+        return render(request, "callbacks.html", title="callbacks", rows=rows, me=user.username,
+                      operator=request_profile(request).operator, outcomes=OUTCOMES,
+                      message=message or request.query.get("done", ""), failed=failed)
+
+    async def callback_step(request: web.Request) -> web.Response:
+        user = require(request, "operator")
+        ref, step = request.match_info["ref"], request.match_info["step"]
+        _ = tr(request)
+        form = await _body(request)
+        now = app.settings.clock.now()
+        try:
+            if step == "claim":
+                async with app.sessions() as s, s.begin():
+                    await claim(s, site.code, ref, user.username, now)
+                done = f"{ref}: {_('callbacks.claimed_by_you')}"
+            elif step == "attempts":
+                outcome = str(form.get("outcome", ""))
+                async with app.sessions() as s, s.begin():
+                    reached = await record_attempt(s, site.code, ref, user.username, outcome,
+                                                   str(form.get("note", "")).strip(), now)
+                done = f"{ref}: {_('outcome.' + outcome)}" + (f" · {_('callbacks.done')}" if reached else "")
+                if reached:
+                    console.bus.publish(ref, "callback", action="callback reached")
+            elif step == "call":
+                done = await click_to_call(request, user, ref, now)
+            else:
+                raise web.HTTPNotFound()
+        except CallbackError as exc:
+            return await callbacks_page(request, exc.message, failed=True)
+        log.info("ticket=%s callback %s by %s", ref, step, user.username)
+        raise web.HTTPSeeOther("/console/callbacks?" + urlencode({"done": done}))
+
+    async def click_to_call(request: web.Request, user: AuthUser, ref: str, now: Any) -> str:
+        operator = request_profile(request).operator
+        if operator is None:
+            raise CallbackError(409, "this user is not linked to a SIP operator")
+        async with app.sessions() as s, s.begin():
+            t = await owned(s, site.code, ref, user.username)
+            params = dial_params(t, operator)
+            s.add(TicketAudit(ticket_id=t.id, at=now, actor=user.username, action="callback dialled",
+                              detail=json.dumps({"operator": operator})))
+        try:
+            await app.ari.post("channels", body={"variables": {"SIAGA_CALLBACK_REF": ref}}, **params)
+        except AriError as exc:
+            log.error("ticket=%s click-to-call operator=%s failed: %s", ref, operator, exc)
+            raise CallbackError(502, f"the phone system refused the call: {exc}") from None
+        log.info("ticket=%s click-to-call: ringing operator=%s, then %s", ref, operator,
+                 params["extension"])
+        return f"{ref}: {tr(request)('callbacks.call')} → {operator}"
+
     r = web_app.router
+    r.add_get("/console/callbacks", callbacks_page)
+    r.add_post("/console/callbacks/{ref}/{step}", callback_step)
     r.add_post("/console/lang", set_language)
     r.add_get("/console/state", my_state)
     r.add_post("/console/state", set_state)
     r.add_get("/console/recording/{ref}", recording)
     r.add_post("/console/tickets/{ref}/close", close_ticket)
-    _ = (render, env, tr)  # the callback worklist page joins here
+    _ = env
