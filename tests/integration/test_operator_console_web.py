@@ -3,6 +3,9 @@ state linked to the SIP operator and audited, recordings only for those allowed,
 
 from __future__ import annotations
 
+import asyncio
+import json
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -173,3 +176,41 @@ async def test_a_ticket_is_resolved_then_closed_with_a_note(
             actions = [(a.actor, a.action) for a in await s.scalars(
                 select(TicketAudit).where(TicketAudit.ticket_id == t.id).order_by(TicketAudit.id))]
         assert actions[1:] == [("sari", "resolved"), ("sari", "closed")]
+
+
+async def test_wallboard_shows_operators_by_state_and_todays_answer_and_abandon_figures(
+        db_url: str, var_dir: Path, jepara: Site) -> None:
+    async with web_stack(db_url, var_dir, jepara) as stack:
+        boss_pw = await stack.add_user("boss", "supervisor")
+        op_pw = await stack.add_user("sari", "operator")
+        now = stack.app.settings.clock.now()
+        for i, (answer_s, outcome) in enumerate([(5, "genuine"), (30, "genuine"), (None, "abandoned")]):
+            await stack.ticket(f"JPR-20250519-00{i + 1:02d}", channel_id=f"c{i}", outcome=outcome,
+                               arrived_at=now - timedelta(seconds=1),  # today, even at 23:59
+                               operator_answered_at=(now + timedelta(seconds=answer_s - 1)
+                                                     if answer_s is not None else None))
+        roster = stack.app.roster
+        roster.on_shift = ["op_a", "op_b", "op_c", "op_d"]
+        roster.reachable = {"op_a": True, "op_b": True, "op_c": True, "op_d": False}
+        stack.app.states.set("op_b", "not_ready", actor="test", reason="meeting")
+        stack.app.states.set("op_c", "wrap_up", actor="system", wrap_up_s=600)
+        async with browser() as http:
+            await stack.login(http, "sari", op_pw)
+            async with http.get(stack.url + "/wallboard") as resp:
+                assert resp.status == 403
+        async with browser() as http:
+            await stack.login(http, "boss", boss_pw)
+            async with http.get(stack.url + "/wallboard.json") as resp:
+                board = await resp.json()
+            assert board["by_state"] == {"ready": 1, "not_ready:meeting": 1, "wrap_up": 1,
+                                         "unregistered": 1}
+            assert board["calls_today"] == 3 and board["within_10s_pct"] == 33.3
+            assert board["abandoned_today"] == 1 and board["waiting"] == 0
+            async with http.get(stack.url + "/wallboard") as resp:
+                page = await resp.text()
+                assert resp.status == 200 and "Papan pantau" in page and "Rapat" in page
+            async with http.get(stack.url + "/wallboard/events") as resp:
+                line = b""
+                while not line.startswith(b"data: "):
+                    line = await asyncio.wait_for(resp.content.readline(), 10)
+                assert json.loads(line[6:])["by_state"]["wrap_up"] == 1
