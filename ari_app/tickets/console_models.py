@@ -1,4 +1,5 @@
-"""Tables of the operator console (migration 0012): profiles, operator states, callbacks."""
+"""Tables of the operator console (migration 0012): profiles, operator states, callbacks,
+incidents."""
 
 from __future__ import annotations
 
@@ -70,3 +71,27 @@ class CallbackClaim(Base):
     claimed_by: Mapped[str] = mapped_column(String(64))
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Incident(Base):
+    """Tickets about one event (thirty callers, one fire); dispatched once, from its primary."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site: Mapped[str] = mapped_column(String(32))
+    primary_ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
+class IncidentTicket(Base):
+    """A ticket's incident (a ticket is in one incident at most)."""
+
+    __tablename__ = "incident_tickets"
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    linked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    linked_by: Mapped[str] = mapped_column(String(64))

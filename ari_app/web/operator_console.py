@@ -33,6 +33,9 @@ from ari_app.web.callbacks import (
     worklist,
 )
 from ari_app.web.i18n import LANGS, Translator, pick_lang
+from ari_app.web.incidents import IncidentError, incident_reference
+from ari_app.web.incidents import link as link_incident
+from ari_app.web.incidents import unlink as unlink_incident
 from ari_app.web.profiles import Profile, ProfileError, profile_of, set_lang
 
 if TYPE_CHECKING:
@@ -277,7 +280,31 @@ def register_operator_console(web_app: web.Application, console: Console, render
                  params["extension"])
         return f"{ref}: {tr(request)('callbacks.call')} → {operator}"
 
+    async def incident_step(request: web.Request) -> web.Response:
+        user = require(request, "operator")
+        step = request.match_info["step"]
+        body = await _body(request)
+        now = app.settings.clock.now()
+        ref = str(body.get("ticket", ""))
+        try:
+            async with app.sessions() as s, s.begin():
+                if step == "link":
+                    incident = await link_incident(s, site.code, [ref, str(body.get("with", ""))],
+                                                   user.username, now)
+                    result: dict[str, str | None] = {"incident": incident_reference(incident.id)}
+                elif step == "unlink":
+                    await unlink_incident(s, site.code, ref, user.username, now)
+                    result = {"incident": None}
+                else:
+                    raise web.HTTPNotFound()
+        except IncidentError as exc:
+            return _error(exc.status, exc.message)
+        log.info("ticket=%s incident %s by %s: %s", ref, step, user.username, result)
+        console.bus.publish(ref, "incident", action=step)
+        return web.json_response(result)
+
     r = web_app.router
+    r.add_post("/console/incidents/{step}", incident_step)
     r.add_get("/console/callbacks", callbacks_page)
     r.add_post("/console/callbacks/{ref}/{step}", callback_step)
     r.add_post("/console/lang", set_language)

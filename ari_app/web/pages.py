@@ -32,6 +32,8 @@ from ari_app.web.auth import (
     same_secret,
 )
 from ari_app.web.i18n import LANGS, Translator
+from ari_app.web.incidents import candidates as incident_candidates
+from ari_app.web.incidents import summary as incident_summary
 from ari_app.web.links import LinkError
 from ari_app.web.operator_console import (
     JS_PREFIXES,
@@ -162,13 +164,16 @@ def register_pages(web_app: web.Application, console: Console) -> None:
             agencies = list(await s.scalars(select(Agency).where(Agency.site == site.code,
                                                                  Agency.active.is_(True))
                                             .order_by(Agency.code)))
+            if t is not None:
+                incident = await incident_summary(s, t["id"])
+                suggested = await incident_candidates(s, site.code, t["reference"], site.console)
         if t is None:
             raise web.HTTPNotFound(text="no ticket yet")
         html = env.get_template("card.html").render(
             t=t, agencies=agencies, map_url=map_url, categories=site_categories(site),
             services=sorted(site.other_services.items()), _=tr(request),
             tile_url=site.console.tile_url, tile_attribution=site.console.tile_attribution,
-            flagged=flagged_policy(t.get("policy")),
+            flagged=flagged_policy(t.get("policy")), incident=incident, candidates=suggested,
             may_play=may_play_recording(user, request_profile(request), t))
         return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
 

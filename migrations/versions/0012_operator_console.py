@@ -1,5 +1,5 @@
 """operator console: per-user language and SIP operator link, operator states and their audit,
-recording plays, callback attempts
+callback claims and attempts, incidents (tickets linked into one)
 
 All additive: new tables only. A user with no console_profiles row reads as the site's language
 (Bahasa Indonesia) with no linked operator; an operator with no operator_states row reads as
@@ -70,7 +70,31 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "incidents",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("site", sa.String(32), nullable=False),
+        sa.Column("primary_ticket_id", sa.Integer, sa.ForeignKey("tickets.id", ondelete="CASCADE"),
+                  nullable=False),
+        sa.Column("created_at", TS, nullable=False),
+        sa.Column("created_by", sa.String(64), nullable=False),
+    )
+    op.create_table(
+        "incident_tickets",
+        sa.Column("ticket_id", sa.Integer, sa.ForeignKey("tickets.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("incident_id", sa.Integer, sa.ForeignKey("incidents.id", ondelete="CASCADE"),
+                  nullable=False),
+        sa.Column("linked_at", TS, nullable=False),
+        sa.Column("linked_by", sa.String(64), nullable=False),
+    )
+    op.create_index("ix_incident_tickets_incident", "incident_tickets", ["incident_id"])
+
+
 def downgrade() -> None:
+    op.drop_index("ix_incident_tickets_incident", "incident_tickets")
+    op.drop_table("incident_tickets")
+    op.drop_table("incidents")
     op.drop_table("callback_claims")
     op.drop_table("callback_attempts")
     op.drop_index("ix_operator_state_log_at", "operator_state_log")
