@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 LANG_COOKIE = "siaga112_lang"
 JS_PREFIXES = ("console", "state", "reason", "queue", "badge", "stage", "status", "category")
 CLOSE_STATUSES = ("resolved", "closed")
+SUPERVISE_MODES = ("listen", "whisper", "barge")
 Render = Callable[..., web.Response]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -303,7 +304,44 @@ def register_operator_console(web_app: web.Application, console: Console, render
         console.bus.publish(ref, "incident", action=step)
         return web.json_response(result)
 
+    async def supervise(request: web.Request) -> web.Response:
+        """Listen / whisper / barge: the supervisor's own phone rings and joins by ChanSpy."""
+        user = require(request, "supervisor")
+        call_id = request.match_info["call"]
+        body = await _body(request)
+        mode = str(body.get("mode", ""))
+        if mode not in SUPERVISE_MODES:
+            return _error(422, f"mode: expected one of {', '.join(SUPERVISE_MODES)}, got {mode!r}")
+        phone = request_profile(request).operator
+        if phone is None:
+            return _error(409, "link this supervisor to their own phone first (siaga112 users link)")
+        talking = app.ctx.links.get(call_id)  # bridged caller and operator, until either hangs up
+        state = app.live.state.get(call_id, {})
+        leg = talking.operator_channel if talking is not None else None
+        if not leg:
+            return _error(409, f"call {call_id} is not talking to an operator now")
+        try:
+            channel = await app.ari.get("channels", str(leg))
+            await app.ari.post("channels", body={"variables": {"SIAGA_SPY": channel["name"]}},
+                               endpoint=f"PJSIP/{phone}", context="siaga112-supervise",
+                               extension=mode, priority="1", timeout="30",
+                               callerId=f'"112 {mode}" <{state.get("caller") or "112"}>')
+        except AriError as exc:
+            log.error("call=%s supervisor %s %s failed: %s", call_id, user.username, mode, exc)
+            return _error(502, f"the phone system refused: {exc}")
+        now = app.settings.clock.now()
+        async with app.sessions() as s, s.begin():
+            ticket_id = await s.scalar(select(Ticket.id).where(Ticket.channel_id == call_id))
+            if ticket_id is not None:
+                s.add(TicketAudit(ticket_id=ticket_id, at=now, actor=user.username,
+                                  action=f"supervisor {mode}",
+                                  detail=json.dumps({"phone": phone, "operator": state.get("operator")})))
+        log.info("call=%s supervisor %s %s on phone %s (operator=%s)", call_id, user.username, mode,
+                 phone, state.get("operator"))
+        return web.json_response({"call": call_id, "mode": mode, "phone": phone})
+
     r = web_app.router
+    r.add_post("/console/calls/{call}/supervise", supervise)
     r.add_post("/console/incidents/{step}", incident_step)
     r.add_get("/console/callbacks", callbacks_page)
     r.add_post("/console/callbacks/{ref}/{step}", callback_step)

@@ -174,6 +174,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
             services=sorted(site.other_services.items()), _=tr(request),
             tile_url=site.console.tile_url, tile_attribution=site.console.tile_attribution,
             flagged=flagged_policy(t.get("policy")), incident=incident, candidates=suggested,
+            supervisor=user.has("supervisor"),
             may_play=may_play_recording(user, request_profile(request), t))
         return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
 
