@@ -132,9 +132,9 @@ class TicketActions:
             if incident is not None:  # one notification per agency, on the incident's first ticket
                 linked = [m for m in await members(s, incident.id)
                           if m.status not in SCREEN_STATUSES and m.status not in ("resolved", "closed")]
-                primary = await s.get(Ticket, incident.primary_ticket_id)
-                assert primary is not None
-                ticket = primary
+                # the first ticket carries the notifications; if it was closed, the first open one
+                ticket = next((m for m in linked if m.id == incident.primary_ticket_id),
+                              linked[0] if linked else ticket)
             agencies = {a.code: a for a in await s.scalars(
                 select(Agency).where(Agency.site == self.site.code, Agency.code.in_(codes),
                                      Agency.active.is_(True)))}

@@ -25,6 +25,9 @@ from ari_app.tickets.models import Ticket
 log = logging.getLogger(__name__)
 
 LOOKUP_DELAY_S = 0.5  # the ticket row is written just after "arrived"
+# The bus's stages a waiting caller goes through; other changes ("location", "silent",
+# "language", "agency") only add to what is known about the call.
+STAGES = ("arrived", "menu", "queued", "ringing")
 
 
 @dataclass
@@ -80,13 +83,15 @@ class LiveQueue:
             return
         w = self.waiting.get(cid)
         if w is None:
-            if stage not in ("arrived", "menu", "queued", "ringing", "location"):
+            if stage not in ("arrived", "menu", "queued", "ringing", "location", "silent"):
                 return
             w = self.waiting[cid] = Waiter(cid)
             self._lookup_later(w)
         if stage == "location":
             w.located = True
-        elif stage != "agency":
+        elif stage == "silent":
+            w.silent = True
+        elif stage in STAGES:
             w.stage = stage
         if change.get("caller"):
             w.caller = str(change["caller"])

@@ -16,10 +16,12 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from sqlalchemy import func, select
 
+from ari_app.tickets.models import Ticket
 from ari_app.web.auth import require
 from ari_app.web.i18n import LANGS, Translator
-from ari_app.web.kpi import load
+from ari_app.web.kpi import load, period
 from ari_app.web.operator_console import Render, state_view
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIGURES_EVERY_S = 5.0
+# Callers who hung up before a human answered (silent-unreached: a silent one, issue 13's word)
+ABANDONED = ("abandoned", "silent-unreached")
 PUSH_EVERY_S = 5.0
 
 
@@ -56,10 +60,15 @@ class Wallboard:
         site = app.settings.site
         day = app.settings.clock.now().astimezone(site.timezone).date()
         try:
+            lo, hi = period(day, day, site.timezone)
             async with app.sessions() as s:
                 k = await load(s, site.code, site.timezone, day, day)
+                abandoned = await s.scalar(select(func.count()).select_from(Ticket).where(
+                    Ticket.site == site.code, Ticket.channel_id.is_not(None),
+                    Ticket.arrived_at >= lo, Ticket.arrived_at < hi,
+                    Ticket.outcome.in_(ABANDONED)))
             self.figures = {"calls_today": k.calls, "within_10s_pct": k.within_10s_pct,
-                            "abandoned_today": round(k.abandoned_pct * k.calls / 100)}
+                            "abandoned_today": int(abandoned or 0)}
             self.figures_at = time.monotonic()
         except Exception as exc:
             log.warning("wallboard: today's figures not readable (%s); showing the last ones", exc)

@@ -75,12 +75,15 @@ function loadCard(sel, retries) {
   });
 }
 
+// Changes on the call bus that tell more about a call without moving it to another stage.
+const NOT_STAGES = ["location", "agency", "silent", "language"];
+
 function upsertCall(c) {
   const id = "call-" + c.call;
   let row = document.getElementById(id);
   if (c.stage === "ended") { if (row) { row.remove(); } return; }
-  if (c.stage === "location" || c.stage === "agency") {
-    if (row) { row.dataset.located = "1"; }
+  if (NOT_STAGES.includes(c.stage)) {
+    if (row && c.stage === "location") { row.dataset.located = "1"; }
   } else {
     if (!row) {
       row = document.createElement("tr"); row.id = id; row.className = "pick";
@@ -103,7 +106,7 @@ function upsertCall(c) {
     return;
   }
   // The card follows its call live: a key pressed while ringing, a location, the answer.
-  if (current && current.call === c.call && ["menu", "location", "bridged", "queued"].includes(c.stage)) {
+  if (current && current.call === c.call && ["menu", "location", "silent", "bridged", "queued"].includes(c.stage)) {
     loadCard(current.ref ? {ref: current.ref, call: c.call} : {call: c.call}, 5);
   }
 }
