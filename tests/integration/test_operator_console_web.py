@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +18,13 @@ from ari_app.tickets.console_models import OperatorStateLog
 from ari_app.tickets.models import Ticket, TicketAudit
 from ari_app.web.profiles import link_operator
 from tests.integration.console_stack import WebStack, browser, web_stack
+
+
+def cli(var_dir: Path, db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`siaga112 ...` as an admin runs it, on this test's database."""
+    env = {"DATABASE_URL": db_url, "PATH": "/usr/bin:/bin", "SIAGA112_SITE": "jepara"}
+    return subprocess.run([sys.executable, "-m", "ari_app.cli", "--var-dir", str(var_dir), *args],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
 
 
 async def linked_user(stack: WebStack, user: str, operator: str, role: str = "operator") -> str:
@@ -214,3 +223,23 @@ async def test_wallboard_shows_operators_by_state_and_todays_answer_and_abandon_
                 while not line.startswith(b"data: "):
                     line = await asyncio.wait_for(resp.content.readline(), 10)
                 assert json.loads(line[6:])["by_state"]["wrap_up"] == 1
+
+
+async def test_users_link_ties_a_user_to_one_operator_and_unlink_undoes_it(
+        db_url: str, var_dir: Path, jepara: Site) -> None:
+    async with web_stack(db_url, var_dir, jepara) as stack:
+        await stack.add_user("sari", "operator")
+        await stack.add_user("budi", "operator")
+        async with stack.app.sessions() as s, s.begin():
+            await add_operator(s, jepara, "op1", "OP1", stack.app.settings.clock.now())
+        done = await asyncio.to_thread(cli, var_dir, db_url, "users", "link", "sari",
+                                       "--operator", "op1", "--lang", "en")
+        assert done.returncode == 0 and "operator op1, language en" in done.stdout, done.stderr
+        taken = await asyncio.to_thread(cli, var_dir, db_url, "users", "link", "budi", "--operator", "op1")
+        assert taken.returncode == 2 and "already linked to user 'sari'" in taken.stderr
+        missing = await asyncio.to_thread(cli, var_dir, db_url, "users", "link", "budi", "--operator", "op9")
+        assert missing.returncode == 2 and "no operator named 'op9'" in missing.stderr
+        undone = await asyncio.to_thread(cli, var_dir, db_url, "users", "link", "sari", "--unlink")
+        assert undone.returncode == 0
+        relinked = await asyncio.to_thread(cli, var_dir, db_url, "users", "link", "budi", "--operator", "op1")
+        assert relinked.returncode == 0, relinked.stderr
