@@ -19,6 +19,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from ari_app.ari import AriError
+from ari_app.calls.connect import blind_transfer, hand_over
 from ari_app.routing.roster import Roster
 from ari_app.routing.states import NOT_READY, WRAP_UP, StateError
 from ari_app.tickets.models import Ticket, TicketAudit
@@ -340,7 +341,36 @@ def register_operator_console(web_app: web.Application, console: Console, render
                  phone, state.get("operator"))
         return web.json_response({"call": call_id, "mode": mode, "phone": phone})
 
+    async def handover(request: web.Request) -> web.Response:
+        """Warm transfer (leave the caller with the agency already on the line) or blind
+        transfer (dial an agency; the operator leaves as soon as it answers)."""
+        user = require(request, "operator")
+        call_id = request.match_info["call"]
+        body = await _body(request)
+        mode = str(body.get("mode", ""))
+        call = app.registry.calls.get(call_id)
+        talking = app.ctx.links.get(call_id)
+        if call is None or talking is None:
+            return _error(409, f"call {call_id} is not talking to an operator now")
+        if not user.has("supervisor") and request_profile(request).operator != talking.operator:
+            return _error(403, "only the operator on the call (or a supervisor) hands it over")
+        if mode == "warm":
+            if not await hand_over(app.ctx, call, talking, user.username):
+                return _error(409, "no agency is on the line yet: conference one in first")
+        elif mode == "blind":
+            number = str(body.get("number", ""))
+            if number not in set(site.other_services.values()):
+                return _error(422, f"number: expected one of "
+                                   f"{', '.join(sorted(set(site.other_services.values())))}, got {number!r}")
+            if await blind_transfer(app.ctx, call, talking, number, user.username) is None:
+                return _error(502, f"{number} could not be dialled through the trunk")
+        else:
+            return _error(422, f"mode: expected warm or blind, got {mode!r}")
+        log.info("call=%s %s hand-over by %s", call_id, mode, user.username)
+        return web.json_response({"call": call_id, "mode": mode}, status=202)
+
     r = web_app.router
+    r.add_post("/console/calls/{call}/handover", handover)
     r.add_post("/console/calls/{call}/supervise", supervise)
     r.add_post("/console/incidents/{step}", incident_step)
     r.add_get("/console/callbacks", callbacks_page)
