@@ -31,9 +31,12 @@ PASSWORD = "correct horse battery staple"
 
 async def test_operator_claims_a_callback_clicks_to_call_and_records_the_caller_reached(
         make_stack: StackFactory, phone: PhoneFactory, jepara: Any) -> None:
-    # op1's phone answers and hangs up after 2 s; the caller's phone (behind the trunk) waits.
-    op_phone, op_contact = await phone("operator_answer_talk.xml", extra_args=["-d", "2000"])
-    callee, callee_contact = await phone("operator_answer_wait.xml", name="carrier")
+    # op1's phone answers at once and hangs up after 3 s of talk; the caller's phone (behind the
+    # trunk) answers 0.2 s after it rings and waits for the BYE.
+    op_phone, op_contact = await phone("operator_answer_talk.xml", extra_args=["-d", "3000"],
+                                       answer_after_ms="200")
+    callee, callee_contact = await phone("operator_answer_wait.xml", name="carrier",
+                                         answer_after_ms="200")
     stack = await make_stack(operators=[("op1", op_contact)], trunk_contact=callee_contact,
                              clock=Clock(datetime(2025, 5, 19, 10, 0, tzinfo=WIB)))
     app = stack.app

@@ -32,8 +32,11 @@ def rtp_counts(stats: str) -> dict[str, tuple[str, int, int]]:
 
 async def test_after_the_operator_hands_over_caller_and_fire_brigade_still_exchange_audio(
         make_stack: StackFactory, phone: PhoneFactory) -> None:
-    fire_brigade, trunk = await phone("operator_answer_talk.xml", name="113", extra_args=["-d", "6000"])
-    uas, contact = await phone("operator_hands_over.xml", handover_after_ms="2000")
+    # The brigade answers 0.2 s after it rings, well before the operator keys *0# (2 s of talk).
+    fire_brigade, trunk = await phone("operator_answer_talk.xml", name="113", extra_args=["-d", "6000"],
+                                      answer_after_ms="200")
+    uas, contact = await phone("operator_hands_over.xml", handover_after_ms="2000",
+                               answer_after_ms="200")
     stack = await make_stack(operators=[("op1", contact)],
                              clock=Clock(datetime(2025, 5, 19, 10, 0, tzinfo=WIB)),
                              trunk_contact=trunk.replace("sip:113@", "sip:"))
@@ -77,7 +80,8 @@ async def test_after_the_operator_hands_over_caller_and_fire_brigade_still_excha
 
 async def test_blind_transfer_from_the_console_lets_the_operator_go_when_the_agency_answers(
         make_stack: StackFactory, phone: PhoneFactory) -> None:
-    fire_brigade, trunk = await phone("operator_answer_talk.xml", name="113", extra_args=["-d", "3000"])
+    fire_brigade, trunk = await phone("operator_answer_talk.xml", name="113", extra_args=["-d", "3000"],
+                                      answer_after_ms="200")
     uas, contact = await phone("operator_answer_wait.xml")  # talks until the app lets it go
     stack = await make_stack(operators=[("op1", contact)],
                              clock=Clock(datetime(2025, 5, 19, 10, 0, tzinfo=WIB)),
