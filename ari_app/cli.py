@@ -585,6 +585,28 @@ def cmd_users_token(args: argparse.Namespace) -> int:
     return _run_db(args, work, write=True)
 
 
+def cmd_users_link(args: argparse.Namespace) -> int:
+    """Tie a console user to the SIP operator they take calls as (screen pop, ready state)."""
+    from ari_app.web.profiles import ProfileError, link_operator, set_lang
+
+    async def work(s: AsyncSession) -> int:
+        try:
+            await link_operator(s, args.name, None if args.unlink else args.operator)
+            if args.lang:
+                await set_lang(s, args.name, args.lang)
+        except ProfileError as exc:
+            print(f"siaga112: {exc}", file=sys.stderr)
+            return 2
+        print(f"user {args.name}: " + ("no operator" if args.unlink else f"operator {args.operator}")
+              + (f", language {args.lang}" if args.lang else ""))
+        return 0
+
+    if not args.unlink and not args.operator:
+        print("siaga112: users link: expected --operator NAME or --unlink", file=sys.stderr)
+        return 2
+    return _run_db(args, work, write=True)
+
+
 def cmd_agencies_seed(args: argparse.Namespace) -> int:
     from ari_app.web.agencies import seed_agencies
 
@@ -850,6 +872,12 @@ def build_parser() -> argparse.ArgumentParser:
     from ari_app.cli_security import add_security_commands
 
     add_security_commands(sub, us)
+    ul = us.add_parser("link", help="link a console user to their SIP operator (or --unlink)")
+    ul.add_argument("name")
+    ul.add_argument("--operator", help="the operator's name (as in `operators add`)")
+    ul.add_argument("--unlink", action="store_true", help="take calls as nobody")
+    ul.add_argument("--lang", choices=["id", "en"], help="the user's console language")
+    ul.set_defaults(func=cmd_users_link)
 
     ag = sub.add_parser("agencies", help="agencies tickets are dispatched to").add_subparsers(
         dest="ag_cmd", required=True)

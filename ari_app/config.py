@@ -163,6 +163,21 @@ class Retention:
     run_every_h: float = 24.0       # `siaga112 serve` runs it on this timer (and at start)
 
 
+OSM_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+OSM_ATTRIBUTION = "© OpenStreetMap contributors"
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The operator console: wrap-up after each call, map tiles, incident suggestions."""
+
+    wrap_up_s: float = 0.0           # 0: an operator is ready again as soon as a call ends
+    tile_url: str = OSM_TILES
+    tile_attribution: str = OSM_ATTRIBUTION
+    incident_radius_m: float = 1000.0
+    incident_window_min: float = 60.0
+
+
 @dataclass(frozen=True)
 class SmtpSettings:
     """Outgoing mail for agency notifications. The password, if any, is in var/secrets."""
@@ -216,6 +231,7 @@ class Site:
     non_emergency_channel: str | None = None
     smtp: SmtpSettings | None = None   # None: agency e-mail is not sent (webhooks still are)
     retention: Retention = Retention()
+    console: ConsoleSettings = ConsoleSettings()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def is_open(self, local: time) -> bool:
@@ -325,7 +341,7 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
     root = _Reader(file, data)
     root.unknown_keys({"site", "hours", "out_of_hours", "menu", "queue", "asterisk",
                        "other_services", "prompts", "web", "screening", "smtp", "retention",
-                       "extra"})
+                       "console", "extra"})
     s = root.table("site")
     s.unknown_keys({"code", "name", "reference_prefix", "stasis_app", "timezone", "languages",
                     "numbers", "non_emergency_channel"})
@@ -480,11 +496,23 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
     retention = Retention(recordings_days=rt.integer("recordings_days", 1, 36500, 365),
                           personal_days=rt.integer("personal_days", 1, 36500, 730),
                           run_every_h=rt.number("run_every_h", 0.1, 24 * 7, 24.0))
+    c = root.table("console", required=False)
+    c.unknown_keys({"wrap_up_s", "tile_url", "tile_attribution", "incident_radius_m",
+                    "incident_window_min"})
+    console = ConsoleSettings(
+        wrap_up_s=c.number("wrap_up_s", 0, 3600, 0.0),
+        tile_url=c.string("tile_url", OSM_TILES, r"https?://\S*\{z\}\S*\{x\}\S*\{y\}\S*",
+                          "an http(s) tile URL with {z}, {x} and {y}"),
+        tile_attribution=c.string("tile_attribution", OSM_ATTRIBUTION),
+        incident_radius_m=c.number("incident_radius_m", 10, 100000, 1000.0),
+        incident_window_min=c.number("incident_window_min", 1, 24 * 60, 60.0),
+    )
 
     return Site(
         file=file,
         web=web,
         retention=retention,
+        console=console,
         screening=screening,
         smtp=_parse_smtp(root) if "smtp" in data else None,
         code=s.string("code", pattern=r"[a-z][a-z0-9_]{1,30}", expected="a lower-case site code"),

@@ -71,5 +71,6 @@ if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -
   .venv/bin/pip install -q --no-deps -e .
   touch "$stamp"
 fi
+./scripts/vendor.sh   # Leaflet from npm into the console's static dir (issue 19)
 .venv/bin/siaga112 security status || echo "setup: fix the line marked MISSING above before agencies rely on their links"
 echo "setup: ready"

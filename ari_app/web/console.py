@@ -20,6 +20,7 @@ from ari_app.web.actions import TicketActions, TicketBus
 from ari_app.web.agencies import public_url_problem, seed_agencies
 from ari_app.web.auth import Auth, make_middleware
 from ari_app.web.links import LinkSigner
+from ari_app.web.livequeue import LiveQueue
 from ari_app.web.outbox import OutboxWorker
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class Console:
     signer: LinkSigner
     worker: OutboxWorker
     auth: Auth
+    queue: LiveQueue
     task: asyncio.Task[None] | None = None
 
     def base_url(self) -> str:
@@ -63,7 +65,8 @@ def console_for(app: App) -> Console:
                           lambda: holder[0].base_url(), bus, config=s.site, var_dir=s.var_dir)
     actions = TicketActions(app.sessions, s.site, s.clock, bus, on_dispatch=worker.wake)
     console = Console(app, bus, actions, signer, worker,
-                      Auth(app.sessions, s.clock, secret(s.var_dir, "console-csrf.key", 32)))
+                      Auth(app.sessions, s.clock, secret(s.var_dir, "console-csrf.key", 32)),
+                      LiveQueue(app.live, app.sessions, s.site.menu.uncategorised_priority))
     holder.append(console)
     _consoles[app] = console
     return console
@@ -71,15 +74,21 @@ def console_for(app: App) -> Console:
 
 def register_console(web_app: web.Application, app: App) -> None:
     from ari_app.web.api import register_api
+    from ari_app.web.operator_console import lang_middleware
     from ari_app.web.pages import register_pages
 
     console = console_for(app)
     web_app.middlewares.append(make_middleware(console.auth))
+    web_app.middlewares.append(lang_middleware(console))
     register_api(web_app, console)
     register_pages(web_app, console)
 
 
 async def _background(console: Console) -> None:
+    await asyncio.gather(_agencies_and_outbox(console), console.queue.run())
+
+
+async def _agencies_and_outbox(console: Console) -> None:
     s = console.app.settings
     while True:  # the agencies must exist before anything is dispatched; the DB may be late
         try:

@@ -148,7 +148,7 @@ async def test_agency_acknowledges_and_resolves_through_its_signed_link(
                 assert resp.status == 403
             async with http.post(ack_url, data={"csrf": form_csrf, "action": "acknowledge",
                                                 "evidence": "tim berangkat"}) as resp:
-                assert resp.status == 200 and "acknowledged" in await resp.text()
+                assert resp.status == 200 and 'data-status="acknowledged"' in await resp.text()
             async with http.post(ack_url.replace("/ack/", "/api/v1/ack/"), json={
                     "action": "resolve", "evidence": "banjir surut",
                     "photo_url": "https://example.org/p.jpg"}) as resp:
