@@ -75,11 +75,16 @@ def fill(template: str, values: Mapping[str, str], name: str) -> str:
 
 def operator_section(op: OperatorEndpoint) -> str:
     contact = f"contact = {op.contact}\n" if op.contact else ""
+    # A registering softphone may sit behind NAT: follow where its packets come from. A static
+    # contact is a fixed address (a desk phone, or the SIP edge in front of several nodes): the
+    # dialog follows the Contact the far end gives, or in-dialog requests would go to the edge
+    # with no route to the phone.
+    rewrite = "no" if op.contact else "yes"
     callerid = f'callerid = "{op.display_name}" <{op.name}>\n' if op.display_name else ""
     return (
         f"[{op.name}]\ntype = endpoint\ncontext = from-operators\ndisallow = all\n"
         "allow = ulaw,alaw\ndirect_media = no\nrtp_symmetric = yes\nforce_rport = yes\n"
-        f"rewrite_contact = yes\ndtmf_mode = rfc4733\nauth = {op.name}\naors = {op.name}\n"
+        f"rewrite_contact = {rewrite}\ndtmf_mode = rfc4733\nauth = {op.name}\naors = {op.name}\n"
         "send_connected_line = no\ntimers = no\n"
         f"{callerid}\n"
         f"[{op.name}]\ntype = auth\nauth_type = md5\nrealm = asterisk\nusername = {op.name}\n"
