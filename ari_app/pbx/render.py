@@ -81,11 +81,16 @@ OPERATOR_TLS_LINES = ("transport = transport-tls\nmedia_encryption = sdes\n"
 
 def operator_section(op: OperatorEndpoint, tls: bool = False) -> str:
     contact = f"contact = {op.contact}\n" if op.contact else ""
+    # A registering softphone may sit behind NAT: follow where its packets come from. A static
+    # contact is a fixed address (a desk phone, or the SIP edge in front of several nodes): the
+    # dialog follows the Contact the far end gives, or in-dialog requests would go to the edge
+    # with no route to the phone.
+    rewrite = "no" if op.contact else "yes"
     callerid = f'callerid = "{op.display_name}" <{op.name}>\n' if op.display_name else ""
     return (
         f"[{op.name}]\ntype = endpoint\ncontext = from-operators\ndisallow = all\n"
         "allow = ulaw,alaw\ndirect_media = no\nrtp_symmetric = yes\nforce_rport = yes\n"
-        f"rewrite_contact = yes\ndtmf_mode = rfc4733\nauth = {op.name}\naors = {op.name}\n"
+        f"rewrite_contact = {rewrite}\ndtmf_mode = rfc4733\nauth = {op.name}\naors = {op.name}\n"
         "send_connected_line = no\ntimers = no\n"
         f"{OPERATOR_TLS_LINES if tls else ''}"
         f"{callerid}\n"
