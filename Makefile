@@ -1,4 +1,4 @@
-.PHONY: fuzz fuzz-ci chaos pg-outage
+.PHONY: fuzz fuzz-ci fuzz-api chaos pg-outage
 
 # Nightly-style: 200,000+ cases (SIAGA112_FUZZ_SCALE=20); override e.g. `make fuzz SCALE=50`.
 SCALE ?= 20
@@ -30,3 +30,7 @@ PG_STOP_S ?= 60
 pg-outage:
 	SIAGA112_PG_STOP_CALLS=$(PG_STOP_CALLS) SIAGA112_PG_STOP_S=$(PG_STOP_S) \
 	.venv/bin/pytest -p no:cacheprovider -n 0 -s tests/integration/test_db_outage.py -k stopped_fast
+
+# schemathesis against the OpenAPI document for 10 minutes (CI runs the same test for 25 s).
+fuzz-api:
+	SIAGA112_SCHEMATHESIS_S=600 .venv/bin/pytest -p no:cacheprovider -n 0 tests/integration/test_schemathesis.py

@@ -23,6 +23,7 @@ from ari_app.pbx.cel import CelRecord, cel_path
 from ari_app.pbx.taskprocessors import TaskprocessorWatch
 from ari_app.routing.queue import CallQueue
 from ari_app.routing.roster import Roster
+from ari_app.routing.states import OperatorStates
 from ari_app.secrets import secret
 from ari_app.tickets.calls import CallStore, open_calls
 from ari_app.tickets.db import database_url, make_engine, sessions
@@ -112,8 +113,10 @@ class App:
                              node=site.stasis_app)
         self.ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password)
         self.registry = CallRegistry(self.ari, self._handle)
+        self.states = OperatorStates(self.writer, settings.clock.now)
         self.roster = Roster(self.ari, self.sessions, site.code, settings.clock,
-                             refresh_s=settings.roster_refresh_s)
+                             refresh_s=settings.roster_refresh_s, states=self.states,
+                             wrap_up_s=site.console.wrap_up_s)
         self.queue = CallQueue(self.roster)
         self.live = LiveBus()
         self.locations = LocationService(self.writer, self.live)
@@ -324,6 +327,14 @@ class App:
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
         ]
         self._tasks.append(start_background(self))  # agencies seeded, notification worker
+
+    def roster_changed(self) -> None:
+        """An admin changed operators or shifts (`siaga112 operators|shifts ...` signals us):
+        read the roster now rather than at the next periodic refresh."""
+        log.info("roster changed by an admin command: reloading it")
+        task = asyncio.create_task(self.roster.refresh(), name="roster-changed")
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
     async def _roster_loop(self) -> None:
         await self.events.wait_ready(None)

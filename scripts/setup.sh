@@ -18,6 +18,7 @@ command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
 command -v espeak-ng >/dev/null 2>&1 || need_pkgs+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need_pkgs+=(sox)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v baresip >/dev/null 2>&1 || need_pkgs+=(baresip-core)   # real softphone: TLS + SRTP tests
 
 add_bullseye() {
   # Debian 12 ships no asterisk: take it from Debian 11 with a low pin so nothing else moves.
@@ -70,4 +71,6 @@ if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -
   .venv/bin/pip install -q --no-deps -e .
   touch "$stamp"
 fi
+./scripts/vendor.sh   # Leaflet from npm into the console's static dir (issue 19)
+.venv/bin/siaga112 security status || echo "setup: fix the line marked MISSING above before agencies rely on their links"
 echo "setup: ready"

@@ -21,8 +21,15 @@ class Connected:
     operator: str
     operator_channel: str
     bridge_id: str
-    ended_by: str = ""  # "caller" or "operator"
+    ended_by: str = ""  # "caller", "operator" or "agency"
     agencies: set[str] = field(default_factory=set)  # agency legs conferenced in
+    answered: set[str] = field(default_factory=set)  # agency legs now in the bridge
+    numbers: dict[str, str] = field(default_factory=dict)  # agency leg -> the number dialled
+    # Hand-over: the operator has left; caller and agency stay connected until one hangs up.
+    handed_over: bool = False
+    hand_over_on_answer: bool = False  # blind transfer: the operator leaves when the agency answers
+    hand_over_by: str = ""             # who asked for the blind transfer (console user)
+    operator_released: bool = False    # the roster already has the operator back (after hand-over)
 
 
 async def hold(ctx: CallContext, call: Call) -> None:
@@ -52,24 +59,30 @@ async def unhold(ctx: CallContext, call: Call) -> None:
             pass
 
 
-async def wait_turn(ctx: CallContext, call: Call, entry: Waiting) -> str:
-    """Wait for an operator to be offered; remind the caller periodically that help is coming."""
-    every = ctx.site.queue.reminder_every_s
-    while True:
+async def next_operator(ctx: CallContext, call: Call, entry: Waiting) -> str:
+    """Wait until an operator is claimed for this caller (or the caller hangs up)."""
+    offer = ctx.queue.next_offer(entry)
+    while not offer.done():
         if call.gone:
             raise CallerHungUp(call.id)
         hangup: asyncio.Future[Any] = asyncio.ensure_future(call.hung_up.wait())
         try:
-            await asyncio.wait([cast("asyncio.Future[Any]", entry.offer), hangup], timeout=every,
+            await asyncio.wait([cast("asyncio.Future[Any]", offer), hangup],
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             hangup.cancel()
-        if entry.offer.done():
-            return entry.offer.result()
+    return ctx.queue.accept(entry)
+
+
+async def reminders(ctx: CallContext, call: Call) -> None:
+    """In the holding bridge: "please stay on the line" every period, until taken out."""
+    every = ctx.site.queue.reminder_every_s
+    while True:
+        await asyncio.sleep(every)  # a period of music between reminders, not an event wait
         if call.gone:
             raise CallerHungUp(call.id)
         try:
-            await call.play(ctx.sound(ctx.site.prompts["hold"]))
+            await call.play(ctx.sound(ctx.site.prompts["hold"], call.language))
         except CallerHungUp:
             raise
         except AriError as exc:
@@ -86,12 +99,13 @@ def operator_name(channel_name: str) -> str:
     return channel_name.split("/", 1)[-1].rsplit("-", 1)[0]
 
 
-async def wait_answer(ctx: CallContext, call: Call, channel_id: str, timeout: float) -> bool:
+async def wait_answer(ctx: CallContext, call: Call, channel_id: str, timeout: float, *,
+                      source: asyncio.Queue[dict[str, Any]] | None = None) -> bool:
     """Wait for an operator leg to answer (enter Stasis); hang it up if it does not in time."""
     try:
         event = await call.next_event(
             lambda e: e.get("channel", {}).get("id") == channel_id
-            and e.get("type") in ("StasisStart", "ChannelDestroyed"), timeout)
+            and e.get("type") in ("StasisStart", "ChannelDestroyed"), timeout, source=source)
     except CallerHungUp:
         await _hangup(ctx, channel_id)
         raise
@@ -102,8 +116,12 @@ async def wait_answer(ctx: CallContext, call: Call, channel_id: str, timeout: fl
     return False
 
 
-async def ring(ctx: CallContext, call: Call, operator: str) -> str | None:
-    """Ring one operator; the operator's channel id if answered, None if not."""
+async def ring(ctx: CallContext, call: Call, operator: str, *,
+               source: asyncio.Queue[dict[str, Any]] | None = None) -> str | None:
+    """Ring one operator; the operator's channel id if answered, None if not.
+
+    ``source``: the events to watch (an ``aside()`` queue while the menu listens to the caller).
+    """
     channel_id = operator_leg_id(call.id)
     ctx.registry.attach(channel_id, call)
     timeout = int(ctx.site.queue.ring_timeout_s)
@@ -117,7 +135,7 @@ async def ring(ctx: CallContext, call: Call, operator: str) -> str | None:
     except AriError as exc:
         log.warning("%s operator=%s could not be rung: %s", call.tag, operator, exc)
         return None
-    if await wait_answer(ctx, call, channel_id, timeout + 10):
+    if await wait_answer(ctx, call, channel_id, timeout + 10, source=source):
         return channel_id
     log.info("%s operator=%s did not answer", call.tag, operator)
     return None
@@ -171,6 +189,7 @@ async def record(ctx: CallContext, call: Call, link: Connected) -> str | None:
 
 
 FEATURE_START, FEATURE_END = "*", "#"
+HAND_OVER = "0"  # *0# on the operator's keypad: leave the caller with the agency conferenced in
 
 
 async def talk(ctx: CallContext, call: Call, link: Connected) -> None:
@@ -194,19 +213,33 @@ async def talk(ctx: CallContext, call: Call, link: Connected) -> None:
             assert event is not None  # no timeout: only a matching event or a hangup ends this
             kind, cid = event.get("type"), event.get("channel", {}).get("id")
             if cid == op and kind in ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed"):
+                if link.handed_over:
+                    continue  # the operator leaving was the hand-over: caller and agency go on
                 break
             if cid == op and kind == "ChannelDtmfReceived":
                 keys = (keys + str(event.get("digit", "")))[-24:]
                 if keys.endswith(FEATURE_END) and FEATURE_START in keys:
                     number = keys[keys.rindex(FEATURE_START) + 1:-1]
                     keys = ""
-                    await add_agency(ctx, call, link, number)
+                    if number == HAND_OVER:
+                        await hand_over(ctx, call, link, link.operator)
+                    else:
+                        await add_agency(ctx, call, link, number)
             elif cid in agencies and kind == "StasisStart":
                 try:
                     await ctx.ari.post("bridges", link.bridge_id, "addChannel", channel=cid)
+                    link.answered.add(cid)
                 except AriError as exc:
                     log.warning("%s agency leg %s not bridged: %s", call.tag, cid, exc)
-        link.ended_by = "operator"
+                if link.hand_over_on_answer and link.answered:
+                    await hand_over(ctx, call, link, link.hand_over_by or link.operator)
+            elif cid in agencies and kind in ("StasisEnd", "ChannelDestroyed"):
+                link.answered.discard(cid)
+                if link.handed_over and not link.answered:
+                    link.ended_by = "agency"
+                    break
+        if not link.ended_by:
+            link.ended_by = "operator"
         await call.hangup()
     except CallerHungUp:
         link.ended_by = "caller"
@@ -215,6 +248,40 @@ async def talk(ctx: CallContext, call: Call, link: Connected) -> None:
         for leg in agencies:
             await _hangup(ctx, leg)
         await _destroy(ctx, link.bridge_id)
+
+
+async def hand_over(ctx: CallContext, call: Call, link: Connected, actor: str) -> bool:
+    """Warm transfer: the operator leaves, the caller and the answered agency stay connected.
+
+    The recording goes on (MixMonitor is on the caller's channel). The operator is free for the
+    next call at once; the ticket records who handed over to which agency, and when.
+    """
+    if link.handed_over:
+        return True
+    if not link.answered:
+        log.warning("%s hand-over asked with no agency on the line", call.tag)
+        return False
+    link.handed_over = True
+    numbers = sorted({link.numbers.get(leg, "?") for leg in link.answered})
+    now = ctx.clock.now()
+    log.info("%s operator=%s hands the caller over to %s", call.tag, link.operator, ",".join(numbers))
+    ctx.tickets.change(call.id, "handed over", now, actor=actor,
+                       audit={"agencies": numbers, "operator": link.operator})
+    await _hangup(ctx, link.operator_channel)
+    ctx.queue.release(link.operator, talked=True)
+    link.operator_released = True
+    ctx.live.publish(call.id, "handed_over", agencies=numbers, operator=link.operator)
+    return True
+
+
+async def blind_transfer(ctx: CallContext, call: Call, link: Connected, number: str,
+                         actor: str = "") -> str | None:
+    """Dial the agency and leave the caller with it as soon as it answers (the operator need
+    not speak to it); if it never answers, the operator is still on the line."""
+    leg = await add_agency(ctx, call, link, number)
+    if leg is not None:
+        link.hand_over_on_answer, link.hand_over_by = True, actor
+    return leg
 
 
 async def add_agency(ctx: CallContext, call: Call, link: Connected, number: str) -> str | None:
@@ -234,6 +301,7 @@ async def add_agency(ctx: CallContext, call: Call, link: Connected, number: str)
         log.error("%s agency %s could not be dialled: %s", call.tag, number, exc)
         return None
     link.agencies.add(leg)
+    link.numbers[leg] = number
     log.info("%s operator=%s adds agency %s", call.tag, link.operator, number)
     ctx.tickets.change(call.id, "agency added", ctx.clock.now(), actor=link.operator,
                        audit={"number": number, "channel": leg})

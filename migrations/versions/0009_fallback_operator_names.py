@@ -9,7 +9,7 @@ line says what was changed and from what. Nothing else is touched; downgrade put
 names back (from that audit line).
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0012
 Create Date: 2026-12-01
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -22,6 +22,7 @@ from ari_app.pbx.process import AsteriskProcess
 from ari_app.testing.app_process import AppProcess
 from ari_app.testing.ports import free_port
 from ari_app.testing.sipp import SippProcess, SippResult
+from ari_app.testing.web import web_session
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import TicketAudit
 from tests.integration.conftest import PhoneFactory, Stack, StackFactory
@@ -285,13 +286,12 @@ async def test_calls_that_die_with_asterisk_are_closed_as_asterisk_restart(
 async def test_healthz_and_metrics_show_readiness_backlog_and_taskprocessor_queues(
     make_stack: StackFactory,
 ) -> None:
-    import aiohttp
 
     stack = await make_stack(clock=CLOCK)
     assert stack.app is not None
     await asyncio.to_thread(stack.app.taskprocessors.sample)  # a real `core show taskprocessors`
     assert stack.app.taskprocessors.deepest_ever >= 0 and stack.app.taskprocessors.available
-    async with aiohttp.ClientSession() as http:
+    async with web_session() as http:
         async with http.get(f"{stack.web_url}/healthz") as resp:
             health = await resp.json()
             assert resp.status == 200
@@ -322,15 +322,17 @@ async def test_a_bug_in_the_call_flow_still_gets_the_caller_to_an_operator_by_th
 async def test_a_caller_whose_rescue_failed_too_is_found_by_the_sweep_and_reaches_an_operator(
     make_stack: StackFactory, phone: PhoneFactory, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from ari_app.calls import menu
+    from ari_app.calls import flow
 
     async def broken(*_: object) -> None:
-        raise RuntimeError("a bug in the menu")
+        raise RuntimeError("a bug in the call's first step")
 
     async def rescue_times_out(self: CallRegistry, call: object) -> None:
         return None  # as when every `continue` request timed out under overload
 
-    monkeypatch.setattr(menu, "ask", broken)
+    # (A bug in the menu itself no longer ends the handler: the caller is already offered to
+    # the operators, see test_a_bug_in_the_menu_never_keeps_the_caller_from_the_operator.)
+    monkeypatch.setattr(flow, "_talk_detect", broken)
     monkeypatch.setattr(CallRegistry, "rescue", rescue_times_out)
     uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
     stack = await make_stack(operators=[("op1", contact)], clock=CLOCK, start_app=False)
@@ -450,3 +452,23 @@ async def test_a_call_that_dies_with_asterisk_while_the_app_is_down_is_closed_as
     await proc.stop()
     [closing] = await audit_details(stack, ticket, "reconciled")
     assert closing["unknown"] and "exact end time" in closing["unknown"][0]
+
+
+async def test_a_bug_in_the_menu_never_keeps_the_caller_from_the_operator(
+    make_stack: StackFactory, phone: PhoneFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ari_app.calls import menu
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug in the menu")
+
+    monkeypatch.setattr(menu, "ask", broken)
+    uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=CLOCK)
+    result = await stack.call("caller_listen.xml")
+    assert result.ok, result.errors
+    assert (await uas.wait(20)).successful == 1  # rung by the app, the menu's bug aside
+    await stack.settle()
+    [ticket] = await stack.tickets()
+    assert ticket.operator == "op1" and ticket.status != "abandoned"
+    assert "adopted" not in [a.action for a in await stack.audit(ticket)]

@@ -81,7 +81,7 @@ async def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
 async def test_migration_0009_mends_fallback_tickets_already_stored(empty_db: str) -> None:
     url = empty_db
-    await asyncio.to_thread(upgrade, url, "0007")
+    await asyncio.to_thread(upgrade, url, "0012")  # the schema before 0009
     engine = make_engine(url)
     end = AT + timedelta(seconds=40)
     async with sessions(engine)() as s, s.begin():
@@ -104,7 +104,7 @@ async def test_migration_0009_mends_fallback_tickets_already_stored(empty_db: st
     assert trail[-1].action == "migrated 0009"
     assert json.loads(trail[-1].detail)["before"]["operator"] == "PJSIP/op29-00000241"
     # and back: downgrade restores the stored names
-    await asyncio.to_thread(_downgrade, url, "0007")
+    await asyncio.to_thread(_downgrade, url, "0012")
     async with sessions(engine)() as s:
         names = (await s.execute(sa.text("SELECT operator FROM tickets ORDER BY id"))).all()
     assert [n[0] for n in names] == ["PJSIP/op29-00000241", "op3"]
