@@ -171,8 +171,8 @@ async def phone() -> AsyncIterator[PhoneFactory]:
 
     async def make(scenario: str = "operator_answer_wait.xml", *, calls: int = 1,
                    name: str = "op1", extra_args: list[str] | None = None,
-                   **template: str) -> tuple[SippProcess, str]:
-        proc = SippProcess(SippRun(scenario=scenario, uas=True, calls=calls, timeout_s=180,
+                   timeout_s: float = 180, **template: str) -> tuple[SippProcess, str]:
+        proc = SippProcess(SippRun(scenario=scenario, uas=True, calls=calls, timeout_s=timeout_s,
                                    extra_args=extra_args or [], template=template))
         await proc.start()
         started.append(proc)

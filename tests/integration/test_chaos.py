@@ -71,7 +71,8 @@ async def test_repeated_app_kills_under_load_leave_every_caller_served_and_every
     seed = int(os.environ.get("SIAGA112_CHAOS_SEED", "112"))
     rng = random.Random(seed)
     # one SIPp phone stands in for every operator's softphone; it answers and waits for the BYE
-    uas, contact = await phone("operator_answer_wait.xml", calls=100000)
+    uas, contact = await phone("operator_answer_wait.xml", calls=100000,
+                               timeout_s=CALLS / RATE + 300)
     stack = await make_stack(batola, operators=[(f"op{i}", contact)
                                                 for i in range(1, OPERATORS + 1)],
                              start_app=False)

@@ -114,7 +114,8 @@ async def test_postgres_stopped_fast_and_started_again_during_calls_loses_no_tic
     # one SIPp phone answers for four operators (it may be rung more than once per caller,
     # e.g. while the menu plays; it runs until stopped below)
     uas, contact = await phone("operator_answer_talk.xml", calls=100000,
-                               extra_args=["-d", "1500"])
+                               extra_args=["-d", "1500"],
+                               timeout_s=STOPPED_CALLS / STOPPED_RATE + STOPPED_S + 180)
     stack = await make_stack(operators=[(f"op{i}", contact) for i in (1, 2, 3, 4)],
                              clock=Clock(datetime(2025, 5, 19, 10, 0,
                                                   tzinfo=ZoneInfo("Asia/Jakarta"))),
