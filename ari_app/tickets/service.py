@@ -42,6 +42,7 @@ STAGE = {"new": 0, "abandoned": 1, "forwarded": 1, "in_call": 2, "classified": 3
 
 
 RESTART_UNCATEGORISED = "uncategorised (restart)"  # for the operator to classify
+CUT_BY_RESTART = "asterisk restart"  # the call died with Asterisk: its caller is called back
 
 
 def furthest(current: str, proposed: str) -> str:
@@ -152,6 +153,8 @@ class TicketService:
             return
         changed: dict[str, Any] = {}
         status_from = p["status_from"]
+        if p["fields"].get("end_reason") == CUT_BY_RESTART and not ticket["callback_needed"]:
+            changed["callback_needed"] = True  # cut off mid-call: call them back, talked or not
         for key, value in p["fields"].items():
             if key not in ticket:
                 raise KeyError(f"tickets has no column {key!r}")
@@ -162,7 +165,8 @@ class TicketService:
                     continue  # an operator's classification/dispatch during the call stands
                 value = furthest(ticket["status"], value)
             if key == "callback_needed" and value and ticket["operator_answered_at"] is not None \
-                    and p["fields"].get("operator_answered_at") is None:
+                    and p["fields"].get("operator_answered_at") is None \
+                    and p["fields"].get("end_reason") != CUT_BY_RESTART:
                 continue  # a human talked to the caller (a late or replayed write says not)
             if ticket[key] != value:
                 changed[key] = value
@@ -223,8 +227,8 @@ class TicketService:
         status = furthest(ticket["status"], "in_call" if human else "abandoned")
         if status != ticket["status"]:
             changed["status"] = status
-        if not human and not ticket["callback_needed"]:
-            changed["callback_needed"] = True  # ended without a human: call them back
+        if (not human or p["end_reason"] == CUT_BY_RESTART) and not ticket["callback_needed"]:
+            changed["callback_needed"] = True  # no human, or cut off with Asterisk: call back
         if ticket["outcome"] is None:
             changed["outcome"] = "genuine" if human else "abandoned"
         if p["uncategorised"] and ticket["category"] == "uncategorised" \
