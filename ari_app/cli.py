@@ -872,6 +872,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ari_app.cli_security import add_security_commands
 
     add_security_commands(sub, us)
+    from ari_app.edge.cli import add_edge_commands
+
+    add_edge_commands(sub, _site, _var_dir)
     ul = us.add_parser("link", help="link a console user to their SIP operator (or --unlink)")
     ul.add_argument("name")
     ul.add_argument("--operator", help="the operator's name (as in `operators add`)")

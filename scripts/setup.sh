@@ -19,6 +19,7 @@ command -v espeak-ng >/dev/null 2>&1 || need_pkgs+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need_pkgs+=(sox)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v baresip >/dev/null 2>&1 || need_pkgs+=(baresip-core)   # real softphone: TLS + SRTP tests
+command -v kamailio >/dev/null 2>&1 || need_pkgs+=(kamailio)         # the SIP edge for several nodes (tests/integration/test_edge_kamailio.py)
 
 add_bullseye() {
   # Debian 12 ships no asterisk: take it from Debian 11 with a low pin so nothing else moves.
