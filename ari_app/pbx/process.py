@@ -12,11 +12,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ari_app.pbx.installation import Installation, InstallationError, installation
 from ari_app.pbx.render import RenderResult
 
 log = logging.getLogger(__name__)
-
-ASTERISK = os.environ.get("SIAGA112_ASTERISK_BIN", "/usr/sbin/asterisk")
 
 
 class AsteriskError(Exception):
@@ -31,10 +30,19 @@ def pid_path(var_dir: Path) -> Path:
     return var_dir.resolve() / "asterisk" / "run" / "siaga112-asterisk.pid"
 
 
-def cli(var_dir: Path, command: str, timeout: float = 10.0) -> str:
+def asterisk_command(asterisk: Installation | None = None) -> tuple[str, ...]:
+    """How to run the chosen Asterisk binary (through its root's loader for a private root)."""
+    try:
+        return (asterisk or installation()).command
+    except InstallationError as exc:
+        raise AsteriskError(str(exc)) from exc
+
+
+def cli(var_dir: Path, command: str, timeout: float = 10.0,
+        asterisk: Installation | None = None) -> str:
     """Run one Asterisk CLI command through the control socket (``asterisk -rx``)."""
     out = subprocess.run(
-        [ASTERISK, "-C", str(conf_path(var_dir)), "-rx", command],
+        [*asterisk_command(asterisk), "-C", str(conf_path(var_dir)), "-rx", command],
         capture_output=True, text=True, timeout=timeout, check=False,
     )
     if out.returncode != 0:
@@ -68,7 +76,8 @@ class AsteriskProcess:
         with open(self.log_path, "ab") as out:
             # -g: a crash leaves a core file, in var/asterisk (never in the source tree).
             self.proc = subprocess.Popen(
-                [ASTERISK, "-C", str(self.rendered.asterisk_conf), "-f", "-n", "-g"],
+                [*asterisk_command(self.rendered.asterisk), "-C", str(self.rendered.asterisk_conf),
+                 "-f", "-n", "-g"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=detach, cwd=self.var_dir / "asterisk",
             )
@@ -81,7 +90,8 @@ class AsteriskProcess:
                     + self._tail())
             if ari_answers(self.rendered, timeout=0.5):
                 try:
-                    cli(self.var_dir, "core waitfullybooted", timeout=max(1.0, deadline - time.monotonic()))
+                    cli(self.var_dir, "core waitfullybooted",
+                        timeout=max(1.0, deadline - time.monotonic()), asterisk=self.rendered.asterisk)
                 except (AsteriskError, subprocess.TimeoutExpired):
                     pass
                 log.info("asterisk pid=%d ready, ARI on port %d", self.proc.pid,
