@@ -6,6 +6,7 @@ import base64
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -62,6 +63,22 @@ def ari_answers(rendered: RenderResult, timeout: float = 1.0) -> bool:
         return False
 
 
+def ports_in_use(rendered: RenderResult) -> list[str]:
+    """The site's SIP (UDP) and HTTP (TCP) ports that another program holds, e.g. a system
+    Asterisk left running by its package: ours would start without them, so say so first."""
+    taken = []
+    for kind, port, sock_type in (("SIP (UDP)", rendered.sip_port, socket.SOCK_DGRAM),
+                                  ("HTTP/ARI (TCP)", rendered.http_port, socket.SOCK_STREAM)):
+        with socket.socket(socket.AF_INET, sock_type) as s:
+            if sock_type == socket.SOCK_STREAM:  # as Asterisk does: TIME_WAIT is not "in use"
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((rendered.bind, port))
+            except OSError:
+                taken.append(f"{kind} {rendered.bind}:{port}")
+    return taken
+
+
 class AsteriskProcess:
     """One private Asterisk. ``start`` returns once ARI answers and Asterisk is fully booted."""
 
@@ -73,6 +90,12 @@ class AsteriskProcess:
 
     def start(self, timeout: float = 30.0, detach: bool = False) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        taken = ports_in_use(self.rendered)
+        if taken:
+            raise AsteriskError(
+                f"{', '.join(taken)} already in use by another program (a system Asterisk?); "
+                "set asterisk.sip_port / http_port in the site file, or SIAGA112_SIP_PORT / "
+                "SIAGA112_HTTP_PORT")
         with open(self.log_path, "ab") as out:
             # -g: a crash leaves a core file, in var/asterisk (never in the source tree).
             self.proc = subprocess.Popen(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from ari_app.ari import AriClient, AriError
 from ari_app.ari.events import Event, iter_events
 from ari_app.pbx.installation import Installation
+from ari_app.pbx.process import AsteriskError
 from tests.integration.conftest import PhoneFactory, Stack, StackFactory
 from tests.integration.test_location import PIDF
 
@@ -169,3 +171,19 @@ async def test_unanswered_operator_leg_ends_with_the_version_s_no_answer_cause(
         assert destroyed["tech_cause"] == 480, destroyed  # SIP's 480 for the CANCEL at timeout
     else:
         assert "tech_cause" not in destroyed
+
+
+async def test_a_port_held_by_another_program_is_named_before_asterisk_starts(
+    make_stack: StackFactory,
+) -> None:
+    """A system Asterisk (e.g. the Debian package's service) on the site's SIP port is left
+    alone; ours refuses to start without it, naming the port and the setting to change."""
+    stack = await make_stack(start_app=False)
+    await asyncio.to_thread(stack.asterisk.stop)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.1", stack.asterisk.sip_port))
+        with pytest.raises(AsteriskError, match=rf"SIP \(UDP\) 127\.0\.0\.1:{stack.asterisk.sip_port} "
+                                                r"already in use.*asterisk\.sip_port"):
+            await asyncio.to_thread(stack.asterisk.start)
+    await asyncio.to_thread(stack.asterisk.start)  # the port is free again: it starts
+    assert stack.asterisk.process.running()
