@@ -69,7 +69,8 @@ def cmd_asterisk_start(args: argparse.Namespace) -> int:
     rendered = render(site, var_dir, operators=asyncio.run(_operator_endpoints(site, var_dir)))
     proc = AsteriskProcess(var_dir, rendered)
     proc.start(detach=True)
-    print(f"asterisk started: pid {proc.pid}, SIP {rendered.bind}:{rendered.sip_port}, "
+    print(f"asterisk started: {rendered.asterisk.describe() if rendered.asterisk else ''}, "
+          f"pid {proc.pid}, SIP {rendered.bind}:{rendered.sip_port}, "
           f"ARI http://{rendered.bind}:{rendered.http_port}/ari")
     return 0
 
@@ -658,9 +659,16 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from ari_app.pbx.installation import InstallationError
+    from ari_app.pbx.process import AsteriskError
+    from ari_app.pbx.render import RenderError
+
     try:
         return int(args.func(args))
     except ConfigError as exc:
+        print(f"siaga112: {exc}", file=sys.stderr)
+        return 2
+    except (InstallationError, RenderError, AsteriskError) as exc:  # which Asterisk, its start
         print(f"siaga112: {exc}", file=sys.stderr)
         return 2
 
