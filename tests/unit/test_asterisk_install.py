@@ -96,3 +96,12 @@ def test_a_module_the_version_lacks_is_a_render_error_naming_it(tmp_path: Path) 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("ari_app.pbx.render.VERSION_MODULES", dropped)
         assert check_modules(conf, ast) == "[modules]\nload => res_ari.so\n"
+
+
+def test_a_private_root_runs_through_its_own_loader_and_libraries() -> None:
+    root = Path("/opt/siaga112/asterisk-22.10.1")
+    assert inst.root_command(root) == (
+        "/opt/siaga112/asterisk-22.10.1/lib64/ld-linux-x86-64.so.2", "--library-path",
+        "/opt/siaga112/asterisk-22.10.1/lib/x86_64-linux-gnu:"
+        "/opt/siaga112/asterisk-22.10.1/usr/lib/x86_64-linux-gnu",
+        "/opt/siaga112/asterisk-22.10.1/usr/sbin/asterisk")
