@@ -24,12 +24,12 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 CHOICE="${SIAGA112_ASTERISK:-22}"
 
 mirror() {
-  # The mirror this machine already uses for its main archive.
+  # The mirror this machine already uses for its main Debian archive (a .../debian URI, not
+  # the security archive nor a third-party repository).
   local uri
-  uri="$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n1 | awk '{print $2}')"
-  if [ -z "$uri" ]; then
-    uri="$(grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | grep -v security | head -n1 | awk '{print $2}')"
-  fi
+  uri="$( { grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}'
+            grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}'; } \
+          | grep -E '/debian/?$' | head -n1)"
   [ -n "$uri" ] || { echo "setup: cannot find the Debian mirror in /etc/apt" >&2; exit 1; }
   echo "$uri"
 }
