@@ -105,3 +105,13 @@ def test_a_private_root_runs_through_its_own_loader_and_libraries() -> None:
         "/opt/siaga112/asterisk-22.10.1/lib/x86_64-linux-gnu:"
         "/opt/siaga112/asterisk-22.10.1/usr/lib/x86_64-linux-gnu",
         "/opt/siaga112/asterisk-22.10.1/usr/sbin/asterisk")
+
+
+def test_setup_never_stops_or_reconfigures_a_service_it_did_not_start() -> None:
+    """Issue 14/17: no `systemctl disable --now asterisk`, `service ... stop`, `pkill`, and no
+    policy-rc.d (not ours to write) in the scripts that install and run things."""
+    scripts = Path(__file__).parents[2] / "scripts"
+    for name in ("setup.sh", "test.sh", "run.sh"):
+        code = "\n".join(line.split("#", 1)[0] for line in (scripts / name).read_text().splitlines())
+        for forbidden in ("systemctl", "service ", "pkill", "killall", "policy-rc.d"):
+            assert forbidden not in code, f"scripts/{name} uses {forbidden!r}"
