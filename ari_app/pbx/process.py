@@ -32,7 +32,12 @@ def pid_path(var_dir: Path) -> Path:
 
 
 def asterisk_command(asterisk: Installation | None = None) -> tuple[str, ...]:
-    """How to run the chosen Asterisk binary (through its root's loader for a private root)."""
+    """How to run the chosen Asterisk binary (through its root's loader for a private root).
+
+    For a private root, ``/proc/<pid>/cmdline`` of our Asterisk therefore starts with the root's
+    ``ld-linux-x86-64.so.2 --library-path ...`` and only then ``.../usr/sbin/asterisk -C <our
+    asterisk.conf>``: a check that a PID is ours should look for our ``-C`` path, not argv[0].
+    """
     try:
         return (asterisk or installation()).command
     except InstallationError as exc:
