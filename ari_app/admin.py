@@ -10,12 +10,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ari_app.config import Site
-from ari_app.tickets.models import CallerFlagClear, Operator, Shift, Ticket, TicketAudit
+from ari_app.tickets.models import CallerFlagClear, Ticket, TicketAudit
 
 TICKET_FIELDS = ("reference", "status", "kind", "category", "priority", "silent", "caller_number",
                  "operator", "agency", "menu_choice", "policy", "callback_needed", "arrived_at",
                  "answered_at", "queued_at", "operator_answered_at", "ended_at", "end_reason",
-                 "recording_path", "notes")
+                 "recording_path", "notes", "outcome", "language", "operator_rung_at")
 
 
 def _value(v: Any) -> Any:
@@ -31,9 +31,12 @@ async def list_tickets(s: AsyncSession, site: str, *, status: str | None = None,
     q = select(Ticket).where(Ticket.site == site)
     if status:
         q = q.where(Ticket.status == status)
+    order: list[Any] = [Ticket.id.desc()]
     if callback:
         q = q.where(Ticket.callback_needed.is_(True))
-    rows = await s.scalars(q.order_by(Ticket.id.desc()).limit(limit))
+        # A silent caller nobody reached is called back first: they may be unable to speak.
+        order.insert(0, (Ticket.outcome == "silent-unreached").desc())
+    rows = await s.scalars(q.order_by(*order).limit(limit))
     return [ticket_dict(t) for t in rows]
 
 
@@ -70,15 +73,7 @@ def format_ticket(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def list_shifts(s: AsyncSession, site: str) -> list[dict[str, Any]]:
-    rows = await s.execute(select(Operator.name, Shift.starts_at, Shift.ends_at)
-                           .join(Shift, Shift.operator_id == Operator.id)
-                           .where(Operator.site == site).order_by(Shift.starts_at))
-    return [{"operator": n, "starts_at": a.isoformat(), "ends_at": b.isoformat()}
-            for n, a, b in rows]
-
-
-OUTCOMES = ("genuine", "complaint", "prank", "ghost", "abandoned")
+OUTCOMES = ("genuine", "complaint", "prank", "ghost", "abandoned", "silent-unreached")
 
 
 async def caller_history(s: AsyncSession, key: str, since: datetime) -> dict[str, Any]:

@@ -192,6 +192,14 @@ class App:
         ]
         self._tasks.append(start_background(self))  # agencies seeded, notification worker
 
+    def roster_changed(self) -> None:
+        """An admin changed operators or shifts (`siaga112 operators|shifts ...` signals us):
+        read the roster now rather than at the next periodic refresh."""
+        log.info("roster changed by an admin command: reloading it")
+        task = asyncio.create_task(self.roster.refresh(), name="roster-changed")
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
     async def _roster_loop(self) -> None:
         await self.events.wait_ready(None)
         await self.roster.run()

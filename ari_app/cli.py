@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -54,38 +55,123 @@ async def _operator_endpoints(site: Site, var_dir: Path) -> list[OperatorEndpoin
 
 
 def cmd_asterisk_start(args: argparse.Namespace) -> int:
-    from ari_app.pbx.process import AsteriskProcess, pid_path
+    from ari_app.pbx.process import AsteriskError, AsteriskProcess, pid_path, running_pid
     from ari_app.pbx.render import render
 
     site, var_dir = _site(args), _var_dir(args)
     pid_file = pid_path(var_dir)
-    if pid_file.exists():
-        try:
-            os.kill(int(pid_file.read_text()), 0)
-            print(f"asterisk already running (pid {pid_file.read_text().strip()})")
-            return 0
-        except (ProcessLookupError, ValueError):
-            pid_file.unlink()
+    pid = running_pid(var_dir)
+    if pid is not None:
+        print(f"asterisk already running (pid {pid})", file=sys.stderr if args.foreground
+              else sys.stdout)
+        return 1 if args.foreground else 0  # a supervisor must not think it runs this one
+    if pid_file.exists():  # stale: its process is gone, or the number is another program's now
+        print(f"removing stale {pid_file} (pid {pid_file.read_text().strip()} is not our "
+              "Asterisk)")
+        pid_file.unlink()
     rendered = render(site, var_dir, operators=asyncio.run(_operator_endpoints(site, var_dir)))
     proc = AsteriskProcess(var_dir, rendered)
-    proc.start(detach=True)
+    # Asterisk speaks sd_notify itself when it has booted; only we say READY (after ARI answers)
+    notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+    try:
+        proc.start(detach=not args.foreground)
+    except AsteriskError as exc:
+        print(f"siaga112: {exc}", file=sys.stderr)
+        return 1
+    if notify_socket is not None:
+        os.environ["NOTIFY_SOCKET"] = notify_socket
     print(f"asterisk started: {rendered.asterisk.describe() if rendered.asterisk else ''}, "
           f"pid {proc.pid}, SIP {rendered.bind}:{rendered.sip_port}, "
-          f"ARI http://{rendered.bind}:{rendered.http_port}/ari")
+          f"ARI http://{rendered.bind}:{rendered.http_port}/ari", flush=True)
+    if args.foreground:  # under a supervisor (systemd): live and die with it
+        return _wait_foreground(proc)
     return 0
 
 
+def _wait_foreground(proc: Any) -> int:
+    """Stay with a foreground Asterisk until it exits, or SIGTERM/SIGINT stop it cleanly.
+
+    The signals are taken with sigwait (blocked before READY is sent, so a stop right after
+    READY is handled too), never in a handler that would interrupt our own wait on the child.
+    """
+    from ari_app.service import sd_notify
+
+    wanted = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    child = proc.proc
+    sd_notify("READY=1")  # ARI answers: the screening server and the app may start
+    while child is not None and child.poll() is None:
+        if signal.sigwait(wanted) in (signal.SIGTERM, signal.SIGINT):
+            proc.stop()
+            return 0
+    return int(child.returncode or 1) if child is not None else 1
+
+
 def cmd_asterisk_stop(args: argparse.Namespace) -> int:
-    from ari_app.pbx.process import pid_path, stop_pid
+    from ari_app.pbx.process import NotOurAsterisk, pid_path, stop_pid
 
     var_dir = _var_dir(args)
     pid_file = pid_path(var_dir)
     if not pid_file.exists():
         print("asterisk is not running")
         return 0
-    stop_pid(int(pid_file.read_text()), var_dir)
+    try:
+        stop_pid(int(pid_file.read_text()), var_dir)
+    except (NotOurAsterisk, ValueError) as exc:
+        print(f"siaga112: {exc}", file=sys.stderr)
+        return 1
     print("asterisk stopped")
     return 0
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    from ari_app.pbx.render import render
+    from ari_app.supervise import supervise
+
+    site, var_dir = _site(args), _var_dir(args)
+
+    def render_now() -> Any:
+        return render(site, var_dir, operators=asyncio.run(_operator_endpoints(site, var_dir)))
+
+    return supervise(site, var_dir, render_now)
+
+
+def cmd_service_install(args: argparse.Namespace) -> int:
+    from ari_app.service import InstallPlan, ServiceError, default_bin, install, next_steps
+
+    plan = InstallPlan(prefix=Path(args.prefix).resolve(), user=args.user,
+                       var_dir=Path(args.state_dir), site=args.site or default_site_code(),
+                       bin=default_bin())
+    if not plan.var_dir.is_absolute():
+        print(f"siaga112: --state-dir: expected an absolute path, got {args.state_dir!r}",
+              file=sys.stderr)
+        return 2
+    if plan.root and not args.dry_run and os.geteuid() != 0:
+        print("siaga112: installing into / needs root (or use --prefix DIR / --dry-run)",
+              file=sys.stderr)
+        return 2
+    try:
+        steps = install(plan, dry_run=args.dry_run)
+    except (ServiceError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"siaga112: service install: {exc}", file=sys.stderr)
+        return 1
+    for line in steps:
+        print(line)
+    print("Nothing was started or enabled." + ("" if not plan.root else " Next:"))
+    if plan.root:
+        for line in next_steps(plan):
+            print(f"  {line}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ari_app.status import collect, format_text
+    from ari_app.tickets.db import database_url
+
+    site, var_dir = _site(args), _var_dir(args)
+    st = asyncio.run(collect(site, var_dir, database_url(var_dir)))
+    print(json.dumps(st.as_dict(), indent=1) if args.json else format_text(st))
+    return st.code
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -109,6 +195,7 @@ def cmd_prompts_build(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ari_app.app import App, AppAlreadyRunning, AppSettings
+    from ari_app.running import ROSTER_SIGNAL
 
     site, var_dir = _site(args), _var_dir(args)
     settings = AppSettings.from_env(site, var_dir)
@@ -119,6 +206,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(ROSTER_SIGNAL, app.roster_changed)  # `operators ...`, `shifts ...`
         try:
             await app.start()
         except AppAlreadyRunning as exc:
@@ -206,25 +294,90 @@ def cmd_tickets_show(args: argparse.Namespace) -> int:
     return _run_db(args, work)
 
 
+def _admin_change(args: argparse.Namespace,
+                  work: Callable[[AsyncSession, datetime], Awaitable[Any]]) -> int:
+    """One operator/shift change: in one transaction, then applied to the running system
+    (PJSIP + dialplan reload, the app's roster). Bad input changes nothing and exits 2."""
+    from ari_app.clock import Clock
+    from ari_app.routing.operators import Change, OperatorError, apply_live
+
+    site, var_dir = _site(args), _var_dir(args)
+
+    async def main() -> int:
+        engine, maker = _db(args)
+        try:
+            try:
+                async with maker() as s, s.begin():
+                    change = await work(s, Clock.from_env().now())
+            except OperatorError as exc:
+                print(f"siaga112: {exc}", file=sys.stderr)
+                return 2
+            if isinstance(change, Change):
+                print(change.done)
+                for warning in change.warnings:
+                    print(warning, file=sys.stderr)
+                if change.secret:
+                    print(f"  password: {change.secret}   (shown once)")
+                if not change.live:
+                    return 0
+            async with maker() as s:
+                lines, followed = await apply_live(site, var_dir, s)
+            for line in lines:
+                print(line, file=sys.stdout if followed else sys.stderr)
+            if not followed:
+                print("siaga112: the database is changed, but the running Asterisk did not "
+                      "take it: fix the problem above, then `siaga112 operators apply`",
+                      file=sys.stderr)
+            return 0 if followed else 1
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
 def cmd_operators_add(args: argparse.Namespace) -> int:
-    from ari_app.routing.operators import OperatorError, add_operator
+    from ari_app.routing.operators import Change, add_operator
 
     site = _site(args)
 
-    async def work(s: AsyncSession) -> int:
-        try:
-            password = await add_operator(s, site, args.name, args.display_name or args.name,
-                                          datetime.now(UTC), contact=args.contact)
-        except OperatorError as exc:
-            print(f"siaga112: {exc}", file=sys.stderr)
-            return 2
-        print(f"operator {args.name} added. SIP account for the softphone:\n"
-              f"  user/auth name: {args.name}\n  password: {password}   (shown once)\n"
-              f"  domain: {site.asterisk.bind}:{site.asterisk.sip_port} (UDP)\n"
-              "Run `siaga112 asterisk start` (or `asterisk render` and a PJSIP reload) to use it.")
-        return 0
+    async def work(s: AsyncSession, now: datetime) -> Change:
+        password = await add_operator(s, site, args.name, args.display_name or args.name,
+                                      now, contact=args.contact)
+        return Change(f"operator {args.name} added. SIP account for the softphone:\n"
+                      f"  user/auth name: {args.name}\n  password: {password}   (shown once)\n"
+                      f"  domain: {site.asterisk.bind}:{site.asterisk.sip_port} (UDP)\n"
+                      "Add a shift (`siaga112 shifts add`) to have them rung.")
 
-    return _run_db(args, work, write=True)
+    return _admin_change(args, work)
+
+
+def cmd_operators_set(args: argparse.Namespace) -> int:
+    """operators disable|enable|remove|passwd NAME"""
+    from ari_app.routing.operators import Change, remove_operator, set_active, set_password
+
+    site = _site(args)
+    password = sys.stdin.readline().rstrip("\n") if getattr(args, "password_stdin", False) else None
+
+    async def work(s: AsyncSession, now: datetime) -> Change:
+        if args.op_cmd == "disable":
+            return await set_active(s, site.code, args.name, False, now, force=args.force)
+        if args.op_cmd == "enable":
+            return await set_active(s, site.code, args.name, True, now)
+        if args.op_cmd == "remove":
+            return await remove_operator(s, site.code, args.name, now, force=args.force)
+        return await set_password(s, site.code, args.name, password)
+
+    return _admin_change(args, work)
+
+
+def cmd_operators_apply(args: argparse.Namespace) -> int:
+    """Make the running Asterisk and app follow the database as it is (nothing changes in it)."""
+    from ari_app.routing.operators import Change
+
+    async def work(_s: AsyncSession, _now: datetime) -> Change:
+        return Change("operators and shifts as stored:")
+
+    return _admin_change(args, work)
 
 
 def cmd_operators_list(args: argparse.Namespace) -> int:
@@ -238,7 +391,7 @@ def cmd_operators_list(args: argparse.Namespace) -> int:
             print(json.dumps([r.__dict__ for r in rows], indent=1))
         else:
             for r in rows:
-                print(f"{r.name:<12} {r.display_name:<24} {'active' if r.active else 'inactive':<8}"
+                print(f"{r.name:<12} {r.display_name:<24} {'active' if r.active else 'disabled':<8}"
                       f" {r.contact or '(registers)'}")
         return 0
 
@@ -246,38 +399,56 @@ def cmd_operators_list(args: argparse.Namespace) -> int:
 
 
 def cmd_shifts_add(args: argparse.Namespace) -> int:
-    from ari_app.routing.operators import OperatorError, add_shift
+    from ari_app.routing.operators import Change, add_shift
 
     site = _site(args)
     start = _local_time(site, args.start, "--from")
     end = _local_time(site, args.end, "--to")
 
-    async def work(s: AsyncSession) -> int:
-        try:
-            await add_shift(s, args.name, start, end)
-        except OperatorError as exc:
-            print(f"siaga112: {exc}", file=sys.stderr)
-            return 2
-        print(f"shift added: {args.name} {start:%Y-%m-%d %H:%M} - {end:%Y-%m-%d %H:%M} "
-              f"{site.timezone.key}")
-        return 0
+    async def work(s: AsyncSession, _now: datetime) -> Change:
+        shift = await add_shift(s, args.name, start, end)
+        return Change(f"shift {shift.id} added: {args.name} {start:%Y-%m-%d %H:%M} - "
+                      f"{end:%Y-%m-%d %H:%M} {site.timezone.key}")
 
-    return _run_db(args, work, write=True)
+    return _admin_change(args, work)
+
+
+def cmd_shifts_remove(args: argparse.Namespace) -> int:
+    from ari_app.routing.operators import Change, remove_shift
+
+    site = _site(args)
+    if (args.target.isdigit()) == (args.at is not None):
+        print("siaga112: shifts remove: give a shift id (see `shifts list`), or an operator "
+              "and --at \"YYYY-MM-DD HH:MM\"", file=sys.stderr)
+        return 2
+    covering = _local_time(site, args.at, "--at") if args.at is not None else None
+
+    async def work(s: AsyncSession, now: datetime) -> Change:
+        if covering is None:
+            return await remove_shift(s, site.code, now, shift_id=int(args.target),
+                                      force=args.force)
+        return await remove_shift(s, site.code, now, name=args.target, covering=covering,
+                                  force=args.force)
+
+    return _admin_change(args, work)
 
 
 def cmd_shifts_list(args: argparse.Namespace) -> int:
-    from ari_app.admin import list_shifts
+    from ari_app.routing.operators import list_shifts
 
     site = _site(args)
 
     async def work(s: AsyncSession) -> int:
         rows = await list_shifts(s, site.code)
         if args.json:
-            print(json.dumps(rows, indent=1))
-        for r in rows if not args.json else []:
-            a = datetime.fromisoformat(r["starts_at"]).astimezone(site.timezone)
-            b = datetime.fromisoformat(r["ends_at"]).astimezone(site.timezone)
-            print(f"{r['operator']:<12} {a:%Y-%m-%d %H:%M} - {b:%Y-%m-%d %H:%M} {site.timezone.key}")
+            print(json.dumps([{"id": r.id, "operator": r.operator,
+                               "starts_at": r.starts_at.isoformat(),
+                               "ends_at": r.ends_at.isoformat()} for r in rows], indent=1))
+            return 0
+        for r in rows:
+            a, b = r.starts_at.astimezone(site.timezone), r.ends_at.astimezone(site.timezone)
+            print(f"{r.id:>5} {r.operator:<12} {a:%Y-%m-%d %H:%M} - {b:%Y-%m-%d %H:%M} "
+                  f"{site.timezone.key}")
         return 0
 
     return _run_db(args, work)
@@ -521,14 +692,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", help="site code or TOML file (default: $SIAGA112_SITE or jepara)")
     p.add_argument("--var-dir", help="state directory (default: $SIAGA112_VAR or ./var)")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--log-json", action="store_true",
+                   help="log lines as JSON, call ids as fields (or SIAGA112_LOG_FORMAT=json)")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("serve", help="run the ARI application").set_defaults(func=cmd_serve)
+    sub.add_parser("supervise", help="run Asterisk, the screening server and the app; restart "
+                   "the app and the server when they exit (scripts/run.sh, no systemd)"
+                   ).set_defaults(func=cmd_supervise)
     agi = sub.add_parser("agi", help="the screening AGI").add_subparsers(dest="agi_cmd",
                                                                            required=True)
     agi.add_parser("serve", help="FastAGI server: screens each call in a forked process "
                    "(the dialplan falls back to a process per call without it)"
                    ).set_defaults(func=cmd_agi_serve)
+
+    stp = sub.add_parser("status", help="can the line answer now: Asterisk, app, calls, "
+                         "operators, journal, last error (exit 0 ok, 1 degraded, 2 cannot answer)")
+    stp.add_argument("--json", action="store_true")
+    stp.set_defaults(func=cmd_status)
+
+    sv = sub.add_parser("service", help="systemd units (systemd/)").add_subparsers(
+        dest="sv_cmd", required=True)
+    si = sv.add_parser("install", help="install the units (Asterisk, screening server, app; "
+                       "a dedicated user); prints every step, starts nothing")
+    si.add_argument("--prefix", default="/", help="install under this directory instead of /")
+    si.add_argument("--dry-run", action="store_true", help="only print what would be done")
+    si.add_argument("--user", default="siaga112", help="system user the services run as")
+    si.add_argument("--state-dir", default="/var/lib/siaga112",
+                    help="the state directory (SIAGA112_VAR) the services may write")
+    si.set_defaults(func=cmd_service_install)
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_cmd", required=True)
     db.add_parser("upgrade", help="run migrations").set_defaults(func=cmd_db_upgrade)
@@ -537,7 +729,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                           required=True)
     ast.add_parser("render", help="render config into var/asterisk/etc").set_defaults(
         func=cmd_render)
-    ast.add_parser("start", help="render and start Asterisk").set_defaults(func=cmd_asterisk_start)
+    ast_start = ast.add_parser("start", help="render and start Asterisk")
+    ast_start.add_argument("--foreground", action="store_true",
+                           help="stay attached until Asterisk exits (for systemd, run.sh)")
+    ast_start.set_defaults(func=cmd_asterisk_start)
     ast.add_parser("stop", help="stop Asterisk cleanly").set_defaults(func=cmd_asterisk_stop)
 
     tk = sub.add_parser("tickets", help="tickets").add_subparsers(dest="tk_cmd", required=True)
@@ -571,22 +766,46 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--reason", default="")
     cc.set_defaults(func=cmd_callers_clear)
 
-    ops = sub.add_parser("operators", help="operators").add_subparsers(dest="op_cmd", required=True)
+    ops = sub.add_parser("operators", help="operators (each change applies to the running "
+                         "Asterisk and app at once)").add_subparsers(dest="op_cmd", required=True)
     oa = ops.add_parser("add", help="add an operator and their SIP account")
     oa.add_argument("name")
     oa.add_argument("--display-name")
     oa.add_argument("--contact", help="static SIP contact (desk phone); softphones register")
     oa.set_defaults(func=cmd_operators_add)
+    for verb, text in (("disable", "stop ringing an operator (kept, can be enabled again)"),
+                       ("enable", "ring a disabled operator again"),
+                       ("remove", "delete an operator and their shifts"),
+                       ("passwd", "set a new SIP password (generated and shown once)")):
+        op_set = ops.add_parser(verb, help=text)
+        op_set.add_argument("name")
+        if verb in ("disable", "remove"):
+            op_set.add_argument("--force", action="store_true",
+                                help="even if it leaves nobody on duty (a warning is printed)")
+        if verb == "passwd":
+            op_set.add_argument("--password-stdin", action="store_true",
+                                help="read the password from stdin")
+        op_set.set_defaults(func=cmd_operators_set)
     ol = ops.add_parser("list")
     ol.add_argument("--json", action="store_true")
     ol.set_defaults(func=cmd_operators_list)
+    ops.add_parser("apply", help="make the running Asterisk and app follow the database "
+                   "(after a reload that failed)").set_defaults(func=cmd_operators_apply)
 
-    sh = sub.add_parser("shifts", help="operator shifts").add_subparsers(dest="sh_cmd", required=True)
+    sh = sub.add_parser("shifts", help="operator shifts (applied to the running app at once)"
+                        ).add_subparsers(dest="sh_cmd", required=True)
     sa = sh.add_parser("add", help="add a shift (site local time)")
     sa.add_argument("name")
     sa.add_argument("--from", dest="start", required=True, help="YYYY-MM-DD HH:MM")
     sa.add_argument("--to", dest="end", required=True, help="YYYY-MM-DD HH:MM")
     sa.set_defaults(func=cmd_shifts_add)
+    sr = sh.add_parser("remove", help="remove a shift: by id, or NAME --at TIME (the shift of "
+                       "NAME that covers that site-local time)")
+    sr.add_argument("target", help="shift id, or operator name with --at")
+    sr.add_argument("--at", help="YYYY-MM-DD HH:MM (site local time)")
+    sr.add_argument("--force", action="store_true",
+                    help="even if it leaves nobody on duty (a warning is printed)")
+    sr.set_defaults(func=cmd_shifts_remove)
     sl = sh.add_parser("list")
     sl.add_argument("--json", action="store_true")
     sl.set_defaults(func=cmd_shifts_list)
@@ -654,11 +873,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ari_app import logs
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(verbose=args.verbose, as_json=args.log_json)
     from ari_app.pbx.installation import InstallationError
     from ari_app.pbx.process import AsteriskError
     from ari_app.pbx.render import RenderError

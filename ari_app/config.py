@@ -63,6 +63,7 @@ class Menu:
     options: dict[str, MenuOption]
     silent_priority: int
     uncategorised_priority: int
+    silent_after_s: float = 10.0  # no key and no speech this long after answer: a silent caller
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ class QueueSettings:
     ring_timeout_s: float
     reminder_every_s: float
     max_operator_attempts: int
+    # Ring a free operator from the answer, while the greeting and menu play (False: the old
+    # order, the menu first and then the queue).
+    offer_during_menu: bool = True
 
 
 @dataclass(frozen=True)
@@ -303,7 +307,7 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
 
     m = root.table("menu")
     m.unknown_keys({"timeout_s", "invalid_repeats", "silent_priority", "uncategorised_priority",
-                    "options"})
+                    "silent_after_s", "options"})
     raw_options = m.get("options", list, "a list of [[menu.options]] tables")
     options: dict[str, MenuOption] = {}
     for i, raw in enumerate(raw_options):
@@ -329,14 +333,17 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         options=options,
         silent_priority=m.integer("silent_priority", 1, 9, 1),
         uncategorised_priority=m.integer("uncategorised_priority", 1, 9, 3),
+        silent_after_s=m.number("silent_after_s", 2, 14, 10.0),
     )
 
     q = root.table("queue", required=False)
-    q.unknown_keys({"ring_timeout_s", "reminder_every_s", "max_operator_attempts"})
+    q.unknown_keys({"ring_timeout_s", "reminder_every_s", "max_operator_attempts",
+                    "offer_during_menu"})
     queue = QueueSettings(
         ring_timeout_s=q.number("ring_timeout_s", 2, 120, 15.0),
         reminder_every_s=q.number("reminder_every_s", 5, 300, 20.0),
         max_operator_attempts=q.integer("max_operator_attempts", 1, 1000, 100),
+        offer_during_menu=q.get("offer_during_menu", bool, "true or false", True),
     )
 
     a = root.table("asterisk", required=False)

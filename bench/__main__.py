@@ -1,4 +1,5 @@
-"""python -m bench run --target app|twin|both --rates 2,4,8 --duration 40 [--quick]"""
+"""python -m bench run --target app|twin|both --rates 2,4,8 --duration 40 [--quick]
+   python -m bench human [--quick]   (time to a human, from SIPp timestamps)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 from ari_app.prompts import build
-from bench import agi, report
+from bench import agi, human, report
 from bench.load import StepResult, Timing, run_step
 
 log = logging.getLogger("bench")
@@ -34,7 +35,26 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--keep", action="store_true", help="keep the work directory (logs, pcaps)")
     r.add_argument("--no-stop", action="store_true",
                    help="keep climbing the ladder after a target's first failing step")
+    h = sub.add_parser("human", help="time to a human: free operators and a surge, for a silent "
+                                     "caller, a talker without a key and a key presser")
+    h.add_argument("--quick", action="store_true", help="one caller of each kind per case")
+    h.add_argument("--out", type=Path, default=Path("bench/out"))
+    h.add_argument("--keep", action="store_true", help="keep the work directory")
     return p.parse_args(argv)
+
+
+def main_human(args: argparse.Namespace, argv: list[str] | None) -> int:
+    work = Path(tempfile.mkdtemp(prefix="siaga112-human-"))
+    try:
+        build(work / "sounds")
+        command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+        path, ok = human.run(args.quick, work, work / "sounds", args.out, command)
+        print(path.read_text())
+        print(f"report: {path}  work: {work}")
+        return 0 if ok else 1
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("alembic", "ari_app"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command == "human":
+        return main_human(args, argv)
     targets = ["app", "twin"] if args.target == "both" else [args.target]
     if args.quick:
         rates, duration, timing = [1.0], 4.0, Timing.quick()

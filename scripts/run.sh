@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run Siaga 112 on loopback: Asterisk, the screening AGI server and the
-# ARI app, SQLite database. Stop with Ctrl-C; Asterisk and the AGI server stop with the app.
+# ARI app, SQLite database, supervised (`siaga112 supervise`, the same shape as the systemd
+# units in systemd/): an app crash never stops Asterisk, and the app is back within seconds.
+# Stop with Ctrl-C (or SIGTERM): the app, the AGI server and then Asterisk stop.
+# Ports and state come from the usual variables (SIAGA112_SIP_PORT, SIAGA112_HTTP_PORT,
+# SIAGA112_WEB_PORT, SIAGA112_FASTAGI_PORT, SIAGA112_VAR, ...); SIAGA112_SKIP_SETUP=1 skips
+# setup.sh when it has just run (the tests).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-./scripts/setup.sh
+if [ "${SIAGA112_SKIP_SETUP:-0}" != "1" ]; then ./scripts/setup.sh; fi
 export SIAGA112_SITE="${SIAGA112_SITE:-jepara}"
 S=.venv/bin/siaga112
 $S db upgrade
 $S prompts build
-$S asterisk start
-# Screening by FastAGI (one forked process per call, nothing forked by Asterisk). If it is not
-# running, the dialplan runs the screening script as a process of its own instead.
-$S agi serve &
-AGI_PID=$!
-trap 'kill $AGI_PID 2>/dev/null || true; $S asterisk stop' EXIT
-$S serve
+exec $S supervise

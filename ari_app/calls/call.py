@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ari_app.ari import AriClient, AriError, NotFound, NotInStasis
@@ -37,9 +38,14 @@ class Call:
         self.ticket_ref: str | None = None
         self.keys = ""          # every DTMF digit the caller pressed
         self.talked = False     # talk detection heard the caller at least once
+        self.language: str | None = None  # the caller chose another language (None: the site's)
+        self.marked_silent = False  # flagged as a silent caller on the ticket and the card
         self.lost_reason: str | None = None  # e.g. "asterisk restart"
         self.hung_up = asyncio.Event()  # set on the caller's hangup, for waits beside the queue
         self._plays = 0  # playback ids are <channel>-p<n>, so a restarted app can stop them
+        self.playing: set[str] = set()  # playbacks started and not yet finished
+        self._starting: set[asyncio.Task[Any]] = set()  # play requests still on their way
+        self._asides: list[asyncio.Queue[Event]] = []
 
     @staticmethod
     def loop_time() -> float:
@@ -75,6 +81,8 @@ class Call:
                 self.keys += str(event.get("digit", ""))
             elif event.get("type") == "ChannelTalkingStarted":
                 self.talked = True
+        if event.get("type") == "PlaybackFinished":
+            self.playing.discard(str(event.get("playback", {}).get("id", "")))
         if event.get("type") in HANGUP_EVENTS and event.get("channel", {}).get("id") == self.id:
             self.gone = True
             self.hung_up.set()
@@ -82,15 +90,33 @@ class Call:
             if isinstance(cause, int):
                 self.hangup_cause = cause
         self.events.put_nowait(event)
+        for aside in self._asides:
+            aside.put_nowait(event)
+
+    @contextmanager
+    def aside(self) -> Iterator[asyncio.Queue[Event]]:
+        """A second copy of this call's events from now on, for a wait that runs beside the
+        call's own (the operator's phone rings while the menu still listens for keys)."""
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._asides.append(queue)
+        try:
+            yield queue
+        finally:
+            self._asides.remove(queue)
 
     async def next_event(
-        self, match: Callable[[Event], bool], timeout: float | None = None
+        self, match: Callable[[Event], bool], timeout: float | None = None, *,
+        source: asyncio.Queue[Event] | None = None,
     ) -> Event | None:
-        """The next event that matches, or None at timeout. Raises CallerHungUp if the caller goes."""
+        """The next event that matches, or None at timeout. Raises CallerHungUp if the caller goes.
+
+        ``source``: a queue from ``aside()`` instead of the call's own.
+        """
+        events = self.events if source is None else source
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            if self.gone and self.events.empty():
+            if self.gone and events.empty():
                 raise CallerHungUp(self.id)
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
@@ -99,7 +125,7 @@ class Call:
             # event arrives at the same moment, leaving the caller waiting for nothing.
             try:
                 async with asyncio.timeout(remaining):
-                    event = await self.events.get()
+                    event = await events.get()
             except TimeoutError:
                 return None
             if match(event):
@@ -121,11 +147,30 @@ class Call:
     async def play(self, media: str) -> str:
         playback_id = f"{self.id}-p{self._plays}"
         self._plays += 1
+        self.playing.add(playback_id)
+        # Shielded: a cancelled menu must not leave a request in flight that starts a prompt
+        # after stop_playbacks() has run (the caller would hear it over the operator).
+        request = asyncio.create_task(
+            self.ari.post("channels", self.id, "play", media=media, playbackId=playback_id))
+        self._starting.add(request)
+        request.add_done_callback(self._starting.discard)
         try:
-            await self.ari.post("channels", self.id, "play", media=media, playbackId=playback_id)
+            await asyncio.shield(request)
         except (NotFound, NotInStasis) as exc:
+            self.playing.discard(playback_id)
             raise CallerHungUp(self.id) from exc
         return playback_id
+
+    async def stop_playbacks(self) -> None:
+        """Stop every prompt this app started on the channel (the operator has answered)."""
+        if self._starting:
+            await asyncio.gather(*self._starting, return_exceptions=True)
+        for playback_id in list(self.playing):
+            try:
+                await self.ari.delete("playbacks", playback_id)
+            except AriError:
+                pass  # it already ended
+            self.playing.discard(playback_id)
 
     async def play_and_wait(self, media: str, timeout: float = 60.0) -> bool:
         """Play to the end; False if it did not finish within the timeout (it is stopped)."""

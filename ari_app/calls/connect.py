@@ -52,24 +52,30 @@ async def unhold(ctx: CallContext, call: Call) -> None:
             pass
 
 
-async def wait_turn(ctx: CallContext, call: Call, entry: Waiting) -> str:
-    """Wait for an operator to be offered; remind the caller periodically that help is coming."""
-    every = ctx.site.queue.reminder_every_s
-    while True:
+async def next_operator(ctx: CallContext, call: Call, entry: Waiting) -> str:
+    """Wait until an operator is claimed for this caller (or the caller hangs up)."""
+    offer = ctx.queue.next_offer(entry)
+    while not offer.done():
         if call.gone:
             raise CallerHungUp(call.id)
         hangup: asyncio.Future[Any] = asyncio.ensure_future(call.hung_up.wait())
         try:
-            await asyncio.wait([cast("asyncio.Future[Any]", entry.offer), hangup], timeout=every,
+            await asyncio.wait([cast("asyncio.Future[Any]", offer), hangup],
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             hangup.cancel()
-        if entry.offer.done():
-            return entry.offer.result()
+    return ctx.queue.accept(entry)
+
+
+async def reminders(ctx: CallContext, call: Call) -> None:
+    """In the holding bridge: "please stay on the line" every period, until taken out."""
+    every = ctx.site.queue.reminder_every_s
+    while True:
+        await asyncio.sleep(every)  # a period of music between reminders, not an event wait
         if call.gone:
             raise CallerHungUp(call.id)
         try:
-            await call.play(ctx.sound(ctx.site.prompts["hold"]))
+            await call.play(ctx.sound(ctx.site.prompts["hold"], call.language))
         except CallerHungUp:
             raise
         except AriError as exc:
@@ -86,12 +92,13 @@ def operator_name(channel_name: str) -> str:
     return channel_name.split("/", 1)[-1].rsplit("-", 1)[0]
 
 
-async def wait_answer(ctx: CallContext, call: Call, channel_id: str, timeout: float) -> bool:
+async def wait_answer(ctx: CallContext, call: Call, channel_id: str, timeout: float, *,
+                      source: asyncio.Queue[dict[str, Any]] | None = None) -> bool:
     """Wait for an operator leg to answer (enter Stasis); hang it up if it does not in time."""
     try:
         event = await call.next_event(
             lambda e: e.get("channel", {}).get("id") == channel_id
-            and e.get("type") in ("StasisStart", "ChannelDestroyed"), timeout)
+            and e.get("type") in ("StasisStart", "ChannelDestroyed"), timeout, source=source)
     except CallerHungUp:
         await _hangup(ctx, channel_id)
         raise
@@ -102,8 +109,12 @@ async def wait_answer(ctx: CallContext, call: Call, channel_id: str, timeout: fl
     return False
 
 
-async def ring(ctx: CallContext, call: Call, operator: str) -> str | None:
-    """Ring one operator; the operator's channel id if answered, None if not."""
+async def ring(ctx: CallContext, call: Call, operator: str, *,
+               source: asyncio.Queue[dict[str, Any]] | None = None) -> str | None:
+    """Ring one operator; the operator's channel id if answered, None if not.
+
+    ``source``: the events to watch (an ``aside()`` queue while the menu listens to the caller).
+    """
     channel_id = operator_leg_id(call.id)
     ctx.registry.attach(channel_id, call)
     timeout = int(ctx.site.queue.ring_timeout_s)
@@ -117,7 +128,7 @@ async def ring(ctx: CallContext, call: Call, operator: str) -> str | None:
     except AriError as exc:
         log.warning("%s operator=%s could not be rung: %s", call.tag, operator, exc)
         return None
-    if await wait_answer(ctx, call, channel_id, timeout + 10):
+    if await wait_answer(ctx, call, channel_id, timeout + 10, source=source):
         return channel_id
     log.info("%s operator=%s did not answer", call.tag, operator)
     return None

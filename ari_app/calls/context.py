@@ -12,7 +12,7 @@ from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.live import LiveBus
 from ari_app.location.service import LocationService
-from ari_app.routing.queue import CallQueue
+from ari_app.routing.queue import WaitingQueue
 from ari_app.routing.roster import Roster
 from ari_app.tickets.calls import CallStore
 from ari_app.tickets.service import TicketService
@@ -29,7 +29,7 @@ class CallContext:
     ari: AriClient
     registry: CallRegistry
     roster: Roster
-    queue: CallQueue
+    queue: WaitingQueue
     live: LiveBus
     locations: LocationService
     holding_bridge: str = ""

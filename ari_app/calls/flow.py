@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -125,6 +126,7 @@ async def serve_caller(ctx: CallContext, call: Call) -> None:
     ctx.live.publish(call.id, "arrived", caller=call.caller, at=arrived.isoformat())
     log.info("%s from=%s dialled=%s arrived", call.tag, call.caller, dialled)
     outcome = Outcome()
+    watching: asyncio.Task[None] | None = None
     try:
         now = outcome.answered_at = await answer(ctx, call)
         await _talk_detect(call)
@@ -137,37 +139,73 @@ async def serve_caller(ctx: CallContext, call: Call) -> None:
             log.warning("%s no operator on duty at all", call.tag)
             await out_of_hours(ctx, call, outcome, "no operator on duty")
             return
-        if screening.flagged:
+        if screening.flagged:  # its warning first, and the priority the policy gives it
             await warned_caller(ctx, call, screening, outcome)
             return
-        choice = await menu.ask(ctx, call)
-        priority = _priority(ctx, choice)
-        fields: dict[str, Any] = {
-            "menu_choice": choice.label, "priority": priority, "silent": choice.silent,
-        }
-        if choice.silent:
-            fields["silent_confirmed"] = await silent.procedure(ctx, call)
-            best = await ctx.locations.wait_for_location(call.id, 2.0)
-            if best is not None:
-                fields["notes"] = (f"location {best.source}: {best.latitude},{best.longitude} "
-                                   f"±{best.radius_m} m")
-        if choice.option is not None:
-            fields |= {"category": choice.option.category, "kind": choice.option.kind,
-                       "agency": choice.option.agency}
-            outcome.classified = True
-            outcome.complaint = choice.option.kind == "complaint"
-        ctx.tickets.change(call.id, "menu", clock.now(), **fields)
-        ctx.live.publish(call.id, "menu", choice=choice.label, priority=priority,
-                         silent=choice.silent)
-        if choice.option is not None and choice.option.prompt:
-            await call.play_and_wait(ctx.sound(choice.option.prompt), timeout=30)
-        await to_operator(ctx, call, priority, outcome)
+        watching = asyncio.create_task(silent.watch(ctx, call), name=f"silent {call.id}")
+        if ctx.site.queue.offer_during_menu:
+            # A human first: the operators are rung while the caller hears the greeting and menu.
+            await to_operator(ctx, call, ctx.site.menu.uncategorised_priority, outcome,
+                              meanwhile=intake(ctx, call, outcome))
+        else:  # the site keeps the old order: the menu first, then the queue
+            priority = await intake(ctx, call, outcome)
+            await to_operator(ctx, call, priority, outcome)
     except CallerHungUp:
         log.info("%s caller hung up", call.tag)
     finally:
         locating.cancel()
+        if watching is not None:
+            watching.cancel()
+            silent.at_end(ctx, call)
         _close(ctx, call, outcome)
         ctx.locations.call_ended(call.id, call.caller)
+
+
+async def intake(ctx: CallContext, call: Call, outcome: Outcome) -> int:
+    """The menu, then what the choice asks for (its prompt, the silent-caller step).
+
+    Runs while the caller is already offered to the operators: each answer is written to the
+    ticket and the card at once, and moves the caller's place in the queue. Returns the priority.
+    """
+    so_far = menu.Choice(None)
+    try:
+        choice = await menu.ask(ctx, call, so_far)
+    except asyncio.CancelledError:  # an operator answered first: write what the caller did
+        if so_far.invalid_keys or call.talked:
+            so_far.talked = so_far.talked or call.talked
+            ctx.tickets.change(call.id, "menu", ctx.clock.now(), menu_choice=so_far.label,
+                               language=call.language or ctx.site.languages[0],
+                               audit={"cut short": "operator answered"})
+        raise
+    priority = _priority(ctx, choice)
+    language = call.language or ctx.site.languages[0]
+    fields: dict[str, Any] = {
+        "menu_choice": choice.label, "priority": priority, "silent": choice.silent,
+        "language": language,
+    }
+    card: dict[str, Any] = {}
+    if choice.option is not None:
+        card = {"category": choice.option.category, "kind": choice.option.kind,
+                "agency": choice.option.agency}
+        fields |= card
+        outcome.classified = True
+        outcome.complaint = choice.option.kind == "complaint"
+    ctx.tickets.change(call.id, "menu", ctx.clock.now(), **fields)
+    call.marked_silent = choice.silent  # a key or speech after the watch's mark undoes it
+    ctx.queue.reprioritise(call.id, priority)
+    ctx.live.publish(call.id, "menu", choice=choice.label, priority=priority,
+                     silent=choice.silent, language=language, **card)
+    if choice.option is not None and choice.option.prompt:
+        await call.play_and_wait(ctx.sound(choice.option.prompt, call.language), timeout=30)
+    if choice.silent:
+        confirmed = await silent.procedure(ctx, call)
+        found: dict[str, Any] = {"silent_confirmed": confirmed}
+        best = await ctx.locations.wait_for_location(call.id, 2.0)
+        if best is not None:
+            found["notes"] = silent.location_note(best)
+        ctx.tickets.change(call.id, "silent procedure", ctx.clock.now(), **found)
+        ctx.live.publish(call.id, "silent", confirmed=confirmed)
+    return priority
 
 
 async def warned_caller(ctx: CallContext, call: Call, screening: Screening,
@@ -180,7 +218,7 @@ async def warned_caller(ctx: CallContext, call: Call, screening: Screening,
     count = screening.flags.split(":", 1)[1]
     policy = f"warned: {count} prank/ghost calls in {sc.window_h:g} h, priority lowered"
     log.info("%s %s", call.tag, policy)
-    warning = ctx.sound(ctx.site.prompts.get("warning", "prank_warning"))
+    warning = ctx.sound(ctx.site.prompts.get("warning", "prank_warning"), call.language)
     digit, _ = await menu.listen(call, [warning], 3.0)
     priority = screening.priority or min(9, ctx.site.menu.uncategorised_priority
                                          + sc.priority_penalty)
@@ -206,53 +244,114 @@ async def _talk_detect(call: Call) -> None:
 
 
 async def to_operator(ctx: CallContext, call: Call, priority: int, outcome: Outcome, *,
-                      hold_first: bool = False) -> None:
+                      hold_first: bool = False,
+                      meanwhile: Coroutine[Any, Any, Any] | None = None) -> None:
     """Queue the caller and bridge the first operator who answers.
 
-    ``hold_first``: wait until the caller is in the holding bridge before ringing anyone (an
-    adopted call may still be playing a prompt the previous app started, and the caller cannot
-    be bridged before it ends).
+    ``meanwhile``: what the caller goes through while the operators are rung (the menu); then the
+    holding bridge and its reminders. ``hold_first``: wait until the caller is in the holding
+    bridge before ringing anyone (an adopted call may still be playing a prompt the previous app
+    started, and the caller cannot be bridged before it ends).
     """
     if not ctx.roster.anyone_on_duty():
+        if meanwhile is not None:
+            meanwhile.close()
         log.warning("%s no operator on duty at all", call.tag)
         await out_of_hours(ctx, call, outcome, "no operator on duty")
         return
     now = ctx.clock.now()
-    ctx.tickets.change(call.id, "queued", now, queued_at=now)
-    # The caller goes into the holding bridge while the operator is already being rung: on
-    # Asterisk 16 that command can wait up to 200 ms for the channel (a caller who sends no
-    # audio after the key), and it must not delay the operator's phone.
-    holding = asyncio.create_task(connect.hold(ctx, call), name=f"hold {call.id}")
-    if hold_first:
-        await holding
+    # Offered during the menu: the ticket carries the place in line until the menu answers.
+    ranked: dict[str, Any] = {"priority": priority} if meanwhile is not None else {}
+    ctx.tickets.change(call.id, "queued", now, queued_at=now, **ranked)
+    # The caller's side (menu, holding bridge) runs beside the ringing: on Asterisk 16 a command
+    # on the caller's channel can wait up to 200 ms, and it must not delay the operator's phone.
+    side = WhileWaiting(ctx, call, meanwhile)
     entry = ctx.queue.join(call.id, priority)
     ctx.live.publish(call.id, "queued", priority=priority)
     try:
+        if hold_first:
+            await side.in_holding_bridge()
         while True:
-            operator = await connect.wait_turn(ctx, call, entry)
-            ctx.tickets.change(call.id, "ringing", ctx.clock.now(), actor=operator)
+            operator = await connect.next_operator(ctx, call, entry)
+            rung = ctx.clock.now()
+            ctx.tickets.change(call.id, "ringing", rung, actor=operator, operator_rung_at=rung,
+                               only_if_unset=("operator_rung_at",))
             try:
-                op_channel = await connect.ring(ctx, call, operator)
+                with call.aside() as events:  # the menu keeps the call's own events
+                    op_channel = await connect.ring(ctx, call, operator, source=events)
                 link = None
                 if op_channel is not None:
-                    await holding  # in the holding bridge before it is taken out of it
+                    await side.stop()  # the prompt stops: the operator is on the line
                     link = await connect.bridge(ctx, call, operator, op_channel)
             except CallerHungUp:
-                ctx.roster.release(operator, talked=False)
+                ctx.queue.release(operator, talked=False)
                 raise
             if link is not None:
                 break
-            ctx.roster.release(operator, talked=False)
             ctx.queue.requeue(entry, operator)
+            side = side.carry_on()
     finally:
         ctx.queue.leave(call.id)
-        await _settle(holding)
+        await side.stop()
     await talk_with(ctx, call, operator, link, outcome)
 
 
-async def _settle(task: asyncio.Task[None]) -> None:
+class WhileWaiting:
+    """The caller's side of the wait: the menu if still to come, then the holding bridge with
+    its reminders. Stopped before the bridge; taken up again if the operator leaves first."""
+
+    def __init__(self, ctx: CallContext, call: Call,
+                 first: Coroutine[Any, Any, Any] | None) -> None:
+        self.ctx, self.call = ctx, call
+        self.holding: asyncio.Task[None] | None = None
+        self.held = asyncio.Event()
+        self.stopped = False
+        self.task = asyncio.create_task(self._run(first), name=f"waiting {call.id}")
+
+    async def _run(self, first: Coroutine[Any, Any, Any] | None) -> None:
+        call = self.call
+        if first is not None:
+            try:
+                await first
+            except (CallerHungUp, asyncio.CancelledError):
+                raise
+            except Exception:  # a menu bug never keeps the caller from the operators
+                log.exception("%s menu failed: the caller waits for an operator", call.tag)
+        # Shielded: the request must land before the caller is moved on to the operator.
+        self.holding = asyncio.create_task(connect.hold(self.ctx, call), name=f"hold {call.id}")
+        await asyncio.shield(self.holding)
+        self.held.set()
+        await connect.reminders(self.ctx, call)
+
+    async def in_holding_bridge(self) -> None:
+        held = asyncio.ensure_future(self.held.wait())
+        gone = asyncio.ensure_future(self.call.hung_up.wait())
+        try:
+            await asyncio.wait([held, gone, self.task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            held.cancel()
+            gone.cancel()
+        if self.call.gone:
+            raise CallerHungUp(self.call.id)
+
+    async def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        await _settle(self.task)
+        if self.holding is not None:
+            await _settle(self.holding, cancel=False)
+        if not self.call.gone:
+            await self.call.stop_playbacks()
+
+    def carry_on(self) -> WhileWaiting:
+        """After an operator who answered and left before the bridge: back to holding."""
+        return WhileWaiting(self.ctx, self.call, None) if self.stopped else self
+
+
+async def _settle(task: asyncio.Task[None], *, cancel: bool = True) -> None:
     """Finish with a side task: cancel it if still running; its outcome is not ours to raise."""
-    if not task.done():
+    if cancel and not task.done():
         task.cancel()
     try:
         await task
@@ -263,7 +362,7 @@ async def _settle(task: asyncio.Task[None]) -> None:
     except CallerHungUp:
         pass
     except AriError as exc:
-        log.info("hold not completed: %s", exc)
+        log.info("side task not completed: %s", exc)
 
 
 async def talk_with(ctx: CallContext, call: Call, operator: str, link: connect.Connected,
@@ -287,13 +386,13 @@ async def talk_with(ctx: CallContext, call: Call, operator: str, link: connect.C
         outcome.reason = f"{link.ended_by} hangup"
     finally:
         ctx.links.pop(call.id, None)
-        ctx.roster.release(operator, talked=True)
+        ctx.queue.release(operator, talked=True)
 
 
 async def out_of_hours(ctx: CallContext, call: Call, outcome: Outcome, why: str) -> None:
     """The site's policy: forward through the trunk, or a message and a callback ticket."""
     policy = ctx.site.out_of_hours
-    closed = ctx.sound(ctx.site.prompts["closed"])
+    closed = ctx.sound(ctx.site.prompts["closed"], call.language)
     ctx.tickets.change(call.id, "out of hours", ctx.clock.now(), policy=f"{policy.policy}: {why}")
     ctx.calls.event(call.id, "playback_started", ctx.clock.now(), closed)
     played = await call.play_and_wait(closed, timeout=30)
@@ -311,25 +410,23 @@ async def out_of_hours(ctx: CallContext, call: Call, outcome: Outcome, why: str)
     await call.hangup()
 
 
-GHOST_HANGUP_S = 5.0
+SILENT_UNREACHED = "silent-unreached"
 
 
 def _outcome_class(call: Call, outcome: Outcome, now: datetime) -> str | None:
-    """genuine/complaint once a human talked; ghost for no key and no voice; else abandoned.
+    """genuine/complaint once a human talked; silent-unreached for no key and no voice before a
+    human answered (never counted by screening, first to call back); else abandoned.
 
-    Prank is an operator's call, never the system's.
+    Ghost and prank are an operator's judgement, never the system's.
     """
     if outcome.forwarded:
         return None
-    if outcome.adopted and not outcome.operator_answered:
-        return "abandoned"  # never call it a ghost on half the evidence
     if outcome.operator_answered:
         return "complaint" if outcome.complaint else "genuine"
+    if outcome.adopted:
+        return "abandoned"  # what the caller did before the restart is unknown
     if not call.keys and not call.talked:
-        return "ghost"
-    if outcome.answered_at and not call.keys and \
-            (now - outcome.answered_at).total_seconds() < GHOST_HANGUP_S:
-        return "ghost"
+        return SILENT_UNREACHED
     return "abandoned"
 
 

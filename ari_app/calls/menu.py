@@ -1,4 +1,9 @@
-"""The IVR menu: barge-in on DTMF, a timeout, one repeat on an invalid key, then a human."""
+"""The IVR menu: barge-in on DTMF, a timeout, one repeat on an invalid key, then a human.
+
+It classifies; it never holds a caller from a free operator (they are rung while it plays).
+0 switches the menu and every later prompt to English (when 0 is not a menu choice).
+A caller who has spoken is not held for the timeout once the prompt has ended.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +34,16 @@ class Choice:
         return "invalid" if self.invalid_keys else "talked"
 
 
-async def listen(call: Call, media: list[str], after_s: float) -> tuple[str | None, bool]:
-    """Play ``media`` and listen; the first key stops the prompt. Returns (digit, talked)."""
+ENGLISH = "0"
+
+
+async def listen(call: Call, media: list[str], after_s: float, *,
+                 talk_ends: bool = False) -> tuple[str | None, bool]:
+    """Play ``media`` and listen; the first key stops the prompt. Returns (digit, talked).
+
+    ``talk_ends``: speech means an answer: once the prompt has ended, the caller who spoke
+    (before or after its end) is not kept waiting for a key.
+    """
     playback_id = await call.play(",".join(media))
     talked = False
     playing = True
@@ -53,35 +66,56 @@ async def listen(call: Call, media: list[str], after_s: float) -> tuple[str | No
             return str(event.get("digit", "")), talked
         if kind == "ChannelTalkingStarted":
             talked = True
+            if talk_ends and not playing:
+                return None, True
         elif kind == "PlaybackFinished":
             playing = False
+            if talk_ends and talked:
+                return None, True
             deadline = loop_time() + after_s
 
 
-async def ask(ctx: CallContext, call: Call) -> Choice:
+async def ask(ctx: CallContext, call: Call, so_far: Choice | None = None) -> Choice:
+    """The caller's answer. ``so_far`` is kept up to date for a menu cut short (the operator
+    answered first): what the caller did until then (invalid keys, speech)."""
     site = ctx.site
     menu = site.menu
     media = [ctx.sound(site.prompts["greeting"]), ctx.sound(site.prompts["menu"])]
-    invalid = 0
-    talked_any = False
-    digits = ""
+    seen = so_far if so_far is not None else Choice(None)
     while True:
-        digit, talked = await listen(call, media, menu.timeout_s)
-        talked_any = talked_any or talked
+        digit, talked = await listen(call, media, menu.timeout_s, talk_ends=True)
+        seen.talked = seen.talked or talked
         if digit is None:
-            if talked_any:
+            if seen.talked:
                 log.info("%s spoke without a key: operator, uncategorised", call.tag)
-                return Choice(None, talked=True, invalid_keys=invalid, digits=digits)
-            log.info("%s no key and no speech: silent caller", call.tag)
-            return Choice(None, silent=True, invalid_keys=invalid, digits=digits)
-        digits += digit
+            else:
+                log.info("%s no key and no speech: silent caller", call.tag)
+                seen.silent = True
+            return seen
+        seen.digits += digit
+        if digit == ENGLISH and english_offered(ctx, call):
+            call.language = "en"
+            log.info("%s chose English", call.tag)
+            ctx.tickets.change(call.id, "language", ctx.clock.now(), language="en")
+            ctx.live.publish(call.id, "language", language="en")
+            media = [ctx.sound(site.prompts["menu"], "en")]
+            continue
         option = menu.options.get(digit)
         if option is not None:
             log.info("%s chose %s (%s, priority %d)", call.tag, digit, option.category,
                      option.priority)
-            return Choice(option, talked=talked_any, invalid_keys=invalid, digits=digits)
-        invalid += 1
-        log.info("%s invalid key %r (%d)", call.tag, digit, invalid)
-        if invalid > menu.invalid_repeats:
-            return Choice(None, talked=talked_any, invalid_keys=invalid, digits=digits)
-        media = [ctx.sound(site.prompts["invalid"]), ctx.sound(site.prompts["menu"])]
+            seen.option = option
+            return seen
+        seen.invalid_keys += 1
+        log.info("%s invalid key %r (%d)", call.tag, digit, seen.invalid_keys)
+        if seen.invalid_keys > menu.invalid_repeats:
+            return seen
+        media = [ctx.sound(site.prompts["invalid"], call.language),
+                 ctx.sound(site.prompts["menu"], call.language)]
+
+
+def english_offered(ctx: CallContext, call: Call) -> bool:
+    """0 means English: the site builds English prompts, 0 is no menu choice, not yet chosen."""
+    site = ctx.site
+    return ("en" in site.languages and site.languages[0] != "en" and call.language is None
+            and ENGLISH not in site.menu.options)

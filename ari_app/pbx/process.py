@@ -23,6 +23,10 @@ class AsteriskError(Exception):
     pass
 
 
+class NotOurAsterisk(AsteriskError):
+    """The pid file names a process that is not our Asterisk: it is never signalled."""
+
+
 def conf_path(var_dir: Path) -> Path:
     return var_dir.resolve() / "asterisk" / "etc" / "asterisk.conf"
 
@@ -156,15 +160,61 @@ class AsteriskProcess:
             self.proc = None
 
 
+def cmdline(pid: int) -> list[str]:
+    """A process's argv from /proc (empty if it is gone or unreadable)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def is_our_asterisk(pid: int, var_dir: Path) -> bool:
+    """True only if ``pid`` runs an ``asterisk`` binary with ``-C`` our own asterisk.conf.
+
+    Any other Asterisk on the host (the distribution's, another project's, another helper's
+    private one) has another -C path, or none, and is left alone. Asterisk 22 run through a
+    private root's loader (``ld-linux... --library-path ... .../asterisk -C ...``) matches too.
+    """
+    argv = cmdline(pid)
+    ours = str(conf_path(var_dir))
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-C" and any(os.path.basename(a) == "asterisk" for a in argv[:i]):
+            try:
+                return str(Path(argv[i + 1]).resolve()) == ours
+            except OSError:
+                return False
+    return False
+
+
+def running_pid(var_dir: Path) -> int | None:
+    """The pid in our pid file if that process is our Asterisk; None otherwise."""
+    try:
+        pid = int(pid_path(var_dir).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if is_our_asterisk(pid, var_dir) else None
+
+
 def stop_pid(pid: int, var_dir: Path, timeout: float = 10.0,
              proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Clean stop through the control socket, then SIGTERM, then SIGKILL."""
+    """Clean stop through the control socket, then SIGTERM, then SIGKILL.
+
+    Without a child handle (``proc``), the pid must be our Asterisk (``is_our_asterisk``):
+    a stale pid file whose number now belongs to another process raises NotOurAsterisk, and
+    that process gets no signal.
+    """
+    if proc is None and not is_our_asterisk(pid, var_dir):
+        shown = " ".join(cmdline(pid)) or "no such process"
+        raise NotOurAsterisk(
+            f"{pid_path(var_dir)}: pid {pid} is not our Asterisk (expected asterisk -C "
+            f"{conf_path(var_dir)}, found: {shown[:200]}); no signal sent")
     try:
         cli(var_dir, "core stop now", timeout=5)
     except (AsteriskError, subprocess.TimeoutExpired, OSError) as exc:
         log.info("asterisk clean stop failed (%s); sending SIGTERM", exc)
         _signal(pid, signal.SIGTERM)
-    if not _wait_gone(pid, timeout, proc):
+    if not _wait_gone(pid, timeout, proc) and (proc is not None or is_our_asterisk(pid, var_dir)):
         _signal(pid, signal.SIGKILL)
         _wait_gone(pid, 5, proc)
     pid_path(var_dir).unlink(missing_ok=True)

@@ -134,6 +134,39 @@ def operator_section(op: OperatorEndpoint) -> str:
     )
 
 
+# The operator-dependent parts of the config, in files of their own that pjsip.conf and
+# extensions.conf include: `siaga112 operators ...` rewrites only these and reloads PJSIP and
+# the dialplan, so an admin change never touches the rest of the running config.
+OPERATORS_PJSIP = "pjsip_operators.conf"
+OPERATORS_DIAL = "fallback_operators.conf"
+
+
+def operator_files(ops: Iterable[OperatorEndpoint]) -> dict[str, str]:
+    """File name -> text of the operator endpoints and the fallback's every-operator list."""
+    ops = list(ops)
+    head = "; Rendered from the operators table (siaga112 operators ...). Do not edit.\n"
+    return {
+        OPERATORS_PJSIP: head + "\n".join(operator_section(op) for op in ops),
+        # Inside [globals] of extensions.conf: the list the fallback rings when the database
+        # cannot say who is on shift.
+        OPERATORS_DIAL: head + f"SIAGA_FALLBACK_DIAL = {fallback_dial([op.name for op in ops])}\n",
+    }
+
+
+def write_operator_files(etc: Path, ops: Iterable[OperatorEndpoint]) -> list[Path]:
+    """Write the operator files atomically (Asterisk may reload at any moment); 0600: digests."""
+    written = []
+    for name, text in operator_files(ops).items():
+        path = etc / name
+        tmp = path.with_name(f".{name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
 def write_agi(site: Site, var_dir: Path, database_url: str | None) -> None:
     """AGI wrappers (venv Python + our script) and the small config file they read."""
     from ari_app.tickets.db import database_url as default_url
@@ -246,10 +279,10 @@ def render(
         "sounds_dir": str(sounds),
         "trunk_contact_line": f"contact = {trunk_contact}" if trunk_contact else "",
         "trunk_match": site.asterisk.trunk_host or "127.0.0.1",
-        "operator_endpoints": "\n".join(operator_section(op) for op in ops),
+        "operators_pjsip": OPERATORS_PJSIP,
         "stasis_app": site.stasis_app,
         "site_code": site.code,
-        "fallback_dial": fallback_dial([op.name for op in ops]),
+        "operators_dial": OPERATORS_DIAL,
         "fallback_ring_s": str(int(site.queue.ring_timeout_s)),
         "fallback_free_max": str(FALLBACK_FREE_MAX),
         "app_var_dir": str(var_dir),
@@ -267,6 +300,7 @@ def render(
         out.write_text(text)
         if tpl.name in ("ari.conf", "pjsip.conf"):
             os.chmod(out, 0o600)  # they hold secrets
+    write_operator_files(etc, ops)
     log.info("rendered Asterisk config for site=%s, %s, into %s", site.code, ast.describe(), etc)
     return RenderResult(etc, etc / "asterisk.conf", ARI_USER, password, a.http_port, a.sip_port,
                         a.bind, ast)

@@ -160,8 +160,10 @@ def talk_pcap() -> Path:
 
 def fill_template(text: str, values: dict[str, str]) -> str:
     """Scenario parameters SIPp cannot take as keys (file names in exec actions, digits)."""
+    # An operator answers after a few rings (3 s), not at once: the phone rings from the app's
+    # answer, so a caller's key at 1.5 s reaches the menu while it rings, as with a person.
     merged = {"pcap_dir": str(PCAP_DIR), "talk_pcap": str(talk_pcap()),
-              "bye_timeout_ms": "120000", "key_after_ms": "1500", "answer_after_ms": "200"} | values
+              "bye_timeout_ms": "120000", "key_after_ms": "1500", "answer_after_ms": "3000"} | values
 
     def sub(m: re.Match[str]) -> str:
         if m.group(1) not in merged:

@@ -95,6 +95,6 @@ class FallbackImporter:
                               policy="hung up before the app took the call")
             self.tickets.change(channel, "ended", at, ended_at=at,
                                 end_reason="caller hangup before the app", status="abandoned",
-                                callback_needed=True, outcome="ghost")
+                                callback_needed=True, outcome="silent-unreached")
         else:
             raise KeyError(f"unknown event {rec['event']!r}")

@@ -90,8 +90,12 @@ class Ticket(Base):
     recording_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     notes: Mapped[str] = mapped_column(Text, default="")
     callback_needed: Mapped[bool] = mapped_column(default=False)
-    # genuine, complaint, prank (operator), ghost (no key, no audio / hung up at once), abandoned
+    # genuine, complaint, abandoned (hung up before a human, having pressed or spoken),
+    # silent-unreached (no key, no speech, hung up before a human: never screened, called back
+    # first), prank and ghost (an operator's judgement only)
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True)  # NULL: the site's
+    operator_rung_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     arrived_at: Mapped[datetime] = mapped_column(UTCDateTime())
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

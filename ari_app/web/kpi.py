@@ -1,11 +1,19 @@
 """Supervisor KPIs: answer times, abandoned/ghost/prank shares, per category and agency.
 
 Definitions (one place, shared by the page, the CSV and `siaga112 report`):
-- calls: tickets that came in by phone (have a channel) and arrived in the period (site-local dates);
-- answered within N s: operator_answered_at - arrived_at <= N, as a share of all calls;
+- calls: tickets that came in by phone (have a channel) and arrived in the period (site-local
+  dates), forwarded calls apart: they are counted as ``forwarded`` and are in no share below
+  (another service took them);
+- answered within N s: operator_answered_at - arrived_at <= N (a human within N s of the call's
+  arrival), as a share of all calls;
 - average and p90 answer time over calls a human answered (p90: nearest rank; the slowest 10%
   waited at least this long);
-- abandoned / ghost / prank: ticket outcome, as a share of all calls;
+- time to a human, per priority (the ticket's final priority) and over all: p50 and p90
+  (nearest rank) of arrival -> operator's phone ringing, arrival -> operator answered, answer
+  (the app answered the caller) -> ringing, answer -> operator answered. Ringing is the first
+  operator rung for the call (tickets before migration 0008 have no ringing time and count
+  for the answered figures only);
+- abandoned / silent-unreached / ghost / prank: ticket outcome, as a share of all calls;
 - time to acknowledge / resolve: notification created → agency acknowledged / resolved.
 """
 
@@ -51,13 +59,42 @@ class Kpis:
     within_20s_pct: float = 0.0
     avg_answer_s: float | None = None
     p90_answer_s: float | None = None
+    forwarded: int = 0
     abandoned_pct: float = 0.0
+    silent_unreached_pct: float = 0.0
     ghost_pct: float = 0.0
     prank_pct: float = 0.0
     avg_ack_s: float | None = None
     avg_resolve_s: float | None = None
     categories: dict[str, int] = field(default_factory=dict)
     agencies: dict[str, AgencyFigures] = field(default_factory=dict)
+    # "all" or "p<priority>" -> measure (e.g. "arrival_to_ringing") -> (p50, p90) in seconds
+    to_human: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+
+
+MEASURES = (("arrival_to_ringing", "arrived_at", "operator_rung_at"),
+            ("arrival_to_operator", "arrived_at", "operator_answered_at"),
+            ("answer_to_ringing", "answered_at", "operator_rung_at"),
+            ("answer_to_operator", "answered_at", "operator_answered_at"))
+
+
+def _rank(values: list[float], share: float) -> float:
+    """Nearest-rank percentile of sorted values."""
+    return round(values[math.ceil(share * len(values)) - 1], 1)
+
+
+def _to_human(calls: list[Ticket]) -> dict[str, dict[str, tuple[float, float]]]:
+    groups: dict[str, list[Ticket]] = {"all": calls}
+    for t in sorted(calls, key=lambda t: t.priority):
+        groups.setdefault(f"p{t.priority}", []).append(t)
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for name, group in groups.items():
+        for measure, since, until in MEASURES:
+            spans = sorted((getattr(t, until) - getattr(t, since)).total_seconds() for t in group
+                           if getattr(t, since) is not None and getattr(t, until) is not None)
+            if spans:
+                out.setdefault(name, {})[measure] = (_rank(spans, 0.5), _rank(spans, 0.9))
+    return out
 
 
 def _mean(values: list[float]) -> float | None:
@@ -71,7 +108,9 @@ def _pct(n: int, d: int) -> float:
 def compute(start: date, end: date, tickets: list[Ticket],
             notifications: list[tuple[Notification, str]]) -> Kpis:
     k = Kpis(start, end)
-    calls = [t for t in tickets if t.channel_id is not None]
+    phoned = [t for t in tickets if t.channel_id is not None]
+    calls = [t for t in phoned if t.status != "forwarded"]
+    k.forwarded = len(phoned) - len(calls)
     k.calls = len(calls)
     waits = sorted((t.operator_answered_at - t.arrived_at).total_seconds()
                    for t in calls if t.operator_answered_at is not None)
@@ -79,9 +118,11 @@ def compute(start: date, end: date, tickets: list[Ticket],
     k.within_10s_pct = _pct(sum(1 for w in waits if w <= 10), k.calls)
     k.within_20s_pct = _pct(sum(1 for w in waits if w <= 20), k.calls)
     k.avg_answer_s = _mean(waits)
-    k.p90_answer_s = round(waits[math.ceil(0.9 * len(waits)) - 1], 1) if waits else None
+    k.p90_answer_s = _rank(waits, 0.9) if waits else None
+    k.to_human = _to_human(calls)
     outcomes = Counter(t.outcome for t in calls)
     k.abandoned_pct = _pct(outcomes["abandoned"], k.calls)
+    k.silent_unreached_pct = _pct(outcomes["silent-unreached"], k.calls)
     k.ghost_pct = _pct(outcomes["ghost"], k.calls)
     k.prank_pct = _pct(outcomes["prank"], k.calls)
     k.categories = dict(sorted(Counter(t.category for t in tickets).items()))
@@ -126,13 +167,20 @@ def _f(v: float | None, unit: str = "") -> str:
 
 def rows(k: Kpis) -> list[tuple[str, str, str]]:
     out = [("period", "from", k.start.isoformat()), ("period", "to", k.end.isoformat()),
-           ("calls", "calls", str(k.calls)), ("calls", "answered_by_human", str(k.answered)),
+           ("calls", "calls", str(k.calls)), ("calls", "forwarded", str(k.forwarded)),
+           ("calls", "answered_by_human", str(k.answered)),
            ("calls", "answered_within_10s_pct", f"{k.within_10s_pct:g}"),
            ("calls", "answered_within_20s_pct", f"{k.within_20s_pct:g}"),
            ("calls", "avg_answer_s", _f(k.avg_answer_s)), ("calls", "p90_answer_s", _f(k.p90_answer_s)),
-           ("calls", "abandoned_pct", f"{k.abandoned_pct:g}"), ("calls", "ghost_pct", f"{k.ghost_pct:g}"),
+           ("calls", "abandoned_pct", f"{k.abandoned_pct:g}"),
+           ("calls", "silent_unreached_pct", f"{k.silent_unreached_pct:g}"),
+           ("calls", "ghost_pct", f"{k.ghost_pct:g}"),
            ("calls", "prank_pct", f"{k.prank_pct:g}"),
            ("agencies", "avg_ack_s", _f(k.avg_ack_s)), ("agencies", "avg_resolve_s", _f(k.avg_resolve_s))]
+    for group, measures in k.to_human.items():
+        for measure, (p50, p90) in measures.items():
+            out += [(f"to_human:{group}", f"{measure}_p50_s", f"{p50:g}"),
+                    (f"to_human:{group}", f"{measure}_p90_s", f"{p90:g}")]
     out += [("category", c, str(n)) for c, n in k.categories.items()]
     for code, fig in k.agencies.items():
         out += [(f"agency:{code}", "dispatched", str(fig.dispatched)),
@@ -197,7 +245,9 @@ def register_kpi(web_app: web.Application, console: Console, render: Render) -> 
             k = await load(s, site.code, site.timezone, start, end)
         charts: dict[str, Any] = {
             "answer": svg_bars([("within 10 s", k.within_10s_pct), ("within 20 s", k.within_20s_pct),
-                                ("abandoned", k.abandoned_pct), ("ghost", k.ghost_pct),
+                                ("abandoned", k.abandoned_pct),
+                                ("silent-unreached", k.silent_unreached_pct),
+                                ("ghost", k.ghost_pct),
                                 ("prank", k.prank_pct)], "%"),
             "categories": svg_bars([(c, float(n)) for c, n in k.categories.items()]),
             "agencies": svg_bars([(c, float(f.dispatched)) for c, f in k.agencies.items()]),

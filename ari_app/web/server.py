@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ari_app.logs import LAST_ERROR
+from ari_app.web.access import ACCESS, AccessLogger, close_file, open_file
 from ari_app.web.aml import AmlReceiver, load_gateways
 from ari_app.web.console import register_console
 from ari_app.web.ratelimit import (
@@ -50,7 +53,9 @@ def make_web_app(app: App) -> web.Application:
 
     async def healthz(_: web.Request) -> web.Response:
         body = {"ari_connected": app.events.ready, "db_ok": app.writer.db_ok,
-                "db_backlog": app.writer.backlog, "calls": len(app.registry.calls)}
+                "db_backlog": app.writer.backlog, "calls": len(app.registry.calls),
+                "callers_waiting": len(app.queue.waiting), "pid": os.getpid(),
+                "last_error": LAST_ERROR.snapshot()}
         return web.json_response(body, status=200 if app.events.ready else 503)
 
     async def metrics(_: web.Request) -> web.Response:
@@ -73,9 +78,12 @@ class WebServer:
         self.app = app
         self.port = port if port is not None else app.settings.site.web.port
         self.runner: web.AppRunner | None = None
+        self.access_file: logging.Handler | None = None
 
     async def start(self) -> None:
-        self.runner = web.AppRunner(make_web_app(self.app), access_log=None)
+        self.access_file = open_file(self.app.settings.var_dir)
+        self.runner = web.AppRunner(make_web_app(self.app), access_log=ACCESS,
+                                    access_log_class=AccessLogger)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.app.settings.site.web.bind, self.port)
         await site.start()
@@ -84,3 +92,6 @@ class WebServer:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.access_file is not None:
+            close_file(self.access_file)
+            self.access_file = None

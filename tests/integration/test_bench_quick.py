@@ -61,3 +61,25 @@ def test_quick_bench_runs_both_targets_and_writes_the_report(tmp_path: Path) -> 
     assert agi["flagged_runs"] == agi["runs"]  # each run got through the database lookup
     fast = agi["fastagi"]  # the same script through `siaga112 agi serve`
     assert fast["cpu_ms_mean"] > 0 and fast["flagged_runs"] == fast["runs"]
+
+
+def test_quick_time_to_a_human_bench_joins_caller_and_phone_timestamps(tmp_path: Path) -> None:
+    """`python -m bench human --quick`: one caller of each kind, free operators and a surge."""
+    out = tmp_path / "human-out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "human", "--quick", "--out", str(out)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=170, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cases = json.loads((out / "human.json").read_text())
+    assert [c["case"].split(":")[0] for c in cases] == ["free operators", "surge"]
+    for case in cases:
+        assert case["failed"] == 0 and not case["unmatched"], case
+        assert set(case["spans"]) == {"silent", "talker", "key"}
+        for kind, spans in case["spans"].items():
+            # Every caller reached a human, and the order of SIPp's own instants holds: the
+            # call arrives, is answered, the phone rings, the operator answers.
+            assert all(len(v) == 1 for v in spans.values()), (case["case"], kind, spans)
+            assert 0 <= spans["answer_to_ringing"][0] <= spans["arrival_to_ringing"][0]
+            assert spans["arrival_to_ringing"][0] < spans["arrival_to_operator"][0]
+            assert spans["answer_to_operator"][0] <= spans["arrival_to_operator"][0]
+    assert "| surge: 3 callers, 1 operator (1 op.) | silent | 1 |" in (out / "human.md").read_text()

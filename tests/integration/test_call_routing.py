@@ -77,7 +77,8 @@ async def test_first_operator_never_answers_so_the_second_rings_after_the_timeou
     make_stack: StackFactory, phone: PhoneFactory, jepara: Site,
 ) -> None:
     silent_phone, c1 = await phone("operator_no_answer.xml", name="op1")
-    good_phone, c2 = await phone("operator_answer_talk.xml", name="op2", extra_args=["-d", "1000"])
+    good_phone, c2 = await phone("operator_answer_talk.xml", name="op2", extra_args=["-d", "1000"],
+                                 answer_after_ms="200")  # within the 3 s ring timeout
     stack = await make_stack(quick(jepara), operators=[("op1", c1), ("op2", c2)],
                              clock=at(10, WIB))
     result = await stack.call("caller_key.xml", template={"digit": "1"})
@@ -120,20 +121,22 @@ async def test_higher_priority_is_served_first_then_the_older_call(
     _uas, contact = await phone("operator_answer_talk.xml", calls=4, extra_args=["-d", "7000"])
     stack = await make_stack(operators=[("op1", contact)], clock=at(10, WIB))
     assert stack.app is not None
-    changes = stack.app.live.listen()
+    changes, menus = stack.app.live.listen(), stack.app.live.listen()
     first = asyncio.create_task(stack.call("caller_key.xml", template={"digit": "2"},
                                            keys={"caller": "081200000010"}))
     await next_change(changes, "bridged", timeout=40)
-    # While the operator talks, three callers queue one second apart: two complaints, then a fire.
-    waiting = [
-        asyncio.create_task(stack.call(
-            "caller_key.xml", template={"digit": digit, "key_after_ms": str(delay)},
-            keys={"caller": caller}, timeout_s=150))
-        for caller, digit, delay in (("081200000011", "9", 500), ("081200000012", "9", 1500),
-                                     ("081200000013", "2", 2500))
-    ]
-    queued = [(await next_change(changes, "queued", timeout=40))["call"] for _ in range(3)]
+    # While the operator talks, three callers arrive one after the other (each is queued from
+    # its answer on) and answer the menu: two complaints, then a fire.
+    waiting, queued = [], []
+    for caller, digit in (("081200000011", "9"), ("081200000012", "9"), ("081200000013", "2")):
+        waiting.append(asyncio.create_task(stack.call(
+            "caller_key.xml", template={"digit": digit, "key_after_ms": "500"},
+            keys={"caller": caller}, timeout_s=150)))
+        queued.append((await next_change(changes, "queued", timeout=40))["call"])
     assert len(set(queued)) == 3
+    chosen = {(await next_change(menus, "menu", timeout=20))["call"] for _ in range(4)}
+    assert chosen >= set(queued)
+    assert stack.app.queue.position(queued[2]) == 0  # the fire, newest, goes first
     results = await asyncio.gather(first, *waiting)
     assert all(r.ok for r in results), [r.errors for r in results]
     await stack.settle()

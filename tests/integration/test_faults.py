@@ -315,15 +315,17 @@ async def test_a_bug_in_the_call_flow_still_gets_the_caller_to_an_operator_by_th
 async def test_a_caller_whose_rescue_failed_too_is_found_by_the_sweep_and_reaches_an_operator(
     make_stack: StackFactory, phone: PhoneFactory, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from ari_app.calls import menu
+    from ari_app.calls import flow
 
     async def broken(*_: object) -> None:
-        raise RuntimeError("a bug in the menu")
+        raise RuntimeError("a bug in the call's first step")
 
     async def rescue_times_out(self: CallRegistry, call: object) -> None:
         return None  # as when every `continue` request timed out under overload
 
-    monkeypatch.setattr(menu, "ask", broken)
+    # (A bug in the menu itself no longer ends the handler: the caller is already offered to
+    # the operators, see test_a_bug_in_the_menu_never_keeps_the_caller_from_the_operator.)
+    monkeypatch.setattr(flow, "_talk_detect", broken)
     monkeypatch.setattr(CallRegistry, "rescue", rescue_times_out)
     uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
     stack = await make_stack(operators=[("op1", contact)], clock=CLOCK, start_app=False)
@@ -336,3 +338,23 @@ async def test_a_caller_whose_rescue_failed_too_is_found_by_the_sweep_and_reache
     [ticket] = await stack.tickets()
     assert ticket.operator == "op1"
     assert "adopted" in [a.action for a in await stack.audit(ticket)]
+
+
+async def test_a_bug_in_the_menu_never_keeps_the_caller_from_the_operator(
+    make_stack: StackFactory, phone: PhoneFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ari_app.calls import menu
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug in the menu")
+
+    monkeypatch.setattr(menu, "ask", broken)
+    uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=CLOCK)
+    result = await stack.call("caller_listen.xml")
+    assert result.ok, result.errors
+    assert (await uas.wait(20)).successful == 1  # rung by the app, the menu's bug aside
+    await stack.settle()
+    [ticket] = await stack.tickets()
+    assert ticket.operator == "op1" and ticket.status != "abandoned"
+    assert "adopted" not in [a.action for a in await stack.audit(ticket)]

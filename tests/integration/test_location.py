@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -147,10 +148,16 @@ async def test_bad_aml_gets_2xx_with_its_reason_and_the_rejection_keeps_the_raw_
 async def test_silent_caller_who_presses_5_twice_is_a_confirmed_silent_emergency(
     make_stack: StackFactory, phone: PhoneFactory, batola: Site,
 ) -> None:
-    _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
-    stack = await make_stack(batola, operators=[("op1", contact)], clock=clock())
+    # The operator's phone rings from the answer on; it is picked up 25 s later (the ring
+    # timeout is raised so that this one ring lasts), after the caller has confirmed.
+    _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"],
+                                answer_after_ms="25000")
+    patient = dataclasses.replace(batola, queue=dataclasses.replace(batola.queue,
+                                                                    ring_timeout_s=60))
+    stack = await make_stack(patient, operators=[("op1", contact)], clock=clock())
     # The caller keys 5 twice about 18.5 s in: after Batola's menu (~10 s) and its 5 s timeout,
-    # while "if you cannot speak, press 5 twice" plays or is listened for (a ~10 s window).
+    # while "if you cannot speak, press 5 twice" plays or is listened for (a ~10 s window),
+    # and while the operator's phone rings: the step never delays the ringing.
     result = await stack.call("caller_silent_confirms.xml", keys={"caller": CALLER},
                               template={"confirm_after_ms": "18500"}, timeout_s=90)
     assert result.ok, result.errors
@@ -158,3 +165,6 @@ async def test_silent_caller_who_presses_5_twice_is_a_confirmed_silent_emergency
     [ticket] = await stack.tickets()
     assert ticket.silent and ticket.silent_confirmed and ticket.operator == "op1"
     assert ticket.priority == 1
+    actions = [a.action for a in await stack.audit(ticket)]
+    assert actions.index("ringing") < actions.index("silent procedure") \
+        < actions.index("operator answered")

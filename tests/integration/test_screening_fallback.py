@@ -185,6 +185,7 @@ async def test_caller_hanging_up_during_screening_still_leaves_an_abandoned_tick
     assert (ticket.caller_number, ticket.status, ticket.callback_needed) == (
         "081299998888", "abandoned", True)
     assert ticket.end_reason == "caller hangup before the app"
+    assert ticket.outcome == "silent-unreached"  # no key, no speech, no human: never a ghost
 
 
 async def set_shifts(stack: Stack, shifts: dict[str, list[tuple[timedelta, timedelta]]]) -> None:
