@@ -7,7 +7,8 @@
 #          service changes: the root is only a directory; our Asterisk runs from it through the
 #          root's own loader (see ari_app/pbx/installation.py for why not a chroot).
 #       16: Debian 11's asterisk package (on Debian 12 from the Debian 11 archive, low apt pin).
-#       SIAGA112_ASTERISK_BIN set: the admin's own Asterisk 20/22; nothing is installed for it.
+#       SIAGA112_ASTERISK_BIN (or _ROOT) set: the admin's own Asterisk 20/22 (or private root);
+#          nothing is installed for it.
 #   - sip-tester (SIPp), espeak-ng, sox, chromium (console tests)
 #   - a venv (.venv) with the Python dependencies
 # It says what it will install before it does. It never stops, disables or reconfigures an
@@ -48,8 +49,8 @@ need_pkgs=()
 build_root=no
 case "$CHOICE" in
   22)
-    if [ -n "${SIAGA112_ASTERISK_BIN:-}" ]; then
-      :  # the admin's own Asterisk
+    if [ -n "${SIAGA112_ASTERISK_BIN:-}" ] || [ -n "${SIAGA112_ASTERISK_ROOT:-}" ]; then
+      :  # the admin's own Asterisk, or a root of their own
     elif ! root_ready; then
       build_root=yes
       command -v mmdebstrap >/dev/null 2>&1 || need_pkgs+=(mmdebstrap)
