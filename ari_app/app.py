@@ -21,6 +21,7 @@ from ari_app.location.service import LocationService
 from ari_app.pbx.taskprocessors import TaskprocessorWatch
 from ari_app.routing.queue import CallQueue
 from ari_app.routing.roster import Roster
+from ari_app.routing.states import OperatorStates
 from ari_app.secrets import secret
 from ari_app.tickets.calls import CallStore
 from ari_app.tickets.db import database_url, make_engine, sessions
@@ -107,8 +108,10 @@ class App:
                              node=site.stasis_app)
         self.ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password)
         self.registry = CallRegistry(self.ari, self._handle)
+        self.states = OperatorStates(self.writer, settings.clock.now)
         self.roster = Roster(self.ari, self.sessions, site.code, settings.clock,
-                             refresh_s=settings.roster_refresh_s)
+                             refresh_s=settings.roster_refresh_s, states=self.states,
+                             wrap_up_s=site.console.wrap_up_s)
         self.queue = CallQueue(self.roster)
         self.live = LiveBus()
         self.locations = LocationService(self.writer, self.live)

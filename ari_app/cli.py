@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ari_app.admin_audit import cli_actor, record_admin_change
 from ari_app.config import (
     ConfigError,
     Site,
@@ -343,9 +344,12 @@ def cmd_operators_add(args: argparse.Namespace) -> int:
     async def work(s: AsyncSession, now: datetime) -> Change:
         password = await add_operator(s, site, args.name, args.display_name or args.name,
                                       now, contact=args.contact)
+        a = site.asterisk
+        domain = (f"{a.bind}:{a.tls_port} (TLS, SRTP required)" if a.operators_use_tls
+                  else f"{a.bind}:{a.sip_port} (UDP)")
         return Change(f"operator {args.name} added. SIP account for the softphone:\n"
                       f"  user/auth name: {args.name}\n  password: {password}   (shown once)\n"
-                      f"  domain: {site.asterisk.bind}:{site.asterisk.sip_port} (UDP)\n"
+                      f"  domain: {domain}\n"
                       "Add a shift (`siaga112 shifts add`) to have them rung.")
 
     return _admin_change(args, work)
@@ -554,7 +558,8 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
     async def work(s: AsyncSession) -> int:
         try:
-            made = await add_user(s, args.name, args.role, password, datetime.now(UTC))
+            made = await add_user(s, args.name, args.role, password, datetime.now(UTC),
+                                  actor=cli_actor())
         except UserError as exc:
             print(f"siaga112: {exc}", file=sys.stderr)
             return 2
@@ -570,13 +575,36 @@ def cmd_users_token(args: argparse.Namespace) -> int:
 
     async def work(s: AsyncSession) -> int:
         try:
-            token = await add_token(s, args.name, args.label, datetime.now(UTC))
+            token = await add_token(s, args.name, args.label, datetime.now(UTC), days=args.days,
+                                    actor=cli_actor())
         except UserError as exc:
             print(f"siaga112: {exc}", file=sys.stderr)
             return 2
-        print(f"API token for {args.name} (shown once): {token}")
+        print(f"API token for {args.name} (shown once, valid {args.days} days): {token}")
         return 0
 
+    return _run_db(args, work, write=True)
+
+
+def cmd_users_link(args: argparse.Namespace) -> int:
+    """Tie a console user to the SIP operator they take calls as (screen pop, ready state)."""
+    from ari_app.web.profiles import ProfileError, link_operator, set_lang
+
+    async def work(s: AsyncSession) -> int:
+        try:
+            await link_operator(s, args.name, None if args.unlink else args.operator)
+            if args.lang:
+                await set_lang(s, args.name, args.lang)
+        except ProfileError as exc:
+            print(f"siaga112: {exc}", file=sys.stderr)
+            return 2
+        print(f"user {args.name}: " + ("no operator" if args.unlink else f"operator {args.operator}")
+              + (f", language {args.lang}" if args.lang else ""))
+        return 0
+
+    if not args.unlink and not args.operator:
+        print("siaga112: users link: expected --operator NAME or --unlink", file=sys.stderr)
+        return 2
     return _run_db(args, work, write=True)
 
 
@@ -605,18 +633,25 @@ def cmd_agencies_set(args: argparse.Namespace) -> int:
         if agency is None:
             print(f"siaga112: no agency {args.code} (run `siaga112 agencies seed`)", file=sys.stderr)
             return 1
+        before = {"webhook_url": agency.webhook_url, "email": agency.email}
         if args.webhook_url is not None:
             if args.webhook_url and not is_http_url(args.webhook_url):
                 print("siaga112: --webhook-url: expected an http(s) URL", file=sys.stderr)
                 return 2
-            agency.webhook_url = args.webhook_url
         if args.email is not None:
             address = args.email.strip()
             if address and not is_email_address(address):
                 print(f"siaga112: --email: expected an e-mail address like damkar@jeparakab.go.id "
                       f"(or \"\" to remove it), got {args.email!r}", file=sys.stderr)
                 return 2
-            agency.email = address
+        if args.webhook_url is not None:  # both checked first: a refusal changes nothing
+            agency.webhook_url = args.webhook_url
+        if args.email is not None:
+            agency.email = args.email.strip()
+        after = {"webhook_url": agency.webhook_url, "email": agency.email}
+        if after != before:
+            await record_admin_change(s, actor=cli_actor(), entity="agency", key=agency.code,
+                                      action="set", before=before, after=after)
         print(f"{agency.code}: webhook {agency.webhook_url or '-'}, e-mail {agency.email or '-'}")
         return 0
 
@@ -833,7 +868,20 @@ def build_parser() -> argparse.ArgumentParser:
     ut = us.add_parser("token", help="make an API bearer token for a user (shown once)")
     ut.add_argument("name")
     ut.add_argument("--label", default="cli")
+    ut.add_argument("--days", type=int, default=90, help="lifetime in days (default 90)")
     ut.set_defaults(func=cmd_users_token)
+    from ari_app.cli_security import add_security_commands
+
+    add_security_commands(sub, us)
+    from ari_app.edge.cli import add_edge_commands
+
+    add_edge_commands(sub, _site, _var_dir)
+    ul = us.add_parser("link", help="link a console user to their SIP operator (or --unlink)")
+    ul.add_argument("name")
+    ul.add_argument("--operator", help="the operator's name (as in `operators add`)")
+    ul.add_argument("--unlink", action="store_true", help="take calls as nobody")
+    ul.add_argument("--lang", choices=["id", "en"], help="the user's console language")
+    ul.set_defaults(func=cmd_users_link)
 
     ag = sub.add_parser("agencies", help="agencies tickets are dispatched to").add_subparsers(
         dest="ag_cmd", required=True)

@@ -88,6 +88,27 @@ class AsteriskSettings:
     rtp_end: int
     trunk_host: str | None  # the carrier's SBC; None means accept any loopback peer (demo)
     fastagi_port: int = 4573  # our screening server (siaga112 agi serve), on loopback only
+    # SIP TLS + SRTP (SDES) for operator phones: "auto" = on when bind is beyond loopback.
+    # The carrier trunk keeps plain UDP/RTP (most carriers use it).
+    operator_tls: str = "auto"
+    tls_port: int = 5061
+    tls_cert: str | None = None   # the admin's certificate and key (PEM); else self-signed in
+    tls_key: str | None = None    # var/secrets/sip-tls.{crt,key}
+
+    @property
+    def operators_use_tls(self) -> bool:
+        if self.operator_tls == "auto":
+            return not _is_loopback(self.bind)
+        return self.operator_tls == "on"
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -118,6 +139,43 @@ class WebSettings:
     aml_gateways: tuple[str, ...]   # each has a token (and an HMAC key) in var/secrets
     aml_require_hmac: bool
     max_body_bytes: int
+    # /metrics: a bearer token (var/secrets/metrics.token) always works; without one only a
+    # loopback peer is answered, and not even that when metrics_loopback_open is false
+    metrics_loopback_open: bool = True
+    # WhatsApp Cloud API app secret file name in var/secrets: X-Hub-Signature-256 is checked
+    whatsapp_app_secret: str = "whatsapp-app.secret"
+    # HTTPS: the admin's certificate and key (PEM), else a self-signed pair in var/secrets
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # the address agencies and browsers reach us at (links in notifications); required once
+    # an agency has a webhook or an e-mail address
+    public_url: str | None = None
+    health_port: int = 0   # plain HTTP on 127.0.0.1 serving only /healthz; 0 = none
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long the data of people in distress is kept (UU 27/2022: only as long as needed).
+    Nothing on an open ticket or a ticket under legal hold is touched."""
+
+    recordings_days: int = 365      # call recordings of closed tickets are deleted after this
+    personal_days: int = 730        # caller numbers and locations of closed tickets: anonymised
+    run_every_h: float = 24.0       # `siaga112 serve` runs it on this timer (and at start)
+
+
+OSM_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+OSM_ATTRIBUTION = "© OpenStreetMap contributors"
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The operator console: wrap-up after each call, map tiles, incident suggestions."""
+
+    wrap_up_s: float = 0.0           # 0: an operator is ready again as soon as a call ends
+    tile_url: str = OSM_TILES
+    tile_attribution: str = OSM_ATTRIBUTION
+    incident_radius_m: float = 1000.0
+    incident_window_min: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -152,6 +210,19 @@ def is_email_address(value: str) -> bool:
 
 
 @dataclass(frozen=True)
+class EdgeConfig:
+    """The SIP edge (Kamailio) in front of several nodes: where it listens, the nodes' SIP
+    addresses, how often it probes them. None on a single-node site."""
+
+    listen: str
+    nodes: tuple[tuple[str, str], ...]       # (name, host:port of the node's Asterisk)
+    ping_interval_s: int = 2
+
+
+_HOSTPORT = r"(\d{1,3}\.){3}\d{1,3}:\d{1,5}"
+
+
+@dataclass(frozen=True)
 class Site:
     file: str
     code: str
@@ -172,6 +243,9 @@ class Site:
     screening: Screening = Screening(3, 24.0, 3, 400, ())
     non_emergency_channel: str | None = None
     smtp: SmtpSettings | None = None   # None: agency e-mail is not sent (webhooks still are)
+    retention: Retention = Retention()
+    console: ConsoleSettings = ConsoleSettings()
+    edge: EdgeConfig | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def is_open(self, local: time) -> bool:
@@ -270,10 +344,18 @@ def _env_int(name: str, default: int, file: str) -> int:
     return int(raw)
 
 
+def _health_port(w: _Reader, file: str) -> int:
+    raw = os.environ.get("SIAGA112_HEALTH_PORT")
+    if raw == "0":
+        return 0
+    return _env_int("SIAGA112_HEALTH_PORT", w.integer("health_port", 0, 65535, 0), file)
+
+
 def parse_site(file: str, data: dict[str, Any]) -> Site:
     root = _Reader(file, data)
     root.unknown_keys({"site", "hours", "out_of_hours", "menu", "queue", "asterisk",
-                       "other_services", "prompts", "web", "screening", "smtp", "extra"})
+                       "other_services", "prompts", "web", "screening", "smtp", "retention",
+                       "console", "edge", "extra"})
     s = root.table("site")
     s.unknown_keys({"code", "name", "reference_prefix", "stasis_app", "timezone", "languages",
                     "numbers", "non_emergency_channel"})
@@ -348,7 +430,7 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
 
     a = root.table("asterisk", required=False)
     a.unknown_keys({"bind", "sip_port", "http_port", "rtp_start", "rtp_end", "trunk_host",
-                    "fastagi_port"})
+                    "fastagi_port", "operator_tls", "tls_port", "tls_cert", "tls_key"})
     ast = AsteriskSettings(
         bind=os.environ.get("SIAGA112_BIND") or a.string(
             "bind", "127.0.0.1", r"[0-9.]+|\[[0-9a-fA-F:]+\]", "an IP address"),
@@ -359,7 +441,15 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         trunk_host=a.string("trunk_host", None, r"[A-Za-z0-9.:\-]+", "a host name or IP"),
         fastagi_port=_env_int("SIAGA112_FASTAGI_PORT",
                               a.integer("fastagi_port", 1, 65535, 4573), file),
+        operator_tls=a.choice("operator_tls", ("auto", "on", "off"), "auto"),
+        tls_port=_env_int("SIAGA112_TLS_PORT", a.integer("tls_port", 1, 65535, 5061), file),
+        tls_cert=a.string("tls_cert", None),
+        tls_key=a.string("tls_key", None),
     )
+    if (ast.tls_cert is None) != (ast.tls_key is None):
+        raise ConfigError(file, "asterisk.tls_key" if ast.tls_key is None else "asterisk.tls_cert",
+                          "both tls_cert and tls_key, or neither (a self-signed pair is made)",
+                          missing=True)
     if ast.rtp_end <= ast.rtp_start:
         raise ConfigError(file, "asterisk.rtp_end", f"a port above rtp_start ({ast.rtp_start})",
                           ast.rtp_end)
@@ -377,7 +467,8 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         prompts[key] = p.string(key, pattern=r"[a-z0-9_\-]+", expected="a sound name")
 
     w = root.table("web", required=False)
-    w.unknown_keys({"bind", "port", "aml_gateways", "aml_require_hmac", "max_body_bytes"})
+    w.unknown_keys({"bind", "port", "aml_gateways", "aml_require_hmac", "max_body_bytes",
+                    "metrics_loopback_open", "tls_cert", "tls_key", "public_url", "health_port"})
     gateways = w.get("aml_gateways", list, "a list of gateway names", ["smsgw"])
     if not all(isinstance(g, str) and re.fullmatch(r"[a-z][a-z0-9_\-]{1,30}", g) for g in gateways):
         raise ConfigError(file, "web.aml_gateways", "a list of lower-case gateway names", gateways)
@@ -388,7 +479,18 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         aml_gateways=tuple(gateways),
         aml_require_hmac=w.get("aml_require_hmac", bool, "true or false", False),
         max_body_bytes=w.integer("max_body_bytes", 1024, 1048576, 16384),
+        metrics_loopback_open=w.get("metrics_loopback_open", bool, "true or false", True),
+        tls_cert=w.string("tls_cert", None),
+        tls_key=w.string("tls_key", None),
+        public_url=os.environ.get("SIAGA112_PUBLIC_URL") or w.string(
+            "public_url", None, r"https://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?(/[^\s]*)?",
+            "an https:// URL such as https://112.jeparakab.go.id"),
+        health_port=_health_port(w, file),
     )
+    if (web.tls_cert is None) != (web.tls_key is None):
+        raise ConfigError(file, "web.tls_key" if web.tls_key is None else "web.tls_cert",
+                          "both tls_cert and tls_key, or neither (a self-signed pair is made)",
+                          missing=True)
 
     sc = root.table("screening", required=False)
     sc.unknown_keys({"threshold", "window_h", "priority_penalty", "budget_ms", "allowlist"})
@@ -403,11 +505,31 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         allowlist=tuple(allow),
     )
 
+    rt = root.table("retention", required=False)
+    rt.unknown_keys({"recordings_days", "personal_days", "run_every_h"})
+    retention = Retention(recordings_days=rt.integer("recordings_days", 1, 36500, 365),
+                          personal_days=rt.integer("personal_days", 1, 36500, 730),
+                          run_every_h=rt.number("run_every_h", 0.1, 24 * 7, 24.0))
+    c = root.table("console", required=False)
+    c.unknown_keys({"wrap_up_s", "tile_url", "tile_attribution", "incident_radius_m",
+                    "incident_window_min"})
+    console = ConsoleSettings(
+        wrap_up_s=c.number("wrap_up_s", 0, 3600, 0.0),
+        tile_url=c.string("tile_url", OSM_TILES, r"https?://\S*\{z\}\S*\{x\}\S*\{y\}\S*",
+                          "an http(s) tile URL with {z}, {x} and {y}"),
+        tile_attribution=c.string("tile_attribution", OSM_ATTRIBUTION),
+        incident_radius_m=c.number("incident_radius_m", 10, 100000, 1000.0),
+        incident_window_min=c.number("incident_window_min", 1, 24 * 60, 60.0),
+    )
+
     return Site(
         file=file,
         web=web,
+        retention=retention,
+        console=console,
         screening=screening,
         smtp=_parse_smtp(root) if "smtp" in data else None,
+        edge=_parse_edge(root) if "edge" in data else None,
         code=s.string("code", pattern=r"[a-z][a-z0-9_]{1,30}", expected="a lower-case site code"),
         name=s.string("name"),
         reference_prefix=s.string("reference_prefix", pattern=r"[A-Z]{2,5}",
@@ -427,6 +549,30 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         non_emergency_channel=s.string("non_emergency_channel", None),
         extra=root.get("extra", dict, "a table", {}),
     )
+
+
+def _parse_edge(root: _Reader) -> EdgeConfig:
+    e = root.table("edge")
+    e.unknown_keys({"listen", "nodes", "ping_interval_s"})
+    listen = e.string("listen", pattern=_HOSTPORT, expected="IPv4 host:port, e.g. 10.0.0.10:5060")
+    raw = e.get("nodes", list, "a list of {name, address} tables")
+    nodes: list[tuple[str, str]] = []
+    for i, item in enumerate(raw):
+        n = _Reader(e.file, item if isinstance(item, dict) else {}, f"{e.prefix}nodes[{i}].")
+        if not isinstance(item, dict):
+            raise ConfigError(e.file, f"{e.prefix}nodes[{i}]", "a table {name, address}", item)
+        n.unknown_keys({"name", "address"})
+        nodes.append((n.string("name", pattern=r"[a-z][a-z0-9_-]{0,30}", expected="a node name"),
+                      n.string("address", pattern=_HOSTPORT, expected="IPv4 host:port")))
+    if not nodes:
+        raise ConfigError(e.file, f"{e.prefix}nodes", "at least one node", "none")
+    addresses = [a for _, a in nodes]
+    twice = sorted({x for x in addresses if addresses.count(x) > 1}
+                   | {n for n, _ in nodes if [m for m, _ in nodes].count(n) > 1})
+    if twice:
+        raise ConfigError(e.file, f"{e.prefix}nodes", "distinct names and addresses",
+                          f"{', '.join(twice)} more than once")
+    return EdgeConfig(listen, tuple(nodes), e.integer("ping_interval_s", 1, 60, 2))
 
 
 def _parse_smtp(root: _Reader) -> SmtpSettings:

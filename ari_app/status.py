@@ -93,9 +93,11 @@ async def collect(site: Site, var_dir: Path, database_url: str) -> Status:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             st.problems.append(f"Asterisk does not answer over ARI at {ari_url}: "
                                f"{exc or type(exc).__name__}")
-        web = f"http://{_host(site.web.bind)}:{site.web.port}/healthz"
+        web = f"https://{_host(site.web.bind)}:{site.web.port}/healthz"
         try:
-            async with http.get(web) as resp:
+            # Our own process on this machine, and nothing secret is sent: a liveness read,
+            # so the (often self-signed) certificate is not verified here.
+            async with http.get(web, ssl=False) as resp:
                 health = await resp.json()
             st.app_connected = bool(health.get("ari_connected"))
             st.app_pid = health.get("pid")
@@ -136,11 +138,15 @@ async def _roster(st: Status, site: Site, database_url: str,
                   endpoints: list[dict[str, Any]]) -> None:
     from ari_app.routing.operators import on_shift
     from ari_app.tickets.db import make_engine, sessions
+    from ari_app.web.agencies import public_url_problem
 
     engine = make_engine(database_url)
     try:
         async with asyncio.timeout(5), sessions(engine)() as s:
             st.on_duty = await on_shift(s, site.code, Clock.from_env().now())
+            missing = await public_url_problem(s, site.code, site.web.public_url)
+            if missing:  # agency links would point nowhere useful; calls are not affected
+                st.problems.append(f"MISSING setting: {missing}")
         if st.db_ok is None:
             st.db_ok = True
     except Exception as exc:  # any driver error: the database is what is down

@@ -68,6 +68,8 @@ command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
 command -v espeak-ng >/dev/null 2>&1 || need_pkgs+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need_pkgs+=(sox)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v baresip >/dev/null 2>&1 || need_pkgs+=(baresip-core)   # real softphone: TLS + SRTP tests
+command -v kamailio >/dev/null 2>&1 || need_pkgs+=(kamailio)         # the SIP edge for several nodes (tests/integration/test_edge_kamailio.py)
 
 # Say what will happen before it happens.
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -149,4 +151,6 @@ if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -
   .venv/bin/pip install -q --no-deps -e .
   touch "$stamp"
 fi
+./scripts/vendor.sh   # Leaflet from npm into the console's static dir (issue 19)
+.venv/bin/siaga112 security status || echo "setup: fix the line marked MISSING above before agencies rely on their links"
 echo "setup: ready ($(.venv/bin/python -m ari_app.pbx.installation))"

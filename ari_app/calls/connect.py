@@ -21,8 +21,15 @@ class Connected:
     operator: str
     operator_channel: str
     bridge_id: str
-    ended_by: str = ""  # "caller" or "operator"
+    ended_by: str = ""  # "caller", "operator" or "agency"
     agencies: set[str] = field(default_factory=set)  # agency legs conferenced in
+    answered: set[str] = field(default_factory=set)  # agency legs now in the bridge
+    numbers: dict[str, str] = field(default_factory=dict)  # agency leg -> the number dialled
+    # Hand-over: the operator has left; caller and agency stay connected until one hangs up.
+    handed_over: bool = False
+    hand_over_on_answer: bool = False  # blind transfer: the operator leaves when the agency answers
+    hand_over_by: str = ""             # who asked for the blind transfer (console user)
+    operator_released: bool = False    # the roster already has the operator back (after hand-over)
 
 
 async def hold(ctx: CallContext, call: Call) -> None:
@@ -182,6 +189,7 @@ async def record(ctx: CallContext, call: Call, link: Connected) -> str | None:
 
 
 FEATURE_START, FEATURE_END = "*", "#"
+HAND_OVER = "0"  # *0# on the operator's keypad: leave the caller with the agency conferenced in
 
 
 async def talk(ctx: CallContext, call: Call, link: Connected) -> None:
@@ -205,19 +213,33 @@ async def talk(ctx: CallContext, call: Call, link: Connected) -> None:
             assert event is not None  # no timeout: only a matching event or a hangup ends this
             kind, cid = event.get("type"), event.get("channel", {}).get("id")
             if cid == op and kind in ("ChannelHangupRequest", "StasisEnd", "ChannelDestroyed"):
+                if link.handed_over:
+                    continue  # the operator leaving was the hand-over: caller and agency go on
                 break
             if cid == op and kind == "ChannelDtmfReceived":
                 keys = (keys + str(event.get("digit", "")))[-24:]
                 if keys.endswith(FEATURE_END) and FEATURE_START in keys:
                     number = keys[keys.rindex(FEATURE_START) + 1:-1]
                     keys = ""
-                    await add_agency(ctx, call, link, number)
+                    if number == HAND_OVER:
+                        await hand_over(ctx, call, link, link.operator)
+                    else:
+                        await add_agency(ctx, call, link, number)
             elif cid in agencies and kind == "StasisStart":
                 try:
                     await ctx.ari.post("bridges", link.bridge_id, "addChannel", channel=cid)
+                    link.answered.add(cid)
                 except AriError as exc:
                     log.warning("%s agency leg %s not bridged: %s", call.tag, cid, exc)
-        link.ended_by = "operator"
+                if link.hand_over_on_answer and link.answered:
+                    await hand_over(ctx, call, link, link.hand_over_by or link.operator)
+            elif cid in agencies and kind in ("StasisEnd", "ChannelDestroyed"):
+                link.answered.discard(cid)
+                if link.handed_over and not link.answered:
+                    link.ended_by = "agency"
+                    break
+        if not link.ended_by:
+            link.ended_by = "operator"
         await call.hangup()
     except CallerHungUp:
         link.ended_by = "caller"
@@ -226,6 +248,40 @@ async def talk(ctx: CallContext, call: Call, link: Connected) -> None:
         for leg in agencies:
             await _hangup(ctx, leg)
         await _destroy(ctx, link.bridge_id)
+
+
+async def hand_over(ctx: CallContext, call: Call, link: Connected, actor: str) -> bool:
+    """Warm transfer: the operator leaves, the caller and the answered agency stay connected.
+
+    The recording goes on (MixMonitor is on the caller's channel). The operator is free for the
+    next call at once; the ticket records who handed over to which agency, and when.
+    """
+    if link.handed_over:
+        return True
+    if not link.answered:
+        log.warning("%s hand-over asked with no agency on the line", call.tag)
+        return False
+    link.handed_over = True
+    numbers = sorted({link.numbers.get(leg, "?") for leg in link.answered})
+    now = ctx.clock.now()
+    log.info("%s operator=%s hands the caller over to %s", call.tag, link.operator, ",".join(numbers))
+    ctx.tickets.change(call.id, "handed over", now, actor=actor,
+                       audit={"agencies": numbers, "operator": link.operator})
+    await _hangup(ctx, link.operator_channel)
+    ctx.queue.release(link.operator, talked=True)
+    link.operator_released = True
+    ctx.live.publish(call.id, "handed_over", agencies=numbers, operator=link.operator)
+    return True
+
+
+async def blind_transfer(ctx: CallContext, call: Call, link: Connected, number: str,
+                         actor: str = "") -> str | None:
+    """Dial the agency and leave the caller with it as soon as it answers (the operator need
+    not speak to it); if it never answers, the operator is still on the line."""
+    leg = await add_agency(ctx, call, link, number)
+    if leg is not None:
+        link.hand_over_on_answer, link.hand_over_by = True, actor
+    return leg
 
 
 async def add_agency(ctx: CallContext, call: Call, link: Connected, number: str) -> str | None:
@@ -245,6 +301,7 @@ async def add_agency(ctx: CallContext, call: Call, link: Connected, number: str)
         log.error("%s agency %s could not be dialled: %s", call.tag, number, exc)
         return None
     link.agencies.add(leg)
+    link.numbers[leg] = number
     log.info("%s operator=%s adds agency %s", call.tag, link.operator, number)
     ctx.tickets.change(call.id, "agency added", ctx.clock.now(), actor=link.operator,
                        audit={"number": number, "channel": leg})

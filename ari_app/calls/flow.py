@@ -386,7 +386,8 @@ async def talk_with(ctx: CallContext, call: Call, operator: str, link: connect.C
         outcome.reason = f"{link.ended_by} hangup"
     finally:
         ctx.links.pop(call.id, None)
-        ctx.queue.release(operator, talked=True)
+        if not link.operator_released:  # a hand-over gave the operator back already
+            ctx.queue.release(operator, talked=True)
 
 
 async def out_of_hours(ctx: CallContext, call: Call, outcome: Outcome, why: str) -> None:

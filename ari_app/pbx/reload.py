@@ -38,12 +38,15 @@ class ReloadResult:
         return f"operator files written; {self.problem}"
 
 
-def apply_operators(var_dir: Path, ops: Iterable[OperatorEndpoint]) -> ReloadResult:
-    """Rewrite the operator files under ``var_dir/asterisk/etc`` and reload our Asterisk."""
+def apply_operators(var_dir: Path, ops: Iterable[OperatorEndpoint], *, tls: bool = False) -> ReloadResult:
+    """Rewrite the operator files under ``var_dir/asterisk/etc`` and reload our Asterisk.
+
+    ``tls``: the site's operator phones use SIP TLS + SRTP (as rendered into pjsip.conf).
+    """
     etc = var_dir.resolve() / "asterisk" / "etc"
     if not (etc / "pjsip.conf").exists():
         return ReloadResult(problem="run `siaga112 asterisk start` (it renders them)")
-    result = ReloadResult(written=write_operator_files(etc, ops))
+    result = ReloadResult(written=write_operator_files(etc, ops, tls))
     if running_pid(var_dir) is None:
         result.problem = "Asterisk is not running: it reads them when it starts"
         return result

@@ -119,14 +119,26 @@ def fill(template: str, values: Mapping[str, str], name: str) -> str:
     return _PLACEHOLDER.sub(sub, template)
 
 
-def operator_section(op: OperatorEndpoint) -> str:
+# SIP over TLS and SRTP keyed by SDES (RFC 4568) inside that TLS: media_encryption_optimistic
+# is off, so a phone that offers plain RTP is refused instead of silently talking in clear.
+OPERATOR_TLS_LINES = ("transport = transport-tls\nmedia_encryption = sdes\n"
+                      "media_encryption_optimistic = no\n")
+
+
+def operator_section(op: OperatorEndpoint, tls: bool = False) -> str:
     contact = f"contact = {op.contact}\n" if op.contact else ""
+    # A registering softphone may sit behind NAT: follow where its packets come from. A static
+    # contact is a fixed address (a desk phone, or the SIP edge in front of several nodes): the
+    # dialog follows the Contact the far end gives, or in-dialog requests would go to the edge
+    # with no route to the phone.
+    rewrite = "no" if op.contact else "yes"
     callerid = f'callerid = "{op.display_name}" <{op.name}>\n' if op.display_name else ""
     return (
         f"[{op.name}]\ntype = endpoint\ncontext = from-operators\ndisallow = all\n"
         "allow = ulaw,alaw\ndirect_media = no\nrtp_symmetric = yes\nforce_rport = yes\n"
-        f"rewrite_contact = yes\ndtmf_mode = rfc4733\nauth = {op.name}\naors = {op.name}\n"
+        f"rewrite_contact = {rewrite}\ndtmf_mode = rfc4733\nauth = {op.name}\naors = {op.name}\n"
         "send_connected_line = no\ntimers = no\n"
+        f"{OPERATOR_TLS_LINES if tls else ''}"
         f"{callerid}\n"
         f"[{op.name}]\ntype = auth\nauth_type = md5\nrealm = asterisk\nusername = {op.name}\n"
         f"md5_cred = {op.md5_cred}\n\n"
@@ -141,22 +153,22 @@ OPERATORS_PJSIP = "pjsip_operators.conf"
 OPERATORS_DIAL = "fallback_operators.conf"
 
 
-def operator_files(ops: Iterable[OperatorEndpoint]) -> dict[str, str]:
+def operator_files(ops: Iterable[OperatorEndpoint], tls: bool = False) -> dict[str, str]:
     """File name -> text of the operator endpoints and the fallback's every-operator list."""
     ops = list(ops)
     head = "; Rendered from the operators table (siaga112 operators ...). Do not edit.\n"
     return {
-        OPERATORS_PJSIP: head + "\n".join(operator_section(op) for op in ops),
+        OPERATORS_PJSIP: head + "\n".join(operator_section(op, tls) for op in ops),
         # Inside [globals] of extensions.conf: the list the fallback rings when the database
         # cannot say who is on shift.
         OPERATORS_DIAL: head + f"SIAGA_FALLBACK_DIAL = {fallback_dial([op.name for op in ops])}\n",
     }
 
 
-def write_operator_files(etc: Path, ops: Iterable[OperatorEndpoint]) -> list[Path]:
+def write_operator_files(etc: Path, ops: Iterable[OperatorEndpoint], tls: bool = False) -> list[Path]:
     """Write the operator files atomically (Asterisk may reload at any moment); 0600: digests."""
     written = []
-    for name, text in operator_files(ops).items():
+    for name, text in operator_files(ops, tls).items():
         path = etc / name
         tmp = path.with_name(f".{name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -165,6 +177,30 @@ def write_operator_files(etc: Path, ops: Iterable[OperatorEndpoint]) -> list[Pat
         os.replace(tmp, path)
         written.append(path)
     return written
+
+def tls_transport(site: Site, var_dir: Path) -> str:
+    """PJSIP's TLS transport for operator phones, with the admin's or a self-signed pair.
+    ``method = tlsv1_2``: Asterisk 16's default is TLS 1.0, which OpenSSL 3 clients refuse;
+    the same options work on Asterisk 22."""
+    from ari_app.tls import ensure_pair
+
+    a = site.asterisk
+    pair = ensure_pair(var_dir, "sip-tls", [a.bind], cert=a.tls_cert, key=a.tls_key)
+    return (f"[transport-tls]\ntype = transport\nprotocol = tls\nbind = {a.bind}:{a.tls_port}\n"
+            f"cert_file = {pair.cert}\npriv_key_file = {pair.key}\n"
+            "method = tlsv1_2\nverify_client = no\nverify_server = no\n")
+
+
+def operator_outbound_numbers(site: Site) -> list[str]:
+    """What an operator's phone may dial out: the site's other services (110, 113, ...), its
+    out-of-hours forward number and its agencies' phones. Nothing else leaves through the trunk."""
+    from ari_app.web.agencies import load_agencies
+
+    numbers = set(site.other_services.values())
+    if site.out_of_hours.forward_number:
+        numbers.add(site.out_of_hours.forward_number)
+    numbers.update(a.phone for a in load_agencies(site.code) if re.fullmatch(r"\+?[0-9]{2,20}", a.phone))
+    return sorted(numbers)
 
 
 def write_agi(site: Site, var_dir: Path, database_url: str | None) -> None:
@@ -258,7 +294,13 @@ def render(
         f"exten => {n},1,Set(__SIAGA_DIALLED={n})\n same => n,Goto(siaga112-emergency,s,1)"
         for n in site.numbers
     )
+    tls = a.operators_use_tls
+    # never empty: an included context with no extensions does not exist for Asterisk
+    outbound = "\n".join([f"exten => {n},1,Goto(siaga112-operator-dial,{n},1)"
+                          for n in operator_outbound_numbers(site)]
+                         or ["exten => siaga112-none,1,Hangup()"])
     values = {
+        "operator_outbound_extensions": outbound,
         "etc_dir": str(etc),
         "module_dir": ast.module_dir,
         "var_dir": str(ast_dir),
@@ -280,6 +322,7 @@ def render(
         "trunk_contact_line": f"contact = {trunk_contact}" if trunk_contact else "",
         "trunk_match": site.asterisk.trunk_host or "127.0.0.1",
         "operators_pjsip": OPERATORS_PJSIP,
+        "tls_transport": tls_transport(site, var_dir) if tls else "",
         "stasis_app": site.stasis_app,
         "site_code": site.code,
         "operators_dial": OPERATORS_DIAL,
@@ -300,7 +343,7 @@ def render(
         out.write_text(text)
         if tpl.name in ("ari.conf", "pjsip.conf"):
             os.chmod(out, 0o600)  # they hold secrets
-    write_operator_files(etc, ops)
+    write_operator_files(etc, ops, tls)
     log.info("rendered Asterisk config for site=%s, %s, into %s", site.code, ast.describe(), etc)
     return RenderResult(etc, etc / "asterisk.conf", ARI_USER, password, a.http_port, a.sip_port,
                         a.bind, ast)

@@ -15,10 +15,12 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ari_app.admin_audit import cli_actor, record_admin_change
 from ari_app.config import Site
 from ari_app.pbx.render import OperatorEndpoint
 from ari_app.tickets.db import database_url, make_engine, sessions
@@ -44,10 +46,13 @@ class Change:
     secret: str = ""         # a new SIP password, shown once
 
 
-async def changed(s: AsyncSession, action: str, operator: str, detail: str) -> None:
+async def changed(s: AsyncSession, action: str, operator: str, detail: str, *, entity: str,
+                  key: str, before: Any, after: Any, at: datetime | None = None) -> None:
     """Every operator and shift change passes here once, inside its transaction: the admin
-    audit is written here."""
+    audit entry (who, when, before and after) is written with it."""
     log.info("admin: %s operator=%s %s", action, operator, detail)
+    await record_admin_change(s, actor=cli_actor(), entity=entity, key=key,
+                              action=action.split(" ", 1)[-1], before=before, after=after, at=at)
 
 
 async def _operator(s: AsyncSession, site: str, name: str) -> Operator:
@@ -101,7 +106,10 @@ async def add_operator(s: AsyncSession, site: Site, name: str, display_name: str
     password = password or secrets.token_urlsafe(12)
     s.add(Operator(name=name, display_name=display_name, site=site.code,
                    sip_md5=sip_md5(name, password), contact=contact, created_at=at))
-    await changed(s, "operator added", name, f"contact={contact or '(registers)'}")
+    await changed(s, "operator added", name, f"contact={contact or '(registers)'}",
+                  entity="operator", key=name, before=None,
+                  after={"display_name": display_name, "contact": contact, "site": site.code},
+                  at=at)
     return password
 
 
@@ -116,7 +124,8 @@ async def set_active(s: AsyncSession, site: str, name: str, active: bool, at: da
     warnings = [] if active else _leaves_nobody(
         f"disabling {name}", await _nobody_left(s, site, at, operator_id=op.id), force)
     op.active = active
-    await changed(s, f"operator {word}", name, "forced" if warnings else "")
+    await changed(s, f"operator {word}", name, "forced" if warnings else "", entity="operator",
+                  key=name, before={"active": not active}, after={"active": active}, at=at)
     return Change(f"operator {name} {word}", warnings)
 
 
@@ -129,7 +138,10 @@ async def remove_operator(s: AsyncSession, site: str, name: str, at: datetime,
     shifts = await s.execute(delete(Shift).where(Shift.operator_id == op.id))
     await s.delete(op)
     await changed(s, "operator removed", name,
-                  f"shifts={getattr(shifts, 'rowcount', 0)}" + (" forced" if warnings else ""))
+                  f"shifts={getattr(shifts, 'rowcount', 0)}" + (" forced" if warnings else ""),
+                  entity="operator", key=name, at=at, after=None,
+                  before={"display_name": op.display_name, "contact": op.contact,
+                          "active": op.active, "shifts": getattr(shifts, "rowcount", 0)})
     return Change(f"operator {name} removed with {getattr(shifts, 'rowcount', 0)} shift(s)",
                   warnings)
 
@@ -141,7 +153,8 @@ async def set_password(s: AsyncSession, site: str, name: str, password: str | No
         raise OperatorError("password: expected at least 8 characters")
     password = password or secrets.token_urlsafe(12)
     op.sip_md5 = sip_md5(name, password)
-    await changed(s, "operator password", name, "")
+    await changed(s, "operator password", name, "", entity="operator", key=name,
+                  before={"sip_password": "(old digest)"}, after={"sip_password": "(new digest)"})
     return Change(f"SIP password of {name} changed (the softphone must use the new one)",
                   secret=password)
 
@@ -156,7 +169,9 @@ async def add_shift(s: AsyncSession, name: str, starts_at: datetime, ends_at: da
     s.add(shift)
     await s.flush()
     await changed(s, "shift added", name,
-                  f"shift={shift.id} {starts_at.isoformat()} - {ends_at.isoformat()}")
+                  f"shift={shift.id} {starts_at.isoformat()} - {ends_at.isoformat()}",
+                  entity="shift", key=str(shift.id), before=None,
+                  after={"operator": name, "starts_at": starts_at, "ends_at": ends_at})
     return shift
 
 
@@ -204,7 +219,9 @@ async def remove_shift(s: AsyncSession, site: str, at: datetime, *, shift_id: in
     await s.delete(shift)
     await changed(s, "shift removed", op_name,
                   f"shift={shift.id} {shift.starts_at.isoformat()} - {shift.ends_at.isoformat()}"
-                  + (" forced" if warnings else ""))
+                  + (" forced" if warnings else ""), entity="shift", key=str(shift.id), at=at,
+                  before={"operator": op_name, "starts_at": shift.starts_at,
+                          "ends_at": shift.ends_at}, after=None)
     return Change(f"shift {shift.id} of {op_name} removed "
                   f"({shift.starts_at:%Y-%m-%d %H:%M} - {shift.ends_at:%Y-%m-%d %H:%M} UTC)",
                   warnings)
@@ -258,7 +275,8 @@ async def apply_live(site: Site, var_dir: Path, s: AsyncSession) -> tuple[list[s
     from ari_app.pbx.reload import apply_operators
     from ari_app.running import notify_roster_changed
 
-    result = apply_operators(var_dir, await endpoints(s, site.code))
+    result = apply_operators(var_dir, await endpoints(s, site.code),
+                             tls=site.asterisk.operators_use_tls)
     pid = notify_roster_changed(var_dir, site.stasis_app)
     return [result.describe(),
             f"the app (pid {pid}) reloaded its roster" if pid is not None else

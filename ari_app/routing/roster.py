@@ -16,15 +16,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ari_app.ari import AriClient, AriError
 from ari_app.clock import Clock
 from ari_app.routing.operators import on_shift
+from ari_app.routing.states import WRAP_UP, OperatorStates
 
 log = logging.getLogger(__name__)
 
 
 class Roster:
     def __init__(self, ari: AriClient, sessions: async_sessionmaker[AsyncSession], site: str,
-                 clock: Clock, *, refresh_s: float = 2.0) -> None:
+                 clock: Clock, *, refresh_s: float = 2.0, states: OperatorStates | None = None,
+                 wrap_up_s: float = 0.0) -> None:
         self.ari, self.sessions, self.site, self.clock = ari, sessions, site, clock
         self.refresh_s = refresh_s
+        # console states (ready / not ready / wrap-up); none given: everyone on shift is ready
+        self.states = states if states is not None else OperatorStates(None, clock.now)
+        self.wrap_up_s = wrap_up_s  # after each answered call; 0: straight back to ready
+        self.states.listeners.append(lambda _name, _state: self._changed())
         self.on_shift: list[str] = []
         self.loaded = False
         self.reachable: dict[str, bool] = {}
@@ -37,8 +43,12 @@ class Roster:
         """Free operators on shift, longest idle first."""
         free = [n for n in self.on_shift
                 if n not in self.reserved and n not in self.in_use and n not in exclude
-                and self.reachable.get(n, False)]
+                and self.reachable.get(n, False) and self.ready(n)]
         return sorted(free, key=lambda n: (self.idle_since.get(n, 0.0), n))
+
+    def ready(self, name: str) -> bool:
+        """The operator's console state lets the app offer them a call (ready, or wrap-up over)."""
+        return self.states.ready(name)
 
     def anyone_on_duty(self) -> bool:
         return bool(self.on_shift)
@@ -50,7 +60,17 @@ class Roster:
         self.reserved.discard(name)
         if talked:
             self.idle_since[name] = time.monotonic()
+            if self.wrap_up_s > 0:
+                self.states.set(name, WRAP_UP, actor="system", wrap_up_s=self.wrap_up_s)
+                self._wake_after(self.wrap_up_s)  # offer calls again when the wrap-up runs out
         self._changed()
+
+    def _wake_after(self, seconds: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.call_later(seconds + 0.05, self._changed)
 
     def _changed(self) -> None:
         for listener in self.listeners:
@@ -61,6 +81,8 @@ class Roster:
             async with self.sessions() as s:
                 names = await on_shift(s, self.site, self.clock.now())
             self.on_shift, self.loaded = names, True
+            async with self.sessions() as s:
+                await self.states.load(s)
         except Exception as exc:
             log.warning("roster: database not readable (%s); keeping %d operator(s) on shift",
                         exc, len(self.on_shift))

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from ari_app.testing.asterisk import PrivateAsterisk
+from ari_app.testing.web import web_session, web_url
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ class AppProcess:
 
     async def wait_healthy(self, timeout: float = 20.0) -> None:
         """Until /healthz says the ARI websocket is up (polling another process's port)."""
-        url = f"http://127.0.0.1:{self.web_port}/healthz"
-        async with asyncio.timeout(timeout), aiohttp.ClientSession() as http:
+        url = f"{web_url(self.web_port)}/healthz"
+        async with asyncio.timeout(timeout), web_session() as http:
             while True:
                 if self.proc is not None and self.proc.returncode is not None:
                     raise RuntimeError(f"app exited {self.proc.returncode}: {self.log_tail()}")

@@ -15,9 +15,10 @@ from ari_app.testing.ports import free_port, rtp_range
 log = logging.getLogger(__name__)
 
 
-def on_free_ports(site: Site) -> Site:
+def on_free_ports(site: Site, bind: str = "127.0.0.1") -> Site:
+    """The site on free ports of one loopback address (each node of a test its own: 127.0.0.11...)."""
     start, end = rtp_range()
-    ports = dataclasses.replace(site.asterisk, bind="127.0.0.1", sip_port=free_port(),
+    ports = dataclasses.replace(site.asterisk, bind=bind, sip_port=free_port(),
                                 http_port=free_port(), rtp_start=start, rtp_end=end,
                                 fastagi_port=free_port())
     return dataclasses.replace(site, asterisk=ports)
@@ -42,7 +43,7 @@ class PrivateAsterisk:
 
     @property
     def ari_url(self) -> str:
-        return f"http://127.0.0.1:{self.site.asterisk.http_port}"
+        return f"http://{self.site.asterisk.bind}:{self.site.asterisk.http_port}"
 
     @property
     def sip_port(self) -> int:

@@ -17,6 +17,7 @@ from ari_app.config import Site, is_http_url
 from ari_app.location.numbers import normalise_msisdn
 from ari_app.tickets.models import Agency, Notification, Ticket, TicketAudit
 from ari_app.tickets.service import next_reference
+from ari_app.web.incidents import incident_of, members
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,14 @@ class TicketActions:
             ticket = await self._ticket(s, reference)
             if ticket.status in SCREEN_STATUSES or ticket.status in ("resolved", "closed"):
                 raise ActionError(409, f"ticket {reference} is {ticket.status}: not dispatched")
+            incident = await incident_of(s, ticket.id)
+            linked: list[Ticket] = []
+            if incident is not None:  # one notification per agency, on the incident's first ticket
+                linked = [m for m in await members(s, incident.id)
+                          if m.status not in SCREEN_STATUSES and m.status not in ("resolved", "closed")]
+                # the first ticket carries the notifications; if it was closed, the first open one
+                ticket = next((m for m in linked if m.id == incident.primary_ticket_id),
+                              linked[0] if linked else ticket)
             agencies = {a.code: a for a in await s.scalars(
                 select(Agency).where(Agency.site == self.site.code, Agency.code.in_(codes),
                                      Agency.active.is_(True)))}
@@ -150,8 +159,16 @@ class TicketActions:
                               detail=json.dumps({"agencies": codes,
                                                  "notifications": [n.id for n in created]})))
             ids = [n.id for n in created]
-        log.info("ticket=%s dispatched by %s to %s (notifications %s)", reference, actor, codes, ids)
-        self.bus.publish(reference, "dispatched", agencies=codes)
+            others = [m for m in linked if m.id != ticket.id]
+            for m in others:
+                m.status, m.agency = "dispatched", ",".join(codes)[:32]
+                s.add(TicketAudit(ticket_id=m.id, at=now, actor=actor, action="dispatched",
+                                  detail=json.dumps({"agencies": codes, "with": ticket.reference})))
+            shown = [ticket.reference] + [m.reference for m in others]
+        log.info("ticket=%s dispatched by %s to %s (notifications %s)", ",".join(shown), actor,
+                 codes, ids)
+        for ref in shown:
+            self.bus.publish(ref, "dispatched", agencies=codes)
         self.on_dispatch()
         return ids
 

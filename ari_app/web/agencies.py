@@ -89,3 +89,18 @@ async def seed_agencies(s: AsyncSession, site_code: str, var_dir: Path,
             agency.email = c.email
     await s.flush()
     return added
+
+
+async def public_url_problem(s: AsyncSession, site_code: str, public_url: str | None) -> str | None:
+    """Why agency links would be wrong, or None: once an agency gets notifications (a webhook
+    or an e-mail address), their acknowledge/resolve links need web.public_url."""
+    if public_url:
+        return None
+    rows = list(await s.scalars(select(Agency.code).where(
+        Agency.site == site_code, Agency.active.is_(True),
+        (Agency.webhook_url != "") | (Agency.email != "")).order_by(Agency.code)))
+    if not rows:
+        return None
+    return (f"web.public_url is not set, but agencies {', '.join(rows)} get notifications: their "
+            "acknowledge links would point at this server's own address. Set web.public_url "
+            "(e.g. https://112.jeparakab.go.id) in the site file")

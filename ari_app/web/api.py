@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -15,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ari_app.admin import ticket_dict
 from ari_app.calls.connect import add_agency
+from ari_app.secrets import secret
 from ari_app.tickets.models import Agency, LocationRecord, Notification, Ticket, TicketAudit
 from ari_app.web.actions import SCREEN_STATUSES, ActionError, site_categories
-from ari_app.web.auth import current_user, require, same_secret
+from ari_app.web.auth import clear_lock, current_user, list_locks, require, same_secret
 from ari_app.web.links import LinkError
 from ari_app.web.openapi import openapi_document
 from ari_app.web.ratelimit import COMPLAINTS_LIMITER, client_ip, too_many_requests
@@ -142,6 +146,26 @@ def validate(body: dict[str, Any], fields: dict[str, dict[str, Any]]) -> list[di
             elif "pattern" in rule and not re.fullmatch(rule["pattern"], v):
                 errors.append({"field": name, "message": rule.get("hint", "bad format")})
     return errors
+
+
+def whatsapp_signature_refusal(var_dir: Path, secret_name: str, header: str,
+                               raw: bytes) -> tuple[int, str] | None:
+    """None when ``header`` is ``sha256=<hex HMAC-SHA256 of raw>`` under the WhatsApp app secret
+    (var/secrets/<secret_name>, put there by `siaga112 whatsapp secret`); else (status, reason)."""
+    path = var_dir / "secrets" / secret_name
+    try:
+        app_secret = path.read_text().strip()
+    except OSError:
+        app_secret = ""
+    if not app_secret:
+        return 503, (f"WhatsApp app secret not configured ({path} is missing or empty): run "
+                     "`siaga112 whatsapp secret`; the message is refused, not stored")
+    if not header:
+        return 401, "X-Hub-Signature-256 missing: the sender is not proven"
+    expected = "sha256=" + hmac.new(app_secret.encode(), raw, hashlib.sha256).hexdigest()
+    if not same_secret(header.strip().lower(), expected):
+        return 403, "X-Hub-Signature-256 does not match the body (wrong app secret or altered body)"
+    return None
 
 
 def whatsapp_messages(body: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -277,7 +301,10 @@ def register_api(web_app: web.Application, console: Console) -> None:
             return too_many_requests(wait, "from this address")
         form = request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
         if form:
-            data = dict(await request.post())
+            try:
+                data = dict(await request.post())
+            except ValueError as exc:  # e.g. multipart without a boundary
+                return _error(400, f"malformed form body: {exc}")
             if not storable([*data, *(str(v) for v in data.values())]):
                 return _error(422, NOT_TEXT)
             csrf = str(data.pop("csrf", ""))
@@ -326,26 +353,45 @@ def register_api(web_app: web.Application, console: Console) -> None:
                                  status=202)
 
     async def whatsapp(request: web.Request) -> web.Response:
-        """A WhatsApp provider's webhook (Cloud API shape) mapped onto complaints, one per text."""
+        """A WhatsApp Cloud API webhook mapped onto complaints, one per text message. The sender
+        is proven by X-Hub-Signature-256 (HMAC-SHA256 of the raw body with the app secret);
+        every refusal is stored as an input rejection with the raw body."""
         limiter = request.app.get(COMPLAINTS_LIMITER)
         wait = limiter.acquire(client_ip(request)) if limiter is not None else 0.0
         if wait > 0:
             return too_many_requests(wait, "from this address")
-        user = require(request, "operator")  # the provider holds an API token
+        raw = await request.read()
+        refusal = whatsapp_signature_refusal(app.settings.var_dir, site.web.whatsapp_app_secret,
+                                             request.headers.get("X-Hub-Signature-256", ""), raw)
+        if refusal is not None:
+            status, reason = refusal
+            app.locations.rejected("whatsapp", client_ip(request), reason,
+                                   raw[:65536].decode("utf-8", "replace"), app.settings.clock.now())
+            return _error(status, reason)
         body = await _json_body(request)
         try:
             messages = whatsapp_messages(body)
         except ValueError as exc:
             return _error(422, f"not a WhatsApp webhook body: {exc}")
-        refs = []
-        for phone, name, text in messages:
+        checked = []
+        for phone, name, text in messages:  # all checked first: a bad message stores nothing
             errors = validate({"description": text, "phone": phone, "name": name},
                               complaint_fields(["complaint"]))
             if errors:
                 return _error(422, "invalid message", errors=errors)
-            refs.append(await actions.create_complaint(description=text, phone=phone, name=name,
-                                                       actor=f"whatsapp:{user.username}"))
+            checked.append((phone, name, text))
+        refs = [await actions.create_complaint(description=text, phone=phone, name=name,
+                                               actor="whatsapp")
+                for phone, name, text in checked]
         return web.json_response({"references": refs}, status=201 if refs else 200)
+
+    async def whatsapp_verify(request: web.Request) -> web.Response:
+        """Meta's subscription handshake: echo hub.challenge when hub.verify_token is ours."""
+        expected = secret(app.settings.var_dir, "whatsapp-verify.token", 24)
+        if (request.query.get("hub.mode") != "subscribe"
+                or not same_secret(request.query.get("hub.verify_token", ""), expected)):
+            return _error(403, "hub.verify_token does not match var/secrets/whatsapp-verify.token")
+        return web.Response(text=request.query.get("hub.challenge", "")[:200])
 
     async def agencies(request: web.Request) -> web.Response:
         require(request, "operator")
@@ -381,6 +427,28 @@ def register_api(web_app: web.Application, console: Console) -> None:
             return _error(409, "only a failed notification can be retried")
         return web.json_response({"notification": nid, "status": "pending"})
 
+    async def login_locks(request: web.Request) -> web.Response:
+        require(request, "admin")
+        async with app.sessions() as s:
+            return web.json_response({"locks": await list_locks(s)})
+
+    async def clear_login_lock(request: web.Request) -> web.Response:
+        """An admin clears a user name's or an address's failed logins and lock (audited)."""
+        admin = require(request, "admin")
+        body = await _json_body(request)
+        errors = validate(body, {"kind": {"type": "string", "required": True,
+                                          "enum": ["user", "address"]},
+                                 "key": {"type": "string", "required": True, "minLength": 1,
+                                         "maxLength": 128}})
+        if errors:
+            return _error(422, "invalid body", errors=errors)
+        async with app.sessions() as s, s.begin():
+            cleared = await clear_lock(s, body["kind"], body["key"], app.settings.clock.now(),
+                                       actor=f"console:{admin.username}")
+        if not cleared:
+            return _error(404, f"{body['kind']} {body['key']!r} has no failed logins or lock")
+        return web.json_response({"kind": body["kind"], "key": body["key"], "cleared": True})
+
     async def me(request: web.Request) -> web.Response:
         user = current_user(request)
         return web.json_response({"username": user.username, "role": user.role})
@@ -398,7 +466,10 @@ def register_api(web_app: web.Application, console: Console) -> None:
     r.add_post("/api/v1/tickets/{ref}/dispatch", dispatch)
     r.add_post("/api/v1/complaints", complaints)
     r.add_post("/api/v1/whatsapp", whatsapp)
+    r.add_get("/api/v1/whatsapp", whatsapp_verify)
     r.add_post("/api/v1/calls/{call}/agency", call_agency)
     r.add_get("/api/v1/agencies", agencies)
     r.add_post("/api/v1/ack/{token}", ack)
     r.add_post("/api/v1/notifications/{id}/retry", retry)
+    r.add_get("/api/v1/login-locks", login_locks)
+    r.add_post("/api/v1/login-locks/clear", clear_login_lock)

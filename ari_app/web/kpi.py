@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ari_app.tickets.models import Agency, Notification, Ticket
 from ari_app.web.auth import require
+from ari_app.web.i18n import LANGS, Translator
 
 if TYPE_CHECKING:
     from ari_app.web.console import Console
@@ -241,14 +242,16 @@ def register_kpi(web_app: web.Application, console: Console, render: Render) -> 
     async def page(request: web.Request) -> web.Response:
         require(request, "supervisor")
         start, end = dates(request)
+        _ = Translator(request.get("lang", LANGS[0]))
         async with app.sessions() as s:
             k = await load(s, site.code, site.timezone, start, end)
         charts: dict[str, Any] = {
-            "answer": svg_bars([("within 10 s", k.within_10s_pct), ("within 20 s", k.within_20s_pct),
-                                ("abandoned", k.abandoned_pct),
-                                ("silent-unreached", k.silent_unreached_pct),
-                                ("ghost", k.ghost_pct),
-                                ("prank", k.prank_pct)], "%"),
+            "answer": svg_bars([(_("kpi.within_10s"), k.within_10s_pct),
+                                (_("kpi.within_20s"), k.within_20s_pct),
+                                (_("kpi.abandoned"), k.abandoned_pct),
+                                (_("kpi.silent_unreached"), k.silent_unreached_pct),
+                                (_("kpi.ghost"), k.ghost_pct),
+                                (_("kpi.prank"), k.prank_pct)], "%"),
             "categories": svg_bars([(c, float(n)) for c, n in k.categories.items()]),
             "agencies": svg_bars([(c, float(f.dispatched)) for c, f in k.agencies.items()]),
         }

@@ -60,6 +60,17 @@ def _location(payload: dict[str, Any], tz: ZoneInfo) -> str:
     return "belum diketahui / not known yet"
 
 
+def _incident_lines(payload: dict[str, Any], tz: ZoneInfo) -> list[str]:
+    """Tickets linked into one incident: this one notification lists them all."""
+    incident = payload.get("incident")
+    if not incident:
+        return []
+    return ["", f"Insiden / Incident {incident['reference']}: "
+                f"{len(incident['tickets'])} tiket / tickets"] + [
+        f"  {m['reference']}  {_local(m['arrived_at'], tz)}  {m['category']}  {m['caller_number'] or '-'}"
+        for m in incident["tickets"]]
+
+
 def body_text(payload: dict[str, Any], agency_name: str, site_name: str, tz: ZoneInfo) -> str:
     """Bahasa Indonesia first, English second, on each line, as the prompts are."""
     t = payload["ticket"]
@@ -77,6 +88,7 @@ def body_text(payload: dict[str, Any], agency_name: str, site_name: str, tz: Zon
         f"Diteruskan / Dispatched:        {_local(payload['dispatched_at'], tz)}"
         f" ({payload['dispatched_by'] or '-'})",
         f"Catatan / Notes:                {t['notes'] or '-'}",
+        *_incident_lines(payload, tz),
         "",
         "Terima dan selesaikan tiket ini lewat tautan berikut (berlaku 7 hari):",
         "Acknowledge and resolve this ticket with this link (valid for 7 days):",

@@ -69,14 +69,27 @@ def openapi_document(categories: list[str]) -> dict[str, Any]:
             "/api/v1/complaints": {"post": _op(
                 "Open a complaint ticket (API: bearer token; browsers: the public form)", "201",
                 {"type": "object", "properties": {"reference": {"type": "string"}}},
-                body=_ref("Complaint"), errors=("401", "403", "422", "429"))},
-            "/api/v1/whatsapp": {"post": _also_ok(_op(
-                "A WhatsApp provider's webhook (Cloud API shape): one complaint per text message",
+                body=_ref("Complaint"), errors=("400", "401", "403", "422", "429"))},
+            "/api/v1/whatsapp": {"post": {**_also_ok(_op(
+                "WhatsApp Cloud API webhook: one complaint per text message; the sender is proven "
+                "by X-Hub-Signature-256 (HMAC-SHA256 of the body with the app secret)",
                 "201", {"type": "object", "properties": {"references": {
                     "type": "array", "items": {"type": "string"}}}},
                 body={"type": "object", "required": ["entry"],
                       "properties": {"entry": {"type": "array", "items": {"type": "object"}}}},
-                errors=("401", "403", "422", "429")), "200", "no text message in it: nothing made")},
+                public=True, errors=("401", "403", "422", "429", "503")), "200",
+                "no text message in it: nothing made"),
+                "parameters": [{"name": "X-Hub-Signature-256", "in": "header", "required": True,
+                                "schema": {"type": "string"}}]},
+                "get": {"summary": "Meta's subscription handshake (hub.verify_token)",
+                        "security": [], "responses": {
+                            "200": {"description": "hub.challenge echoed",
+                                    "content": {"text/plain": {"schema": {"type": "string"}}}},
+                            "403": {"description": "error", **_json(_ref("Error"))},
+                            "422": {"description": "error", **_json(_ref("Error"))}},
+                        "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
+                                       for n in ("hub.mode", "hub.verify_token",
+                                                 "hub.challenge")]}},
             "/api/v1/calls/{call}/agency": {"post": {
                 **_op("Conference an agency number into a live call through the trunk", "202",
                       {"type": "object"},
@@ -99,6 +112,18 @@ def openapi_document(categories: list[str]) -> dict[str, Any]:
                 "parameters": [{"name": "id", "in": "path", "required": True,
                                 "schema": {"type": "integer", "minimum": 1,
                                            "maximum": 2**31 - 1}}]}},
+            "/api/v1/login-locks": {"get": _op(
+                "User names and addresses with failed logins or a lock (admin)", "200",
+                {"type": "object", "properties": {"locks": {"type": "array", "items": {
+                    "type": "object"}}}}, errors=("401", "403"))},
+            "/api/v1/login-locks/clear": {"post": _op(
+                "Clear a user name's or an address's failed logins and lock (admin, audited)",
+                "200", {"type": "object"},
+                body={"type": "object", "additionalProperties": False, "required": ["kind", "key"],
+                      "properties": {"kind": {"type": "string", "enum": ["user", "address"]},
+                                     "key": {"type": "string", "minLength": 1,
+                                             "maxLength": 128}}},
+                errors=("401", "403", "404", "422"))},
         },
         "components": {
             "securitySchemes": {

@@ -32,6 +32,7 @@ from ari_app.config import Site
 from ari_app.tickets.models import Agency, LocationRecord, Notification, NotificationDelivery, Ticket
 from ari_app.web import mail
 from ari_app.web.actions import TicketBus
+from ari_app.web.incidents import summary as incident_summary
 from ari_app.web.links import LinkSigner
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,8 @@ class OutboxWorker:
                                "longitude": loc.longitude, "radius_m": loc.radius_m,
                                "received_at": loc.received_at.isoformat()} for loc in locations],
             },
+            # tickets linked into one incident: this one notification stands for all of them
+            "incident": await incident_summary(s, ticket.id),
             "dispatched_at": n.created_at.isoformat(),
             "dispatched_by": n.created_by,
             "ack_url": f"{base}/ack/{token}",

@@ -10,13 +10,16 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
-from sqlalchemy import select, update
+from sqlalchemy import select
 
+from ari_app.admin_audit import record_admin_change
 from ari_app.config import is_http_url
+from ari_app.routing.states import REASONS
 from ari_app.tickets.models import Agency, Notification, Ticket, User
 from ari_app.web.actions import ActionError, site_categories
 from ari_app.web.api import ticket_view
@@ -25,11 +28,22 @@ from ari_app.web.auth import (
     SESSION_TTL,
     UserError,
     add_user,
-    check_password,
     require,
     same_secret,
 )
+from ari_app.web.i18n import LANGS, Translator
+from ari_app.web.incidents import candidates as incident_candidates
+from ari_app.web.incidents import summary as incident_summary
 from ari_app.web.links import LinkError
+from ari_app.web.operator_console import (
+    JS_PREFIXES,
+    flagged_policy,
+    may_play_recording,
+    register_operator_console,
+    request_profile,
+    state_view,
+)
+from ari_app.web.ratelimit import client_ip
 
 if TYPE_CHECKING:
     from ari_app.web.console import Console
@@ -71,14 +85,22 @@ def register_pages(web_app: web.Application, console: Console) -> None:
     env = make_env()
     env.filters["local"] = lambda iso, width=19: local_time(iso, site.timezone)[:width]
     map_url = os.environ.get("SIAGA112_MAP_URL", MAP_URL)
+    tiles = urlsplit(site.console.tile_url)  # the map's tiles are the only images from elsewhere
+    csp = f"default-src 'self'; img-src 'self' data: {tiles.scheme}://{tiles.netloc}"
+
+    def tr(request: web.Request) -> Translator:
+        return Translator(request.get("lang", LANGS[0]))
 
     def render(request: web.Request, name: str, status: int = 200, **ctx: Any) -> web.Response:
         user = request.get("user")
+        _ = tr(request)
+        title = ctx.pop("title", "")
         html = env.get_template(name).render(site_name=site.name, user=user,
-                                             csrf=user.csrf if user else "", title=ctx.pop("title", ""),
-                                             map_url=map_url, **ctx)
+                                             csrf=user.csrf if user else "",
+                                             title=_("title." + title, title) if title else "",
+                                             map_url=map_url, lang=_.lang, langs=LANGS, _=_, **ctx)
         return web.Response(text=html, content_type="text/html", status=status,
-                            headers={"Content-Security-Policy": "default-src 'self'; img-src 'self'",
+                            headers={"Content-Security-Policy": csp,
                                      "X-Frame-Options": "DENY", "Cache-Control": "no-store"})
 
     def with_pre(request: web.Request, name: str, status: int = 200, **ctx: Any) -> web.Response:
@@ -92,7 +114,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
 
     async def login_form(request: web.Request) -> web.Response:
         nxt = request.query.get("next", "/console")
-        return with_pre(request, "login.html", title="Login", next=nxt if nxt.startswith("/") else "/console",
+        return with_pre(request, "login.html", title="login", next=nxt if nxt.startswith("/") else "/console",
                         error="")
 
     async def login(request: web.Request) -> web.Response:
@@ -101,14 +123,18 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         if not nxt.startswith("/") or nxt.startswith("//"):
             nxt = "/console"
         if not auth.check_pre_csrf(request, str(form.get("csrf", ""))):
-            return with_pre(request, "login.html", 403, title="Login", next=nxt,
-                            error="The form expired (CSRF check failed): please try again.")
-        async with app.sessions() as s:
-            user = await check_password(s, str(form.get("username", "")), str(form.get("password", "")))
-        if user is None:
-            log.warning("failed login for %r", str(form.get("username", ""))[:64])
-            return with_pre(request, "login.html", 401, title="Login", next=nxt,
-                            error="Wrong username or password.")
+            return with_pre(request, "login.html", 403, title="login", next=nxt,
+                            error=tr(request)("login.expired"))
+        result = await auth.attempt(str(form.get("username", "")), str(form.get("password", "")),
+                                    client_ip(request))
+        if result.user is None:
+            wrong = result.status == 401
+            resp = with_pre(request, "login.html", result.status, title="login", next=nxt,
+                            error=tr(request)("login.wrong") if wrong else result.message)
+            if result.retry_after_s:
+                resp.headers["Retry-After"] = str(result.retry_after_s)
+            return resp
+        user = result.user
         token, _ = await auth.login(user)
         resp = web.HTTPSeeOther(nxt)
         resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict", path="/",
@@ -123,27 +149,38 @@ def register_pages(web_app: web.Application, console: Console) -> None:
 
     async def console_page(request: web.Request) -> web.Response:
         require(request, "operator")
+        operator = request_profile(request).operator
+        _ = tr(request)
+        js_texts = {p: _.prefix(p) for p in JS_PREFIXES}
         async with app.sessions() as s:
             recent = list(await s.scalars(
                 select(Ticket).where(Ticket.site == site.code,
                                      Ticket.status.in_(("new", "in_call", "classified", "dispatched",
                                                         "acknowledged", "abandoned")))
                 .order_by(Ticket.id.desc()).limit(30)))
-        return render(request, "console.html", title="Console", recent=recent)
+        return render(request, "console.html", title="console", recent=recent, operator=operator,
+                      reasons=REASONS, js_texts=js_texts)
 
     async def card(request: web.Request) -> web.Response:
-        require(request, "operator")
+        user = require(request, "operator")
         async with app.sessions() as s:
             t = await ticket_view(s, site.code, request.query.get("ref") or None,
                                   channel_id=request.query.get("call"), now=app.settings.clock.now())
             agencies = list(await s.scalars(select(Agency).where(Agency.site == site.code,
                                                                  Agency.active.is_(True))
                                             .order_by(Agency.code)))
+            if t is not None:
+                incident = await incident_summary(s, t["id"])
+                suggested = await incident_candidates(s, site.code, t["reference"], site.console)
         if t is None:
             raise web.HTTPNotFound(text="no ticket yet")
-        html = env.get_template("card.html").render(t=t, agencies=agencies, map_url=map_url,
-                                                    categories=site_categories(site),
-                                                    services=sorted(site.other_services.items()))
+        html = env.get_template("card.html").render(
+            t=t, agencies=agencies, map_url=map_url, categories=site_categories(site),
+            services=sorted(site.other_services.items()), _=tr(request),
+            tile_url=site.console.tile_url, tile_attribution=site.console.tile_attribution,
+            flagged=flagged_policy(t.get("policy")), incident=incident, candidates=suggested,
+            supervisor=user.has("supervisor"),
+            may_play=may_play_recording(user, request_profile(request), t))
         return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
 
     async def events(request: web.Request) -> web.StreamResponse:
@@ -156,6 +193,20 @@ def register_pages(web_app: web.Application, console: Console) -> None:
 
         def on_ticket(change: dict[str, Any]) -> None:
             out.put_nowait(("ticket", change))
+
+        def on_queue() -> None:
+            if not queue_pending:
+                queue_pending.append(True)
+                out.put_nowait(("queue", {}))
+
+        operator = request_profile(request).operator
+        shown_me: list[dict[str, Any]] = []
+
+        def on_roster() -> None:
+            if operator is not None:
+                out.put_nowait(("me", {}))
+
+        queue_pending: list[bool] = []
 
         async def pump() -> None:
             while True:
@@ -175,16 +226,28 @@ def register_pages(web_app: web.Application, console: Console) -> None:
             return {**change, "reference": refs.get(cid)}
 
         console.bus.subscribe(on_ticket)
+        console.queue.listeners.append(on_queue)
+        app.roster.listeners.append(on_roster)
         task = asyncio.create_task(pump())
         try:
             for state in list(app.live.state.values()):
                 await resp.write(f"event: call\ndata: {json.dumps(await enrich(state))}\n\n".encode())
+            on_queue()
+            on_roster()
             while True:
                 try:
                     kind, change = await asyncio.wait_for(out.get(), 15)
                 except TimeoutError:
                     await resp.write(b": keep-alive\n\n")
                     continue
+                if kind == "queue":
+                    queue_pending.clear()
+                    change = console.queue.snapshot()
+                if kind == "me" and operator is not None:
+                    change = state_view(app.roster, operator)
+                    if shown_me and shown_me[0] == change:
+                        continue  # the roster refreshes every 2 s: send only what changed
+                    shown_me[:] = [change]
                 if kind == "call":
                     change = await enrich(change)
                     if change["reference"] is None and change.get("stage") != "ended":
@@ -196,6 +259,10 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         finally:
             task.cancel()
             console.bus.unsubscribe(on_ticket)
+            with contextlib.suppress(ValueError):
+                console.queue.listeners.remove(on_queue)
+            with contextlib.suppress(ValueError):
+                app.roster.listeners.remove(on_roster)
             app.live.unlisten(calls)
         return resp
 
@@ -217,7 +284,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         try:
             _, t, agency = await _ack_context(token)
         except LinkError as exc:
-            return render(request, "ack.html", 403, title="Link", error=str(exc), form_csrf="")
+            return render(request, "ack.html", 403, title="link", error=str(exc), form_csrf="")
         return render(request, "ack.html", title=t["reference"], error="", t=t, agency=agency,
                       done=request.query.get("done", ""), form_csrf=console.signer.form_token(token))
 
@@ -226,7 +293,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         try:
             nid, t, agency = await _ack_context(token)
         except LinkError as exc:
-            return render(request, "ack.html", 403, title="Link", error=str(exc), form_csrf="")
+            return render(request, "ack.html", 403, title="link", error=str(exc), form_csrf="")
         form = await request.post()
         if not same_secret(str(form.get("csrf", "")), console.signer.form_token(token)):
             raise web.HTTPForbidden(text="CSRF token missing or wrong: reload the page")
@@ -241,7 +308,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         raise web.HTTPSeeOther(f"/ack/{token}?done=saved")
 
     async def complaint_form(request: web.Request) -> web.Response:
-        return with_pre(request, "complaint.html", title="Pengaduan", ref=request.query.get("ref", ""),
+        return with_pre(request, "complaint.html", title="complaint", ref=request.query.get("ref", ""),
                         categories=sorted({*site_categories(site), "complaint"}))
 
     async def admin_page(request: web.Request, message: str = "") -> web.Response:
@@ -250,7 +317,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
             users = list(await s.scalars(select(User).order_by(User.username)))
             agencies = list(await s.scalars(select(Agency).where(Agency.site == site.code)
                                             .order_by(Agency.code)))
-        return render(request, "admin.html", title="Admin", users=users, agencies=agencies,
+        return render(request, "admin.html", title="admin", users=users, agencies=agencies,
                       message=message)
 
     async def admin_get(request: web.Request) -> web.Response:
@@ -262,7 +329,8 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         try:
             async with app.sessions() as s, s.begin():
                 password = await add_user(s, str(form.get("username", "")), str(form.get("role", "")),
-                                          None, app.settings.clock.now())
+                                          None, app.settings.clock.now(),
+                                          actor=f"console:{admin.username}")
         except UserError as exc:
             return await admin_page(request, f"not added: {exc}")
         name = str(form.get("username", ""))
@@ -276,13 +344,21 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         if url and not is_http_url(url):
             return await admin_page(request, "webhook URL must be http(s)")
         async with app.sessions() as s, s.begin():
-            await s.execute(update(Agency).where(Agency.site == site.code,
-                                                 Agency.code == str(form.get("code", "")))
-                            .values(webhook_url=url))
+            agency = await s.scalar(select(Agency).where(Agency.site == site.code,
+                                                         Agency.code == str(form.get("code", ""))))
+            if agency is None:
+                return await admin_page(request, f"no agency {str(form.get('code', ''))[:32]!r}")
+            if agency.webhook_url != url:
+                await record_admin_change(s, actor=f"console:{admin.username}", entity="agency",
+                                          key=agency.code, action="webhook set",
+                                          before={"webhook_url": agency.webhook_url},
+                                          after={"webhook_url": url}, at=app.settings.clock.now())
+                agency.webhook_url = url
         log.info("admin %s set webhook of %s", admin.username, form.get("code"))
         return await admin_page(request, "saved")
 
     from ari_app.web.kpi import register_kpi
+    from ari_app.web.wallboard import register_wallboard
 
     r = web_app.router
     r.add_get("/", root)
@@ -300,3 +376,5 @@ def register_pages(web_app: web.Application, console: Console) -> None:
     r.add_post("/admin/agencies", admin_agency)
     r.add_static("/static/", HERE / "static")
     register_kpi(web_app, console, render)
+    register_operator_console(web_app, console, render, env, tr)
+    register_wallboard(web_app, console, render)

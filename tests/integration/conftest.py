@@ -11,7 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from sqlalchemy import select
 
@@ -24,6 +23,7 @@ from ari_app.testing.agi_server import start_agi_server, stop_agi_server
 from ari_app.testing.asterisk import PrivateAsterisk, on_free_ports
 from ari_app.testing.ports import free_port
 from ari_app.testing.sipp import SippProcess, SippResult, SippRun, run_sipp
+from ari_app.testing.web import web_session, web_url
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import (
     CallEvent,
@@ -75,13 +75,13 @@ class Stack:
 
     @property
     def web_url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        return web_url(self.web_port)
 
     async def post_aml(self, body: str | bytes, *, content_type: str = "application/json",
                        gateway: str = "smsgw", token: str | None = None) -> tuple[int, Any]:
         """POST to /aml as a gateway would (its token comes from var/secrets)."""
         token = token if token is not None else secret(self.var_dir, f"aml-{gateway}.token")
-        async with aiohttp.ClientSession() as http, http.post(
+        async with web_session() as http, http.post(
             f"{self.web_url}/aml", data=body,
             headers={"Authorization": f"Bearer {token}", "Content-Type": content_type},
         ) as resp:

@@ -16,6 +16,7 @@ from ari_app.app import App, AppSettings
 from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.testing.ports import free_port
+from ari_app.testing.web import web_session, web_url
 from ari_app.tickets.models import Ticket, TicketAudit
 from ari_app.web.auth import add_token, add_user
 from ari_app.web.console import Console, console_for, start_background
@@ -94,7 +95,7 @@ async def web_stack(db_url: str, var_dir: Path, site: Site,
                 if await s.scalar(select(func.count()).select_from(Agency)):
                     break
             await asyncio.sleep(0.05)
-        yield WebStack(app, console, f"http://127.0.0.1:{port}")
+        yield WebStack(app, console, web_url(port))
     finally:
         task.cancel()
         writer.cancel()
@@ -110,4 +111,4 @@ def now_utc(clock: Clock) -> datetime:
 
 def browser(**kw: object) -> aiohttp.ClientSession:
     """A client that keeps cookies for 127.0.0.1 (aiohttp's default jar refuses IP hosts)."""
-    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), **kw)  # type: ignore[arg-type]
+    return web_session(cookies=True, **kw)

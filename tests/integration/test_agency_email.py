@@ -18,13 +18,13 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 
 from ari_app.config import SITES_DIR, Site, SmtpSettings
 from ari_app.testing.ports import free_port
+from ari_app.testing.web import web_session
 from ari_app.tickets.models import Agency, LocationRecord, Notification, NotificationDelivery
 from ari_app.web.actions import TicketBus
 from ari_app.web.outbox import backoff
@@ -168,7 +168,7 @@ async def test_dispatched_ticket_reaches_agency_mailbox_once_with_reference_and_
             [msg] = mailbox.messages
             body = msg.get_content()
             ack_url = next(w for w in body.split() if w.startswith(stack.url + "/ack/"))
-            async with aiohttp.ClientSession() as http, http.get(ack_url) as resp:
+            async with web_session() as http, http.get(ack_url) as resp:
                 assert resp.status == 200
                 assert "JPR-20250519-0011" in await resp.text()
     finally:
@@ -239,7 +239,7 @@ async def test_permanent_rejection_is_failed_with_the_server_reply_and_shown_to_
             assert await stack.console.worker.deliver_due() == 0  # a 5xx is not retried
             by_channel = await channels(stack)
             token = await stack.token("sup1", "supervisor")
-            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            async with web_session(headers={"Authorization": f"Bearer {token}"}) as http:
                 async with http.get(f"{stack.url}/api/v1/tickets/{t.reference}") as resp:
                     assert resp.status == 200, await resp.text()
                     [shown] = (await resp.json())["notifications"]

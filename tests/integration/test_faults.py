@@ -20,6 +20,7 @@ from ari_app.pbx.process import AsteriskProcess
 from ari_app.testing.app_process import AppProcess
 from ari_app.testing.ports import free_port
 from ari_app.testing.sipp import SippProcess, SippResult
+from ari_app.testing.web import web_session
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import TicketAudit
 from tests.integration.conftest import PhoneFactory, Stack, StackFactory
@@ -278,13 +279,12 @@ async def test_calls_that_die_with_asterisk_are_closed_as_asterisk_restart(
 async def test_healthz_and_metrics_show_readiness_backlog_and_taskprocessor_queues(
     make_stack: StackFactory,
 ) -> None:
-    import aiohttp
 
     stack = await make_stack(clock=CLOCK)
     assert stack.app is not None
     await asyncio.to_thread(stack.app.taskprocessors.sample)  # a real `core show taskprocessors`
     assert stack.app.taskprocessors.deepest_ever >= 0 and stack.app.taskprocessors.available
-    async with aiohttp.ClientSession() as http:
+    async with web_session() as http:
         async with http.get(f"{stack.web_url}/healthz") as resp:
             health = await resp.json()
             assert resp.status == 200

@@ -10,12 +10,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from sqlalchemy import select
 
 from ari_app.config import Site
 from ari_app.testing.ports import free_port
+from ari_app.testing.web import web_session
 from ari_app.tickets.models import Agency, Notification, Ticket, TicketAudit
 from ari_app.web.outbox import backoff
 from tests.integration.console_stack import WebStack, csrf_field, web_stack
@@ -138,7 +138,7 @@ async def test_agency_acknowledges_and_resolves_through_its_signed_link(
         finally:
             await receiver.stop()
         ack_url = receiver.requests[0]["body"]["ack_url"]
-        async with aiohttp.ClientSession() as http:
+        async with web_session() as http:
             async with http.get(ack_url) as resp:
                 assert resp.status == 200
                 page = await resp.text()
@@ -148,7 +148,7 @@ async def test_agency_acknowledges_and_resolves_through_its_signed_link(
                 assert resp.status == 403
             async with http.post(ack_url, data={"csrf": form_csrf, "action": "acknowledge",
                                                 "evidence": "tim berangkat"}) as resp:
-                assert resp.status == 200 and "acknowledged" in await resp.text()
+                assert resp.status == 200 and 'data-status="acknowledged"' in await resp.text()
             async with http.post(ack_url.replace("/ack/", "/api/v1/ack/"), json={
                     "action": "resolve", "evidence": "banjir surut",
                     "photo_url": "https://example.org/p.jpg"}) as resp:
@@ -167,5 +167,5 @@ async def test_agency_acknowledges_and_resolves_through_its_signed_link(
         assert n.photo_url == "https://example.org/p.jpg"
         # an expired link is refused
         stack.app.settings.clock.advance(timedelta(days=8).total_seconds())
-        async with aiohttp.ClientSession() as http, http.get(ack_url) as resp:
+        async with web_session() as http, http.get(ack_url) as resp:
             assert resp.status == 403 and "expired" in await resp.text()

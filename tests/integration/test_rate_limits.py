@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from ari_app.config import ConfigError, Site
 from ari_app.secrets import secret
+from ari_app.testing.web import web_session
 from ari_app.tickets.models import InputRejection, LocationRecord, Ticket
 from ari_app.web.ratelimit import RateLimit, TokenBucketLimiter
 from tests.integration.console_stack import WebStack, web_stack
@@ -83,7 +84,7 @@ async def test_aml_over_the_limit_is_429_per_gateway_and_stores_nothing(
     site = dataclasses.replace(jepara, web=dataclasses.replace(
         jepara.web, aml_gateways=("smsgw", "backup")))
     var_dir = tmp_path / "var"
-    async with web_stack(db_url, var_dir, site) as stack, aiohttp.ClientSession() as http:
+    async with web_stack(db_url, var_dir, site) as stack, web_session() as http:
         url = f"{stack.url}/aml"
         token = secret(var_dir, "aml-smsgw.token")
         message = {"json": {"from": "+6281234567890", "text": AML_SMS}}
@@ -102,7 +103,7 @@ async def test_complaints_over_the_limit_are_429_per_ip_and_store_nothing(
     monkeypatch.setenv("SIAGA112_COMPLAINTS_RATE_PER_S", "0.001")
     monkeypatch.setenv("SIAGA112_COMPLAINTS_BURST", "2")
     async with web_stack(db_url, tmp_path / "var", jepara) as stack, \
-            aiohttp.ClientSession() as http:
+            web_session() as http:
         token = await stack.token("clerk", "operator")
         url = f"{stack.url}/api/v1/complaints"
         answers = [await _post(http, url, token, json=COMPLAINT) for _ in range(4)]

@@ -26,6 +26,7 @@ from ari_app.running import app_pid
 from ari_app.secrets import secret
 from ari_app.testing.ports import free_port, rtp_range
 from ari_app.testing.sipp import SippRun, run_sipp
+from ari_app.testing.web import web_session, web_url
 from tests.integration.conftest import PhoneFactory, seed_operators
 from tests.integration.test_faults import bridged, caller_in_app, until
 from tests.integration.test_live_admin import audio_flows
@@ -73,8 +74,8 @@ class RunSh:
         if self.proc.returncode is not None:
             raise AssertionError(f"run.sh exited {self.proc.returncode}: {self.log()}")
         try:
-            async with aiohttp.ClientSession() as http, http.get(
-                    f"http://127.0.0.1:{self.ports['WEB']}/healthz") as resp:
+            async with web_session() as http, http.get(
+                    f"{web_url(self.ports['WEB'])}/healthz") as resp:
                 return resp.status == 200
         except aiohttp.ClientError:
             return False

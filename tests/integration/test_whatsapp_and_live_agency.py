@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import pytest
 from sqlalchemy import select
 
 from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.live import next_change
-from ari_app.tickets.models import Ticket
+from ari_app.secrets import secret
+from ari_app.testing.web import web_session
+from ari_app.tickets.models import InputRejection, Ticket
 from ari_app.web.auth import add_token, add_user
 from tests.integration.conftest import PhoneFactory, StackFactory
 from tests.integration.console_stack import web_stack
@@ -32,28 +36,57 @@ def cloud_api(*messages: tuple[str, str, str]) -> dict[str, object]:
             + [{"from": "6281100000000", "id": "wamid.img", "type": "image"}]}}]}]}
 
 
+def signed(body: dict[str, object], app_secret: str) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(body).encode()
+    mac = hmac.new(app_secret.encode(), raw, hashlib.sha256).hexdigest()
+    return raw, {"Content-Type": "application/json", "X-Hub-Signature-256": f"sha256={mac}"}
+
+
 async def test_whatsapp_messages_become_complaint_tickets(db_url: str, var_dir: Path,
                                                           batola: Site) -> None:
     async with web_stack(db_url, var_dir, batola) as stack:
-        token = await stack.token("wa-provider", "operator")
-        auth = {"Authorization": f"Bearer {token}"}
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{stack.url}/api/v1/whatsapp", json=cloud_api()) as r:
-                assert r.status == 401
-            body = cloud_api(("6281255550001", "Rina", "Jembatan rusak di Desa Anjir"),
-                             ("6281255550002", "Budi", "Pohon tumbang menutup jalan"))
-            async with http.post(f"{stack.url}/api/v1/whatsapp", json=body, headers=auth) as r:
-                assert r.status == 201
+        url = f"{stack.url}/api/v1/whatsapp"
+        body = cloud_api(("6281255550001", "Rina", "Jembatan rusak di Desa Anjir"),
+                         ("6281255550002", "Budi", "Pohon tumbang menutup jalan"))
+        async with web_session() as http:
+            raw, headers = signed(body, "meta-app-secret")
+            async with http.post(url, data=raw, headers=headers) as r:  # no app secret yet
+                assert r.status == 503 and "whatsapp secret" in (await r.json())["error"]
+            (var_dir / "secrets" / "whatsapp-app.secret").write_text("meta-app-secret\n")
+            async with http.post(url, json=body) as r:
+                assert r.status == 401 and "X-Hub-Signature-256 missing" in (await r.json())["error"]
+            _, forged = signed(body, "not-the-secret")
+            async with http.post(url, data=raw, headers=forged) as r:
+                assert r.status == 403
+            tampered = raw.replace(b"Rina", b"Rini")
+            async with http.post(url, data=tampered, headers=headers) as r:
+                assert r.status == 403
+            async with http.post(url, data=raw, headers=headers) as r:
+                assert r.status == 201, await r.text()
                 refs = (await r.json())["references"]
-            async with http.post(f"{stack.url}/api/v1/whatsapp", json={"entry": "x"},
-                                 headers=auth) as r:
+            bad, bad_headers = signed({"entry": "x"}, "meta-app-secret")
+            async with http.post(url, data=bad, headers=bad_headers) as r:
                 assert r.status == 422
+            verify = secret(var_dir, "whatsapp-verify.token")
+            async with http.get(url, params={"hub.mode": "subscribe", "hub.verify_token": verify,
+                                             "hub.challenge": "1158201444"}) as r:
+                assert r.status == 200 and await r.text() == "1158201444"
+            async with http.get(url, params={"hub.mode": "subscribe", "hub.verify_token": "x",
+                                             "hub.challenge": "1"}) as r:
+                assert r.status == 403
         assert len(refs) == 2 and all(ref.startswith("BTL-") for ref in refs)
+        await stack.app.writer.flush()
         async with stack.app.sessions() as s:
             rows = list(await s.scalars(select(Ticket).order_by(Ticket.id)))
+            rejections = list(await s.scalars(select(InputRejection)
+                                              .where(InputRejection.source == "whatsapp")
+                                              .order_by(InputRejection.id)))
         assert [(t.kind, t.caller_number) for t in rows] == [
             ("complaint", "+6281255550001"), ("complaint", "+6281255550002")]
         assert "Jembatan rusak" in rows[0].notes
+        assert [r.reason.split(" ")[0] for r in rejections] == [
+            "WhatsApp", "X-Hub-Signature-256", "X-Hub-Signature-256", "X-Hub-Signature-256"]
+        assert "Rini" in rejections[3].raw and rejections[3].origin == "127.0.0.1"
 
 
 async def test_operator_conferences_the_fire_brigade_into_a_live_call_from_the_console(
@@ -75,7 +108,7 @@ async def test_operator_conferences_the_fire_brigade_into_a_live_call_from_the_c
     call = asyncio.create_task(stack.call("caller_key_hangup.xml", template={"digit": "2"},
                                           extra_args=["-d", "8000"]))
     bridged = await next_change(changes, "bridged", timeout=40)
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+    async with web_session(headers={"Authorization": f"Bearer {token}"}) as http:
         url = f"{stack.web_url}/api/v1/calls/{bridged['call']}/agency"
         async with http.post(url, json={"number": "999"}) as r:
             assert r.status == 422  # only the site's emergency numbers

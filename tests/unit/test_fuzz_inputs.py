@@ -42,6 +42,7 @@ from ari_app.location.cell import CellId, parse_p_access_network_info
 from ari_app.location.model import Location, LocationParseError
 from ari_app.location.pidf import CIVIC_ELEMENTS, parse_geoloc_profile_vars, parse_pidf_lo
 from ari_app.secrets import secret
+from ari_app.testing.web import web_session
 from ari_app.tickets.migrate import upgrade
 from ari_app.tickets.models import InputRejection, LocationRecord, Ticket
 from ari_app.web.ratelimit import AML_LIMITER, COMPLAINTS_LIMITER, RateLimit
@@ -567,7 +568,7 @@ def live_web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveWeb]:
         web_app = stack.app.web.runner.app
         for key in (AML_LIMITER, COMPLAINTS_LIMITER):  # the fuzzer is one very busy client
             web_app[key].limit = RateLimit(1e9, 1_000_000)
-        return LiveWeb(loop, stack, aiohttp.ClientSession(), secret(var_dir, "aml-smsgw.token"),
+        return LiveWeb(loop, stack, web_session(), secret(var_dir, "aml-smsgw.token"),
                        await stack.token("fuzzer", "operator"), site.web.max_body_bytes)
 
     live = loop.run(start())

@@ -1,0 +1,1 @@
+"""The SIP edge in front of several nodes: Kamailio, rendered and run like our Asterisk."""
