@@ -81,7 +81,8 @@ def cmd_asterisk_start(args: argparse.Namespace) -> int:
         return 1
     if notify_socket is not None:
         os.environ["NOTIFY_SOCKET"] = notify_socket
-    print(f"asterisk started: pid {proc.pid}, SIP {rendered.bind}:{rendered.sip_port}, "
+    print(f"asterisk started: {rendered.asterisk.describe() if rendered.asterisk else ''}, "
+          f"pid {proc.pid}, SIP {rendered.bind}:{rendered.sip_port}, "
           f"ARI http://{rendered.bind}:{rendered.http_port}/ari", flush=True)
     if args.foreground:  # under a supervisor (systemd): live and die with it
         return _wait_foreground(proc)
@@ -940,6 +941,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ari_app.cli_security import add_security_commands
 
     add_security_commands(sub, us)
+    from ari_app.edge.cli import add_edge_commands
+
+    add_edge_commands(sub, _site, _var_dir)
     ul = us.add_parser("link", help="link a console user to their SIP operator (or --unlink)")
     ul.add_argument("name")
     ul.add_argument("--operator", help="the operator's name (as in `operators add`)")
@@ -989,9 +993,16 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logs.setup(verbose=args.verbose, as_json=args.log_json)
+    from ari_app.pbx.installation import InstallationError
+    from ari_app.pbx.process import AsteriskError
+    from ari_app.pbx.render import RenderError
+
     try:
         return int(args.func(args))
     except ConfigError as exc:
+        print(f"siaga112: {exc}", file=sys.stderr)
+        return 2
+    except (InstallationError, RenderError, AsteriskError) as exc:  # which Asterisk, its start
         print(f"siaga112: {exc}", file=sys.stderr)
         return 2
 

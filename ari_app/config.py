@@ -210,6 +210,19 @@ def is_email_address(value: str) -> bool:
 
 
 @dataclass(frozen=True)
+class EdgeConfig:
+    """The SIP edge (Kamailio) in front of several nodes: where it listens, the nodes' SIP
+    addresses, how often it probes them. None on a single-node site."""
+
+    listen: str
+    nodes: tuple[tuple[str, str], ...]       # (name, host:port of the node's Asterisk)
+    ping_interval_s: int = 2
+
+
+_HOSTPORT = r"(\d{1,3}\.){3}\d{1,3}:\d{1,5}"
+
+
+@dataclass(frozen=True)
 class Site:
     file: str
     code: str
@@ -232,6 +245,7 @@ class Site:
     smtp: SmtpSettings | None = None   # None: agency e-mail is not sent (webhooks still are)
     retention: Retention = Retention()
     console: ConsoleSettings = ConsoleSettings()
+    edge: EdgeConfig | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def is_open(self, local: time) -> bool:
@@ -341,7 +355,7 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
     root = _Reader(file, data)
     root.unknown_keys({"site", "hours", "out_of_hours", "menu", "queue", "asterisk",
                        "other_services", "prompts", "web", "screening", "smtp", "retention",
-                       "console", "extra"})
+                       "console", "edge", "extra"})
     s = root.table("site")
     s.unknown_keys({"code", "name", "reference_prefix", "stasis_app", "timezone", "languages",
                     "numbers", "non_emergency_channel"})
@@ -515,6 +529,7 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         console=console,
         screening=screening,
         smtp=_parse_smtp(root) if "smtp" in data else None,
+        edge=_parse_edge(root) if "edge" in data else None,
         code=s.string("code", pattern=r"[a-z][a-z0-9_]{1,30}", expected="a lower-case site code"),
         name=s.string("name"),
         reference_prefix=s.string("reference_prefix", pattern=r"[A-Z]{2,5}",
@@ -534,6 +549,30 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
         non_emergency_channel=s.string("non_emergency_channel", None),
         extra=root.get("extra", dict, "a table", {}),
     )
+
+
+def _parse_edge(root: _Reader) -> EdgeConfig:
+    e = root.table("edge")
+    e.unknown_keys({"listen", "nodes", "ping_interval_s"})
+    listen = e.string("listen", pattern=_HOSTPORT, expected="IPv4 host:port, e.g. 10.0.0.10:5060")
+    raw = e.get("nodes", list, "a list of {name, address} tables")
+    nodes: list[tuple[str, str]] = []
+    for i, item in enumerate(raw):
+        n = _Reader(e.file, item if isinstance(item, dict) else {}, f"{e.prefix}nodes[{i}].")
+        if not isinstance(item, dict):
+            raise ConfigError(e.file, f"{e.prefix}nodes[{i}]", "a table {name, address}", item)
+        n.unknown_keys({"name", "address"})
+        nodes.append((n.string("name", pattern=r"[a-z][a-z0-9_-]{0,30}", expected="a node name"),
+                      n.string("address", pattern=_HOSTPORT, expected="IPv4 host:port")))
+    if not nodes:
+        raise ConfigError(e.file, f"{e.prefix}nodes", "at least one node", "none")
+    addresses = [a for _, a in nodes]
+    twice = sorted({x for x in addresses if addresses.count(x) > 1}
+                   | {n for n, _ in nodes if [m for m, _ in nodes].count(n) > 1})
+    if twice:
+        raise ConfigError(e.file, f"{e.prefix}nodes", "distinct names and addresses",
+                          f"{', '.join(twice)} more than once")
+    return EdgeConfig(listen, tuple(nodes), e.integer("ping_interval_s", 1, 60, 2))
 
 
 def _parse_smtp(root: _Reader) -> SmtpSettings:

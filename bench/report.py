@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from ari_app.pbx.installation import installation
 from bench.load import StepResult
 
 Steps = list[StepResult]
@@ -59,7 +60,7 @@ def machine() -> dict[str, str]:
 
     return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": mem,
             "kernel": platform.release(), "python": platform.python_version(),
-            "asterisk": version(["/usr/sbin/asterisk", "-V"]),
+            "asterisk": version([*installation().command, "-V"]),
             "sipp": version(["sipp", "-v"])}
 
 
@@ -133,7 +134,8 @@ def plot(steps: Steps, path: Path) -> None:
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Siaga 112 vs dialplan twin, Asterisk 16, 112 call mix")
+    fig.suptitle(f"Siaga 112 vs dialplan twin, Asterisk {installation().version.split('+')[0]}, "
+                 "112 call mix")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -19,6 +19,16 @@ PG_URL = os.environ.get("SIAGA112_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which Asterisk this run's integration tests start (SIAGA112_ASTERISK & co)."""
+    from ari_app.pbx.installation import InstallationError, installation
+
+    try:
+        return f"asterisk: {installation().describe()}"
+    except InstallationError as exc:
+        return f"asterisk: none usable ({exc})"
+
+
 @pytest.fixture(scope="session")
 def sounds_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Prompts built once per run with the real espeak-ng and sox."""

@@ -6,17 +6,17 @@ import base64
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ari_app.pbx.installation import Installation, InstallationError, installation
 from ari_app.pbx.render import RenderResult
 
 log = logging.getLogger(__name__)
-
-ASTERISK = os.environ.get("SIAGA112_ASTERISK_BIN", "/usr/sbin/asterisk")
 
 
 class AsteriskError(Exception):
@@ -35,10 +35,24 @@ def pid_path(var_dir: Path) -> Path:
     return var_dir.resolve() / "asterisk" / "run" / "siaga112-asterisk.pid"
 
 
-def cli(var_dir: Path, command: str, timeout: float = 10.0) -> str:
+def asterisk_command(asterisk: Installation | None = None) -> tuple[str, ...]:
+    """How to run the chosen Asterisk binary (through its root's loader for a private root).
+
+    For a private root, ``/proc/<pid>/cmdline`` of our Asterisk therefore starts with the root's
+    ``ld-linux-x86-64.so.2 --library-path ...`` and only then ``.../usr/sbin/asterisk -C <our
+    asterisk.conf>``: a check that a PID is ours should look for our ``-C`` path, not argv[0].
+    """
+    try:
+        return (asterisk or installation()).command
+    except InstallationError as exc:
+        raise AsteriskError(str(exc)) from exc
+
+
+def cli(var_dir: Path, command: str, timeout: float = 10.0,
+        asterisk: Installation | None = None) -> str:
     """Run one Asterisk CLI command through the control socket (``asterisk -rx``)."""
     out = subprocess.run(
-        [ASTERISK, "-C", str(conf_path(var_dir)), "-rx", command],
+        [*asterisk_command(asterisk), "-C", str(conf_path(var_dir)), "-rx", command],
         capture_output=True, text=True, timeout=timeout, check=False,
     )
     if out.returncode != 0:
@@ -58,6 +72,22 @@ def ari_answers(rendered: RenderResult, timeout: float = 1.0) -> bool:
         return False
 
 
+def ports_in_use(rendered: RenderResult) -> list[str]:
+    """The site's SIP (UDP) and HTTP (TCP) ports that another program holds, e.g. a system
+    Asterisk left running by its package: ours would start without them, so say so first."""
+    taken = []
+    for kind, port, sock_type in (("SIP (UDP)", rendered.sip_port, socket.SOCK_DGRAM),
+                                  ("HTTP/ARI (TCP)", rendered.http_port, socket.SOCK_STREAM)):
+        with socket.socket(socket.AF_INET, sock_type) as s:
+            if sock_type == socket.SOCK_STREAM:  # as Asterisk does: TIME_WAIT is not "in use"
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((rendered.bind, port))
+            except OSError:
+                taken.append(f"{kind} {rendered.bind}:{port}")
+    return taken
+
+
 class AsteriskProcess:
     """One private Asterisk. ``start`` returns once ARI answers and Asterisk is fully booted."""
 
@@ -69,10 +99,17 @@ class AsteriskProcess:
 
     def start(self, timeout: float = 30.0, detach: bool = False) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        taken = ports_in_use(self.rendered)
+        if taken:
+            raise AsteriskError(
+                f"{', '.join(taken)} already in use by another program (a system Asterisk?); "
+                "set asterisk.sip_port / http_port in the site file, or SIAGA112_SIP_PORT / "
+                "SIAGA112_HTTP_PORT")
         with open(self.log_path, "ab") as out:
             # -g: a crash leaves a core file, in var/asterisk (never in the source tree).
             self.proc = subprocess.Popen(
-                [ASTERISK, "-C", str(self.rendered.asterisk_conf), "-f", "-n", "-g"],
+                [*asterisk_command(self.rendered.asterisk), "-C", str(self.rendered.asterisk_conf),
+                 "-f", "-n", "-g"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=detach, cwd=self.var_dir / "asterisk",
             )
@@ -85,7 +122,8 @@ class AsteriskProcess:
                     + self._tail())
             if ari_answers(self.rendered, timeout=0.5):
                 try:
-                    cli(self.var_dir, "core waitfullybooted", timeout=max(1.0, deadline - time.monotonic()))
+                    cli(self.var_dir, "core waitfullybooted",
+                        timeout=max(1.0, deadline - time.monotonic()), asterisk=self.rendered.asterisk)
                 except (AsteriskError, subprocess.TimeoutExpired):
                     pass
                 log.info("asterisk pid=%d ready, ARI on port %d", self.proc.pid,

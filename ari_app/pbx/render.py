@@ -21,6 +21,7 @@ from pathlib import Path
 from ari_app.config import PROJECT_ROOT, Site
 from ari_app.pbx.agi_query import FALLBACK_FREE_MAX, fallback_dial
 from ari_app.pbx.cel import prepare_cel_store
+from ari_app.pbx.installation import Installation, InstallationError, installation
 from ari_app.secrets import secret
 
 log = logging.getLogger(__name__)
@@ -51,17 +52,62 @@ class RenderResult:
     http_port: int
     sip_port: int
     bind: str
+    asterisk: Installation | None = None  # the Asterisk this was rendered for
 
 
 class RenderError(Exception):
     pass
 
 
-def module_dir() -> str:
-    for candidate in ("/usr/lib/x86_64-linux-gnu/asterisk/modules", "/usr/lib/asterisk/modules"):
-        if Path(candidate, "res_ari.so").exists():
-            return candidate
-    return "/usr/lib/asterisk/modules"
+@dataclass(frozen=True)
+class VersionModules:
+    """What modules.conf gets on one Asterisk major version beyond the common list."""
+
+    add: tuple[str, ...] = ()             # loaded on this version, just before res_ari.so
+    add_if_present: tuple[str, ...] = ()  # loaded if the build has it (minor-version dependent)
+    drop: frozenset[str] = frozenset()    # in the common list, but this version has none
+
+
+#: The one place where module lists differ by version. config/asterisk/modules.conf holds what
+#: every supported version has; ``{{version_modules}}`` there (before res_ari.so) gets ``add``.
+#: A module added to modules.conf that a version lacks is a render error naming it: put it in
+#: that version's ``drop`` (or in the others' ``add``). chan_sip, app_macro and res_monitor are
+#: gone since 21 and none of them is in the common list.
+VERSION_MODULES: dict[int, VersionModules] = {
+    16: VersionModules(),
+    # 20.x gained res_websocket_client in a minor release; load it where the build has it.
+    20: VersionModules(add_if_present=("res_websocket_client.so",)),
+    # 22's res_ari uses res_websocket_client (outbound websockets) and fails to load without it.
+    22: VersionModules(add=("res_websocket_client.so",)),
+}
+
+
+def version_modules(ast: Installation) -> list[str]:
+    """The version's extra ``load =>`` lines' modules, checked against its module dir."""
+    spec = VERSION_MODULES.get(ast.major)
+    if spec is None:
+        raise RenderError(f"Asterisk {ast.version}: no module list for major version {ast.major} "
+                          f"(known: {', '.join(map(str, sorted(VERSION_MODULES)))})")
+    present = [m for m in spec.add_if_present if Path(ast.module_dir, m).exists()]
+    return [*spec.add, *present]
+
+
+def check_modules(modules_conf: str, ast: Installation) -> str:
+    """Drop the version's absent modules; every remaining ``load =>`` must exist on disk."""
+    spec = VERSION_MODULES[ast.major]
+    kept, missing = [], []
+    for line in modules_conf.splitlines():
+        m = re.match(r"\s*(?:load|require)\s*=>\s*(\S+)", line)
+        if m and m.group(1) in spec.drop:
+            continue
+        if m and not Path(ast.module_dir, m.group(1)).exists():
+            missing.append(m.group(1))
+        kept.append(line)
+    if missing:
+        raise RenderError(
+            f"config/asterisk/modules.conf: {', '.join(missing)} not in {ast.module_dir} "
+            f"(Asterisk {ast.version}); list it per version in render.VERSION_MODULES")
+    return "\n".join(kept) + "\n"
 
 
 def fill(template: str, values: Mapping[str, str], name: str) -> str:
@@ -213,8 +259,18 @@ def render(
     extra_dialplan: Iterable[Path] = (),
     dialplan_dir: Path = DIALPLAN_DIR,
     database_url: str | None = None,
+    asterisk: Installation | None = None,
 ) -> RenderResult:
-    """Write a complete, self-contained Asterisk configuration under ``var_dir/asterisk``."""
+    """Write a complete, self-contained Asterisk configuration under ``var_dir/asterisk``.
+
+    For the Asterisk given, or else the one the environment chooses (its version read from the
+    binary): module dir, data dir and module list follow it.
+    """
+    try:
+        ast = asterisk or installation()
+    except InstallationError as exc:
+        raise RenderError(str(exc)) from exc
+    extra_modules = version_modules(ast)
     var_dir = var_dir.resolve()
     ast_dir = var_dir / "asterisk"
     etc = ast_dir / "etc"
@@ -248,9 +304,12 @@ def render(
     values = {
         "operator_outbound_extensions": outbound,
         "etc_dir": str(etc),
-        "module_dir": module_dir(),
+        "module_dir": ast.module_dir,
         "var_dir": str(ast_dir),
-        "data_dir": "/usr/share/asterisk",
+        "data_dir": ast.data_dir,
+        "sbin_dir": ast.sbin_dir,
+        "asterisk_version": ast.version,
+        "version_modules": "\n".join(f"load => {m}" for m in extra_modules),
         "agi_dir": str(ast_dir / "agi-bin"),
         "maxload": os.environ.get("SIAGA112_MAXLOAD", "0"),
         "maxcalls": os.environ.get("SIAGA112_MAXCALLS", "400"),
@@ -280,11 +339,13 @@ def render(
     }
     for tpl in sorted(TEMPLATE_DIR.glob("*.conf")):
         text = fill(tpl.read_text(), values, str(tpl.relative_to(PROJECT_ROOT)))
+        if tpl.name == "modules.conf":
+            text = check_modules(text, ast)
         out = etc / tpl.name
         out.write_text(text)
         if tpl.name in ("ari.conf", "pjsip.conf"):
             os.chmod(out, 0o600)  # they hold secrets
     write_operator_files(etc, ops, tls)
-    log.info("rendered Asterisk config for site=%s into %s", site.code, etc)
+    log.info("rendered Asterisk config for site=%s, %s, into %s", site.code, ast.describe(), etc)
     return RenderResult(etc, etc / "asterisk.conf", ARI_USER, password, a.http_port, a.sip_port,
-                        a.bind)
+                        a.bind, ast)

@@ -41,7 +41,7 @@ async def offline(page: Page) -> list[str]:
     refused: list[str] = []
 
     async def route(r: Route) -> None:
-        if r.request.url.startswith(("http://127.0.0.1", "data:")):
+        if r.request.url.startswith(("https://127.0.0.1", "http://127.0.0.1", "data:")):
             await r.continue_()
         else:
             refused.append(r.request.url)

@@ -108,8 +108,10 @@ async def test_baresip_registers_over_tls_answers_a_112_call_and_its_audio_is_sr
     clock = Clock()
     await seed_op1(db_url, site, clock=clock)
     stack = await make_stack(site, clock=clock)
-    pjsip = (stack.var_dir / "asterisk" / "etc" / "pjsip.conf").read_text()
-    assert "protocol = tls" in pjsip and "media_encryption = sdes" in pjsip
+    etc = stack.var_dir / "asterisk" / "etc"
+    pjsip = (etc / "pjsip.conf").read_text()
+    operators = (etc / "pjsip_operators.conf").read_text()   # the live-reloaded operator file
+    assert "protocol = tls" in pjsip and "media_encryption = sdes" in operators
     carrier = pjsip[pjsip.index("[carrier]"):pjsip.index("[carrier]\ntype = aor")]
     assert "media_encryption" not in carrier and "transport-tls" not in carrier
     phone = Baresip("op1", PASSWORD, host="127.0.0.1", tls_port=stack.site.asterisk.tls_port,

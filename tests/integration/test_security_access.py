@@ -18,6 +18,7 @@ from ari_app.secrets import secret
 from ari_app.testing.web import web_session
 from ari_app.tickets.models import AdminAudit, ApiToken, LoginThrottle
 from ari_app.web.auth import ThrottlePolicy, add_token, revoke_token
+from ari_app.web.i18n import texts
 from tests.integration.console_stack import WebStack, browser, csrf_field, web_stack
 from tests.integration.test_admin_cli import cli
 
@@ -49,7 +50,7 @@ async def test_wrong_passwords_back_off_then_lock_the_account_even_for_the_right
         async with browser() as http:
             for _ in range(2):
                 status, body, _ = await _try_login(stack, http, "sari", "wrong password!")
-                assert status == 401 and "Wrong username or password" in body
+                assert status == 401 and texts("id")["login.wrong"] in body  # the site's language first
             # back-off: the next attempt is refused before the password is even checked
             status, body, retry = await _try_login(stack, http, "sari", pw)
             assert status == 429 and "wait" in body and retry is not None and 0 < int(retry) <= 30
