@@ -76,9 +76,11 @@ class VersionModules:
 VERSION_MODULES: dict[int, VersionModules] = {
     16: VersionModules(),
     # 20.x gained res_websocket_client in a minor release; load it where the build has it.
-    20: VersionModules(add_if_present=("res_websocket_client.so",)),
+    # Newer builds share one custom CDR/CEL engine (res_cdrel_custom): cel_sqlite3_custom, our
+    # CEL store (pbx/cel.py), fails to load without it ("undefined symbol: cdrel_logger").
+    20: VersionModules(add_if_present=("res_websocket_client.so", "res_cdrel_custom.so")),
     # 22's res_ari uses res_websocket_client (outbound websockets) and fails to load without it.
-    22: VersionModules(add=("res_websocket_client.so",)),
+    22: VersionModules(add=("res_websocket_client.so",), add_if_present=("res_cdrel_custom.so",)),
 }
 
 
