@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ari_app.testing.ports import free_port
+from ari_app.testing.ports import free_listen_port
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Baresip:
         self.user, self.password, self.host, self.tls_port = user, password, host, tls_port
         self.ca_file, self.rtp_ports = ca_file, rtp_ports
         self.dir = Path(tempfile.mkdtemp(prefix="baresip-"))
-        self.sip_port = free_port()
+        self.sip_port = free_listen_port()
         self.proc: asyncio.subprocess.Process | None = None
         self.output: list[str] = []
         self._reader: asyncio.Task[None] | None = None

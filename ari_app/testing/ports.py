@@ -21,6 +21,21 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free loopback port found")
 
 
+def free_listen_port(host: str = "127.0.0.1", span: int = 2) -> int:
+    """A port (and the ``span - 1`` after it) free for TCP and UDP, below both the kernel's
+    ephemeral range and the RTP blocks: a client connecting meanwhile (to ARI, to PostgreSQL)
+    is never handed it, as it can be a port from ``free_port``. For programs that bind
+    several transports on one port (baresip: UDP, TCP, TLS)."""
+    for _ in range(200):
+        port = random.randrange(12000, 20000 - span)
+        block = range(port, port + span)
+        if any(p in _used for p in block) or not all(_free_both(p, host) for p in block):
+            continue
+        _used.update(block)
+        return port
+    raise RuntimeError("no free loopback port found below the ephemeral range")
+
+
 def _free_both(port: int, host: str) -> bool:
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         with socket.socket(socket.AF_INET, kind) as s:
