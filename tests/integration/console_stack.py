@@ -99,7 +99,9 @@ async def web_stack(db_url: str, var_dir: Path, site: Site,
     finally:
         task.cancel()
         writer.cancel()
-        await asyncio.gather(task, writer, return_exceptions=True)
+        # bounded: a delivery blocked in a worker thread (smtplib) cannot be cancelled, and a
+        # teardown must never hang the run
+        await asyncio.wait([task, writer], timeout=10)
         await app.web.stop()
         await app.ari.close()
         await app.engine.dispose()
