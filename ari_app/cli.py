@@ -754,11 +754,9 @@ def cmd_smtp_password(args: argparse.Namespace) -> int:
     if not password:
         print("siaga112: empty password: nothing saved", file=sys.stderr)
         return 2
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
+    from ari_app.secrets import save_given_secret
+
+    save_given_secret(path, password)
     print(f"SMTP password saved in {path}")
     return 0
 

@@ -116,7 +116,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_whatsapp_secret(args: argparse.Namespace) -> int:
     """Keep the WhatsApp app secret (from Meta's app dashboard) in var/secrets, mode 0600."""
     import getpass
-    import os
 
     from ari_app.cli import _site, _var_dir
 
@@ -127,11 +126,9 @@ def cmd_whatsapp_secret(args: argparse.Namespace) -> int:
     if not value:
         print("siaga112: empty secret: nothing saved", file=sys.stderr)
         return 2
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
+    from ari_app.secrets import save_given_secret
+
+    save_given_secret(path, value)
     print(f"WhatsApp app secret saved in {path}; X-Hub-Signature-256 is checked with it")
     return 0
 

@@ -24,3 +24,12 @@ def secret(var_dir: Path, name: str, nbytes: int = 24) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(value + "\n")
     return value
+
+
+def save_given_secret(path: Path, value: str) -> None:
+    """Keep a secret an admin typed (SMTP password, WhatsApp app secret): 0600 in a 0700 dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
