@@ -80,6 +80,7 @@ class EventLoop:
         self.events_received = 0
         self.by_type: Counter[str] = Counter()
         self._ready = asyncio.Event()
+        self._down = asyncio.Event()  # set while the websocket is known to be down
         self._stopping = False
         self._backoff = initial_backoff
 
@@ -89,6 +90,10 @@ class EventLoop:
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def wait_down(self, timeout: float | None = None) -> None:
+        """Until a dropped websocket has been noticed (and on_disconnect has run)."""
+        await asyncio.wait_for(self._down.wait(), timeout)
 
     def stop(self) -> None:
         self._stopping = True
@@ -103,6 +108,7 @@ class EventLoop:
                  self.app, self.connections, len(channel_ids))
         await self.on_connect(channel_ids)
         self._backoff = self.initial_backoff
+        self._down.clear()
         self._ready.set()
 
     async def _filter(self) -> None:
@@ -133,6 +139,7 @@ class EventLoop:
                 self._ready.clear()
                 if self.on_disconnect:
                     self.on_disconnect()
+                self._down.set()
             if self._stopping:
                 break
             delay = self._backoff * (0.75 + random.random() / 2)  # jitter: apps share Asterisk
