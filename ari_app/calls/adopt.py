@@ -66,7 +66,7 @@ async def resume(ctx: CallContext, call: Call, outcome: Outcome) -> None:
         log.warning("%s adopted while bridged to operator=%s: the conversation goes on",
                     call.tag, operator)
         ctx.registry.attach(op_channel, call)
-        ctx.roster.reserve(operator)
+        ctx.queue.claim(operator, call.id)
         outcome.operator, outcome.operator_answered = operator, True
         # The previous app may have died between the bridge and writing it down: the answer
         # time is then the time we found them talking (an upper bound), and the audit says so.
@@ -84,7 +84,7 @@ async def resume(ctx: CallContext, call: Call, outcome: Outcome) -> None:
             outcome.reason = f"{link.ended_by} hangup"
         finally:
             ctx.links.pop(call.id, None)
-            ctx.roster.release(operator, talked=True)
+            ctx.queue.release(operator, talked=True)
         return
     if bridge:  # the operator left while we were away
         try:
@@ -98,7 +98,7 @@ async def resume(ctx: CallContext, call: Call, outcome: Outcome) -> None:
         log.warning("%s adopted while operator=%s rings: waiting for the answer", call.tag,
                     operator)
         ctx.registry.attach(leg["id"], call)
-        ctx.roster.reserve(operator)
+        ctx.queue.claim(operator, call.id)
         ctx.tickets.change(call.id, "adopted", now, audit={"state": "ringing",
                                                            "operator": operator})
         try:
@@ -106,14 +106,14 @@ async def resume(ctx: CallContext, call: Call, outcome: Outcome) -> None:
                                                  ctx.site.queue.ring_timeout_s + 5)
             joined = await connect.bridge(ctx, call, operator, leg["id"]) if answered else None
         except BaseException:
-            ctx.roster.release(operator, talked=False)
+            ctx.queue.release(operator, talked=False)
             raise
         if joined is not None:
             from ari_app.calls.flow import talk_with
 
             await talk_with(ctx, call, operator, joined, outcome)
             return
-        ctx.roster.release(operator, talked=False)
+        ctx.queue.release(operator, talked=False)
     log.warning("%s adopted (menu or queue): to an operator at priority %d", call.tag,
                 ADOPTED_PRIORITY)
     ctx.tickets.change(call.id, "adopted", now, audit={"state": "waiting"})

@@ -252,6 +252,20 @@ def agi_command(script: str, conf: Path) -> tuple[list[str], dict[str, str]]:
             {"PYTHONPATH": path})
 
 
+def node_name() -> str:
+    """This machine's node name on a site of several nodes (``SIAGA112_NODE``), or ""."""
+    name = os.environ.get("SIAGA112_NODE", "").strip()
+    if name and not re.fullmatch(r"[a-z][a-z0-9_-]{0,30}", name):
+        raise RenderError(f"SIAGA112_NODE: expected a node name like 'a' or 'node-2', got {name!r}")
+    return name
+
+
+def systemname_line(node: str) -> str:
+    # Asterisk prefixes every channel's uniqueid with its systemname: two nodes started in the
+    # same second would otherwise hand out the same ids, and a shared database keys calls by them.
+    return f"systemname = {node}" if node else ""
+
+
 def render(
     site: Site,
     var_dir: Path,
@@ -262,6 +276,7 @@ def render(
     dialplan_dir: Path = DIALPLAN_DIR,
     database_url: str | None = None,
     asterisk: Installation | None = None,
+    node: str | None = None,
 ) -> RenderResult:
     """Write a complete, self-contained Asterisk configuration under ``var_dir/asterisk``.
 
@@ -315,6 +330,7 @@ def render(
         "agi_dir": str(ast_dir / "agi-bin"),
         "maxload": os.environ.get("SIAGA112_MAXLOAD", "0"),
         "maxcalls": os.environ.get("SIAGA112_MAXCALLS", "400"),
+        "systemname_line": systemname_line(node if node is not None else node_name()),
         "bind": a.bind,
         "http_port": str(a.http_port),
         "sip_port": str(a.sip_port),

@@ -16,15 +16,15 @@ The interface (``WaitingQueue``), as the call flow uses it:
   the caller's until ``requeue`` or ``release``. An offer never accepted is released by ``leave``.
 - ``requeue(entry, tried)``: the claimed operator did not answer: release the claim and wait
   again, same place in line, that operator tried last.
-- ``claim(operator)``: claim an operator without an offer (a call adopted after a restart that
+- ``claim(operator, call_id)``: claim an operator without an offer (a call adopted after a restart that
   is already ringing or bridged to that operator).
 - ``release(operator, talked=...)``: the claim ends (talked: the operator's idle time restarts).
 - ``leave(call_id)``: the caller is gone or connected; an offer not taken is released.
 - ``position(call_id)``: 0 for the next caller served, -1 when not waiting.
 
 Every method but ``next_offer`` returns at once and never waits on anything outside the process,
-so the telephony path never blocks on it. ``MemoryQueue`` is the implementation used today (one
-node). A shared implementation (several nodes, PostgreSQL rows taken with ``SELECT ... FOR
+so the telephony path never blocks on it. ``MemoryQueue`` is the implementation of one node.
+``SharedQueue`` (shared_queue.py: several nodes, PostgreSQL rows taken with ``SELECT ... FOR
 UPDATE SKIP LOCKED`` and leases that expire with a dead node) keeps these meanings: a caller is
 offered at most one operator at a time, an operator is claimed by at most one caller, and the
 order is priority then age across every node.
@@ -60,7 +60,7 @@ class WaitingQueue(Protocol):
     def next_offer(self, entry: Waiting) -> asyncio.Future[str]: ...
     def accept(self, entry: Waiting) -> str: ...
     def requeue(self, entry: Waiting, tried: str) -> None: ...
-    def claim(self, operator: str) -> None: ...
+    def claim(self, operator: str, call_id: str = "") -> None: ...
     def release(self, operator: str, *, talked: bool) -> None: ...
     def leave(self, call_id: str) -> None: ...
     def position(self, call_id: str) -> int: ...
@@ -105,7 +105,7 @@ class MemoryQueue:
         self.waiting[entry.call_id] = self.entries[entry.call_id] = entry
         self.roster.release(tried, talked=False)  # dispatches: the next free operator is offered
 
-    def claim(self, operator: str) -> None:
+    def claim(self, operator: str, call_id: str = "") -> None:
         self.roster.reserve(operator)
 
     def release(self, operator: str, *, talked: bool) -> None:

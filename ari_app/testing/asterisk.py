@@ -27,8 +27,9 @@ def on_free_ports(site: Site, bind: str = "127.0.0.1") -> Site:
 class PrivateAsterisk:
     def __init__(self, site: Site, var_dir: Path, *, operators: Iterable[OperatorEndpoint] = (),
                  trunk_contact: str | None = None, extra_dialplan: Iterable[Path] = (),
-                 database_url: str | None = None) -> None:
+                 database_url: str | None = None, node: str | None = None) -> None:
         self.site, self.var_dir = site, var_dir
+        self.node = node
         self.operators = list(operators)
         self.trunk_contact = trunk_contact
         self.extra_dialplan = list(extra_dialplan)
@@ -39,7 +40,7 @@ class PrivateAsterisk:
     def render(self) -> RenderResult:
         return render(self.site, self.var_dir, operators=self.operators,
                       trunk_contact=self.trunk_contact, extra_dialplan=self.extra_dialplan,
-                      database_url=self.database_url)
+                      database_url=self.database_url, node=self.node)
 
     @property
     def ari_url(self) -> str:
