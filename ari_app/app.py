@@ -20,15 +20,17 @@ from ari_app.config import Site
 from ari_app.live import LiveBus
 from ari_app.location.service import LocationService
 from ari_app.pbx.cel import CelRecord, cel_path
+from ari_app.pbx.render import node_name
 from ari_app.pbx.taskprocessors import TaskprocessorWatch
-from ari_app.routing.queue import CallQueue
+from ari_app.routing.queue import CallQueue, MemoryQueue
 from ari_app.routing.roster import Roster
+from ari_app.routing.shared_queue import LostNode, SharedQueue
 from ari_app.routing.states import OperatorStates
 from ari_app.secrets import secret
 from ari_app.tickets.calls import CallStore, open_calls
 from ari_app.tickets.db import database_url, make_engine, sessions
 from ari_app.tickets.fallback import FallbackImporter
-from ari_app.tickets.service import TicketService
+from ari_app.tickets.service import NODE_LOST, TicketService
 from ari_app.tickets.writer import Writer
 from ari_app.web.console import start_background
 from ari_app.web.server import WebServer
@@ -53,6 +55,10 @@ class AppSettings:
     # How often the app checks that every call the database holds as live still has its
     # channel (besides every reconnect); a ticket whose call ended unseen is closed from CEL.
     reconcile_every_s: float = 60.0
+    # This machine's node name on a site of several nodes sharing one PostgreSQL (SIAGA112_NODE):
+    # the waiting queue and the operator claims are then shared (routing/shared_queue.py).
+    node: str = ""
+    node_lease_s: float = 10.0
 
     @classmethod
     def from_env(cls, site: Site, var_dir: Path) -> AppSettings:
@@ -66,6 +72,7 @@ class AppSettings:
             ari_user=os.environ.get("SIAGA112_ARI_USER", "siaga112"),
             ari_password=os.environ.get("SIAGA112_ARI_PASSWORD") or secret(var_dir, "ari.password"),
             clock=Clock.from_env(),
+            node=node_name(),
         )
 
 
@@ -117,7 +124,17 @@ class App:
         self.roster = Roster(self.ari, self.sessions, site.code, settings.clock,
                              refresh_s=settings.roster_refresh_s, states=self.states,
                              wrap_up_s=site.console.wrap_up_s)
-        self.queue = CallQueue(self.roster)
+        self.shared_queue: SharedQueue | None = None
+        self.queue: MemoryQueue = CallQueue(self.roster)
+        if settings.node:
+            if not settings.database_url.startswith("postgresql"):
+                raise ValueError(f"node {settings.node!r}: several nodes share one PostgreSQL; "
+                                 f"DATABASE_URL is {settings.database_url.split(':', 1)[0]}")
+            self.shared_queue = SharedQueue(
+                self.roster, site=site.code, node=settings.node, dsn=settings.database_url,
+                lease_s=settings.node_lease_s, alive=lambda: self.events.ready,
+                on_node_lost=self._node_lost)
+            self.queue = self.shared_queue
         self.live = LiveBus()
         self.locations = LocationService(self.writer, self.live)
         self.ctx = CallContext(
@@ -313,6 +330,20 @@ class App:
             log.warning("call=%s adopted", channel_id)
             self.registry.start(channel, ["adopted"])
 
+    def _node_lost(self, lost: LostNode) -> None:
+        """Another node died (its lease ran out): the calls that were waiting or talking there
+        died with it. Their tickets are closed as "node lost" and their callers called back."""
+        now = self.settings.clock.now()
+        for channel_id in lost.calls:
+            log.warning("call=%s closed: node %s lost (last seen %s)", channel_id, lost.node,
+                        lost.last_seen.isoformat())
+            self.ctx.tickets.reconcile(
+                channel_id, now, ended_at=min(lost.last_seen, now), end_reason=NODE_LOST,
+                known={"node": lost.node, "node last seen": lost.last_seen.isoformat(),
+                       "closed by node": self.settings.node},
+                unknown=["when the call ended (at the latest when its node fell silent)",
+                         "what happened on that node after it fell silent"])
+
     async def start(self) -> None:
         self.lock.acquire()
         if self.web is not None:
@@ -327,6 +358,8 @@ class App:
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
         ]
         self._tasks.append(start_background(self))  # agencies seeded, notification worker
+        if self.shared_queue is not None:
+            self._tasks.append(asyncio.create_task(self.shared_queue.run(), name="shared-queue"))
 
     def roster_changed(self) -> None:
         """An admin changed operators or shifts (`siaga112 operators|shifts ...` signals us):
@@ -385,6 +418,8 @@ class App:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.web is not None:
             await self.web.stop()
+        if self.shared_queue is not None:
+            await self.shared_queue.stop()
         await self.ari.close()
         await self.engine.dispose()
         self.writer.close()

@@ -40,6 +40,7 @@ class Status:
     on_duty: list[str] = field(default_factory=list)
     reachable: list[str] = field(default_factory=list)
     last_error: dict[str, Any] | None = None
+    queue: dict[str, Any] | None = None  # several nodes: the shared queue as the app sees it
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -47,6 +48,8 @@ class Status:
         if not self.asterisk_up or not self.reachable:
             return DOWN
         if not self.app_connected or self.db_ok is False:
+            return DEGRADED
+        if self.queue is not None and not self.queue.get("shared"):
             return DEGRADED
         return OK
 
@@ -106,6 +109,12 @@ async def collect(site: Site, var_dir: Path, database_url: str) -> Status:
             st.journal_backlog = health.get("db_backlog")
             st.db_ok = health.get("db_ok")
             st.last_error = health.get("last_error")
+            st.queue = health.get("queue")
+            if st.queue is not None and not st.queue.get("shared"):
+                st.problems.append(
+                    f"node {st.queue.get('node')} goes on ALONE: the shared queue in PostgreSQL "
+                    f"is unreachable ({st.queue.get('error') or 'not connected yet'}); its "
+                    "callers go to the operators it can reach, in its own order")
             if not st.app_connected:
                 st.problems.append("the app runs but is not connected to Asterisk: calls go "
                                    "to the dialplan fallback")
@@ -182,6 +191,10 @@ def format_text(st: Status) -> str:
         f"reachable:      {', '.join(st.reachable) or 'nobody'}",
         f"database:       {'-' if st.db_ok is None else 'ok' if st.db_ok else 'UNREACHABLE'}"
         f", journal backlog {'-' if st.journal_backlog is None else st.journal_backlog}",
+        *([f"node:           {st.queue.get('node')}, queue "
+           + ("shared (PostgreSQL)" if st.queue.get("shared") else "ALONE (PostgreSQL unreachable)")
+           + f", {st.queue.get('waiting_everywhere')} waiting on every node"]
+          if st.queue is not None else []),
         "last error:     " + (f"{st.last_error['at']} {st.last_error['logger']}: "
                               f"{st.last_error['msg']}" if st.last_error else "none"),
     ]

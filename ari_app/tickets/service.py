@@ -43,6 +43,8 @@ STAGE = {"new": 0, "abandoned": 1, "forwarded": 1, "in_call": 2, "classified": 3
 
 RESTART_UNCATEGORISED = "uncategorised (restart)"  # for the operator to classify
 CUT_BY_RESTART = "asterisk restart"  # the call died with Asterisk: its caller is called back
+NODE_LOST = "node lost"  # the call died with its node (another node saw its lease run out)
+CALLED_BACK_EVEN_IF_TALKED = (CUT_BY_RESTART, NODE_LOST)  # cut off mid-call: call them back
 
 
 def furthest(current: str, proposed: str) -> str:
@@ -227,7 +229,8 @@ class TicketService:
         status = furthest(ticket["status"], "in_call" if human else "abandoned")
         if status != ticket["status"]:
             changed["status"] = status
-        if (not human or p["end_reason"] == CUT_BY_RESTART) and not ticket["callback_needed"]:
+        if (not human or p["end_reason"] in CALLED_BACK_EVEN_IF_TALKED) \
+                and not ticket["callback_needed"]:
             changed["callback_needed"] = True  # no human, or cut off with Asterisk: call back
         if ticket["outcome"] is None:
             changed["outcome"] = "genuine" if human else "abandoned"

@@ -86,7 +86,10 @@ def make_web_app(app: App) -> web.Application:
         body = {"ari_connected": app.events.ready, "db_ok": app.writer.db_ok,
                 "db_backlog": app.writer.backlog, "calls": len(app.registry.calls),
                 "callers_waiting": len(app.queue.waiting), "pid": os.getpid(),
-                "last_error": LAST_ERROR.snapshot()}
+                "last_error": LAST_ERROR.snapshot(),
+                # several nodes: whether this one dispatches through the shared PostgreSQL
+                # (False: it goes on alone, its own callers to its own roster)
+                "queue": app.shared_queue.status() if app.shared_queue is not None else None}
         return web.json_response(body, status=200 if app.events.ready else 503)
 
     metrics_token = secret(app.settings.var_dir, "metrics.token", 32)

@@ -48,12 +48,15 @@ class Stack:
     web_port: int = field(default_factory=free_port)
     agi_server: subprocess.Popen[bytes] | None = None
     stranded_sweep_s: float = 15.0
+    node: str = ""            # several nodes on one PostgreSQL: this one's name
+    node_lease_s: float = 10.0
 
     def settings(self) -> AppSettings:
         return AppSettings(site=self.site, var_dir=self.var_dir, database_url=self.db_url,
                            ari_url=self.asterisk.ari_url, ari_user=self.asterisk.rendered.ari_user,
                            ari_password=self.asterisk.rendered.ari_password, clock=self.clock,
-                           web_port=self.web_port, stranded_sweep_s=self.stranded_sweep_s)
+                           web_port=self.web_port, stranded_sweep_s=self.stranded_sweep_s,
+                           node=self.node, node_lease_s=self.node_lease_s)
 
     async def start_app(self) -> App:
         self.app = App(self.settings())
@@ -219,3 +222,32 @@ async def make_stack(var_dir: Path, db_url: str, jepara: Site) -> AsyncIterator[
 
 def replace_site(site: Site, **changes: Any) -> Site:
     return dataclasses.replace(site, **changes)
+
+
+@pytest.fixture
+async def shared_pg_url() -> AsyncIterator[str]:
+    """A fresh, migrated PostgreSQL database for several nodes to share: on the CI's server
+    when its URL is given, else in a private cluster of the test's own."""
+    from ari_app.testing.postgres import PrivateCluster
+    from ari_app.tickets.migrate import upgrade
+    from tests.conftest import PG_URL, _create_pg_database, _drop_pg_database
+
+    if PG_URL:
+        raw = await _create_pg_database()
+        try:
+            url = raw.replace("postgresql://", "postgresql+asyncpg://", 1)
+            await asyncio.to_thread(upgrade, url)
+            yield url
+        finally:
+            await _drop_pg_database(raw)
+        return
+    pg = PrivateCluster()
+    try:
+        await asyncio.to_thread(pg.init)
+        await asyncio.to_thread(pg.start)
+        raw = await asyncio.to_thread(pg.createdb, "siaga112")
+        url = raw.replace("postgresql://", "postgresql+asyncpg://", 1)
+        await asyncio.to_thread(upgrade, url)
+        yield url
+    finally:
+        await asyncio.to_thread(pg.destroy)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from ari_app.edge.kamailio import (
     nodes_from,
     render,
 )
+from ari_app.live import next_change
 from ari_app.routing.operators import add_operator, add_shift, endpoints, sip_md5
 from ari_app.testing.asterisk import PrivateAsterisk, on_free_ports
 from ari_app.testing.ports import free_port
@@ -76,30 +78,35 @@ EdgeFactory = Callable[..., Awaitable[Edge]]
 
 
 async def start_node(name: str, address: str, base: Site, root: Path, sounds: Path,
-                     edge_port: int, clock: Clock) -> Stack:
-    """One node: its Asterisk on its own loopback address, its app, its database; the
-    carrier is the edge (identify by the edge's address) and operators are reached through it."""
+                     edge_port: int, clock: Clock, shared_db: str | None = None,
+                     lease_s: float = 10.0) -> Stack:
+    """One node: its Asterisk on its own loopback address, its app, its database (or the
+    PostgreSQL all nodes share); the carrier is the edge (identify by the edge's address) and
+    operators are reached through it."""
     var = root / name
     var.mkdir()
     (var / "sounds").symlink_to(sounds)
     site = on_free_ports(dataclasses.replace(
         base, asterisk=dataclasses.replace(base.asterisk, trunk_host="127.0.0.1")), bind=address)
-    db = f"sqlite+aiosqlite:///{var}/siaga112.db"
-    await asyncio.to_thread(upgrade, db)
+    db = shared_db or f"sqlite+aiosqlite:///{var}/siaga112.db"
+    if shared_db is None:
+        await asyncio.to_thread(upgrade, db)
     engine = make_engine(db)
     try:
         async with sessions(engine)() as s, s.begin():
             now = clock.now()
-            await add_operator(s, site, "op1", "OP1", now, password=PASSWORD,
-                               contact=f"sip:op1@127.0.0.1:{edge_port}")
-            await add_shift(s, "op1", now - timedelta(hours=4), now + timedelta(hours=4))
+            if shared_db is None or name == "a":  # one roster for every node sharing it
+                await add_operator(s, site, "op1", "OP1", now, password=PASSWORD,
+                                   contact=f"sip:op1@127.0.0.1:{edge_port}")
+                await add_shift(s, "op1", now - timedelta(hours=4), now + timedelta(hours=4))
         async with sessions(engine)() as s:
             eps = await endpoints(s, site.code)
     finally:
         await engine.dispose()
-    ast = PrivateAsterisk(site, var, operators=eps, database_url=db)
+    node = name if shared_db else ""
+    ast = PrivateAsterisk(site, var, operators=eps, database_url=db, node=node or None)
     await asyncio.to_thread(ast.start)
-    stack = Stack(site, var, db, ast, clock=clock)
+    stack = Stack(site, var, db, ast, clock=clock, node=node, node_lease_s=lease_s)
     await stack.start_app()
     return stack
 
@@ -108,10 +115,12 @@ async def start_node(name: str, address: str, base: Site, root: Path, sounds: Pa
 async def make_edge(tmp_path: Path, sounds_dir: Path, batola: Site) -> AsyncIterator[EdgeFactory]:
     made: list[Edge] = []
 
-    async def make(ping_interval_s: int = 1) -> Edge:
+    async def make(ping_interval_s: int = 1, shared_db: str | None = None,
+                   lease_s: float = 10.0) -> Edge:
         port = free_port()
         clock = Clock()
-        nodes = {name: await start_node(name, address, batola, tmp_path, sounds_dir, port, clock)
+        nodes = {name: await start_node(name, address, batola, tmp_path, sounds_dir, port, clock,
+                                        shared_db, lease_s)
                  for name, address in (("a", "127.0.0.11"), ("b", "127.0.0.12"))}
         settings = EdgeSettings(
             listen=f"127.0.0.1:{port}",
@@ -137,9 +146,10 @@ async def make_edge(tmp_path: Path, sounds_dir: Path, batola: Site) -> AsyncIter
                     await asyncio.to_thread(stack.asterisk.stop)
 
 
-async def operator_phone(edge: Edge, calls: int) -> SippProcess:
+async def operator_phone(edge: Edge, calls: int,
+                         scenario: str = "operator_answer_talk.xml") -> SippProcess:
     """op1's phone: registers once, at the edge, then answers whatever node rings it."""
-    uas = SippProcess(SippRun(scenario="operator_answer_talk.xml", uas=True, calls=calls,
+    uas = SippProcess(SippRun(scenario=scenario, uas=True, calls=calls,
                               extra_args=["-d", "1500"],
                               timeout_s=170))
     await uas.start()
@@ -193,3 +203,71 @@ async def test_two_nodes_behind_the_edge_share_one_registration_survive_a_dead_n
     assert any(c.startswith("08127") for c in rejoined["a"]), rejoined
     phone = await uas.wait(30)
     assert phone.successful == 7, phone.workdir   # every caller reached the one phone
+
+
+async def test_two_nodes_on_one_postgresql_ring_their_one_operator_for_one_caller_at_a_time(
+    make_edge: EdgeFactory, shared_pg_url: str,
+) -> None:
+    """Callers on both nodes, one operator: the claim in PostgreSQL keeps the other node from
+    ringing them while they talk, and the callers are served one after the other."""
+    edge = await make_edge(ping_interval_s=1, shared_db=shared_pg_url)
+    await edge.wait_state("a", active=True)
+    await edge.wait_state("b", active=True)
+    a, b = edge.nodes["a"], edge.nodes["b"]
+    assert a.app is not None and b.app is not None
+    for stack in (a, b):
+        queue = stack.app.shared_queue if stack.app else None
+        assert queue is not None
+        await queue.until(lambda q=queue: q.shared, 15)  # type: ignore[misc]
+    uas = await operator_phone(edge, calls=3)
+    results = await asyncio.gather(*(edge.call(f"08128000000{n}", digit=str(n + 1))
+                                     for n in range(3)))
+    for result in results:
+        assert result.ok, result.errors or result.stdout[-2000:]
+    await a.settle()
+    await b.settle()
+    tickets = sorted(await a.tickets(), key=lambda t: t.operator_answered_at or t.arrived_at)
+    assert len(tickets) == 3 and {(t.channel_id or "")[:2] for t in tickets} == {"a-", "b-"}, \
+        [t.channel_id for t in tickets]
+    for t in tickets:
+        assert t.operator == "op1" and t.operator_answered_at is not None and t.ended_at
+    for first, then in itertools.pairwise(tickets):
+        assert first.ended_at is not None and then.operator_answered_at is not None
+        assert first.ended_at <= then.operator_answered_at, (first.reference, then.reference)
+    queues = [s.app.shared_queue for s in (a, b) if s.app and s.app.shared_queue]
+    assert len(queues) == 2 and sum(q.assigned for q in queues) == 3  # each caller once
+    phone = await uas.wait(30)
+    assert phone.successful == 3, phone.workdir  # one conversation at a time, all three
+
+
+async def test_a_call_that_dies_with_its_node_is_closed_as_node_lost_by_the_other_node(
+    make_edge: EdgeFactory, shared_pg_url: str,
+) -> None:
+    edge = await make_edge(ping_interval_s=1, shared_db=shared_pg_url, lease_s=3.0)
+    await edge.wait_state("a", active=True)
+    await edge.wait_state("b", active=True)
+    uas = await operator_phone(edge, calls=1, scenario="operator_answer_wait.xml")
+    changes = {n: s.app.live.listen() for n, s in edge.nodes.items() if s.app}
+    call = asyncio.create_task(edge.call("081290000001", digit="2"))
+    waits = {n: asyncio.create_task(next_change(c, "bridged", timeout=40))
+             for n, c in changes.items()}
+    done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
+    [dying] = [n for n, t in waits.items() if t in done]
+    for t in waits.values():
+        t.cancel()
+    living = "b" if dying == "a" else "a"
+    survivor = edge.nodes[living].app
+    assert survivor is not None and survivor.shared_queue is not None
+    await asyncio.to_thread(edge.nodes[dying].asterisk.process.kill)  # the node's box is gone
+    queue = survivor.shared_queue
+    await queue.until(lambda: bool(queue.lost_nodes), 20)
+    [lost] = queue.lost_nodes
+    assert lost.node == dying and len(lost.calls) == 1
+    await survivor.writer.flush(30)
+    [ticket] = await edge.nodes[living].tickets()
+    assert ticket.channel_id == lost.calls[0] and ticket.channel_id.startswith(f"{dying}-")
+    assert ticket.end_reason == "node lost" and ticket.ended_at is not None
+    assert ticket.callback_needed and ticket.operator == "op1"
+    call.cancel()
+    await asyncio.gather(call, return_exceptions=True)
+    await uas.stop()

@@ -22,7 +22,7 @@ from ari_app.routing.roster import Roster
 from ari_app.routing.shared_queue import LostNode, SharedQueue, asyncpg_dsn
 from ari_app.testing.postgres import PrivateCluster, pg_bin
 from ari_app.tickets.migrate import upgrade
-from tests.conftest import PG_URL, _create_pg_database, _drop_pg_database
+from tests.conftest import PG_URL
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not PG_URL and pg_bin() is None,
@@ -40,30 +40,6 @@ async def cluster() -> AsyncIterator[PrivateCluster]:
         await asyncio.to_thread(pg.init)
         await asyncio.to_thread(pg.start)
         yield pg
-    finally:
-        await asyncio.to_thread(pg.destroy)
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A fresh, migrated database: on the CI's PostgreSQL when given, else a private cluster."""
-    if PG_URL:
-        raw = await _create_pg_database()
-        try:
-            url = raw.replace("postgresql://", "postgresql+asyncpg://", 1)
-            await asyncio.to_thread(upgrade, url)
-            yield url
-        finally:
-            await _drop_pg_database(raw)
-        return
-    pg = PrivateCluster()
-    try:
-        await asyncio.to_thread(pg.init)
-        await asyncio.to_thread(pg.start)
-        raw = await asyncio.to_thread(pg.createdb, "siaga112")
-        url = raw.replace("postgresql://", "postgresql+asyncpg://", 1)
-        await asyncio.to_thread(upgrade, url)
-        yield url
     finally:
         await asyncio.to_thread(pg.destroy)
 
@@ -110,11 +86,11 @@ async def claims(url: str) -> dict[str, str | None]:
 
 
 async def test_one_operator_two_nodes_rings_once_for_the_older_caller_of_the_higher_priority(
-    pg_url: str, make_node: NodeFactory,
+    shared_pg_url: str, make_node: NodeFactory,
 ) -> None:
     ra, rb = roster(("op1",), reachable=False), roster(("op1",), reachable=False)
-    a = await make_node(pg_url, "a", ra)
-    b = await make_node(pg_url, "b", rb)
+    a = await make_node(shared_pg_url, "a", ra)
+    b = await make_node(shared_pg_url, "b", rb)
     a_low = a.join("a-1.1", 3)          # first, but less urgent
     b_old = b.join("b-1.1", 1)          # the older of the two urgent ones
     await asyncio.sleep(0.01)
@@ -131,7 +107,7 @@ async def test_one_operator_two_nodes_rings_once_for_the_older_caller_of_the_hig
     assert await offer(b_old) == "op1"
     await asyncio.sleep(1.0)  # five poll rounds on each node: nobody else may be offered op1
     assert not a_low.offer.done() and not a_new.offer.done() and not b_new.offer.done()
-    assert (await claims(pg_url))["op1"] == "b-1.1"
+    assert (await claims(shared_pg_url))["op1"] == "b-1.1"
     assert a.assigned + b.assigned == 1 and b.offers_taken == 1 and a.offers_taken == 0
     # served in the global order as the operator frees up: node a's urgent caller next
     b.accept(b_old)
@@ -146,10 +122,10 @@ async def test_one_operator_two_nodes_rings_once_for_the_older_caller_of_the_hig
 
 
 async def test_ten_callers_on_two_nodes_three_operators_one_global_order_nobody_double_booked(
-    pg_url: str, make_node: NodeFactory,
+    shared_pg_url: str, make_node: NodeFactory,
 ) -> None:
     ra, rb = roster(reachable=False), roster(reachable=False)
-    nodes = {"a": await make_node(pg_url, "a", ra), "b": await make_node(pg_url, "b", rb)}
+    nodes = {"a": await make_node(shared_pg_url, "a", ra), "b": await make_node(shared_pg_url, "b", rb)}
     rng = random.Random(112)
     entries: dict[str, tuple[SharedQueue, Waiting]] = {}
     expected: list[tuple[int, int, str]] = []
@@ -177,7 +153,7 @@ async def test_ten_callers_on_two_nodes_three_operators_one_global_order_nobody_
         served.append(call_id)
         q.accept(entry)
         q.leave(call_id)
-        held = await claims(pg_url)
+        held = await claims(shared_pg_url)
         assert held[operator] == call_id
         assert len([c for c in held.values() if c]) <= len(OPERATORS)
         await asyncio.sleep(0.3)  # the conversation
@@ -195,11 +171,11 @@ async def test_ten_callers_on_two_nodes_three_operators_one_global_order_nobody_
 
 
 async def test_a_dead_nodes_callers_and_claims_are_cleared_after_its_lease_and_reported(
-    pg_url: str, make_node: NodeFactory,
+    shared_pg_url: str, make_node: NodeFactory,
 ) -> None:
     lost: list[LostNode] = []
-    a = await make_node(pg_url, "a", roster(("op1",)), lease_s=1.0)
-    b = await make_node(pg_url, "b", roster(("op1",)), lease_s=1.0, on_node_lost=lost.append)
+    a = await make_node(shared_pg_url, "a", roster(("op1",)), lease_s=1.0)
+    b = await make_node(shared_pg_url, "b", roster(("op1",)), lease_s=1.0, on_node_lost=lost.append)
     talking = a.join("a-3.1", 2)
     assert await offer(talking) == "op1"
     a.accept(talking)
@@ -212,13 +188,13 @@ async def test_a_dead_nodes_callers_and_claims_are_cleared_after_its_lease_and_r
     assert await offer(b_caller, 10) == "op1"   # freed by b once a's lease ran out
     [dead] = lost
     assert dead.node == "a" and set(dead.calls) == {"a-3.1", "a-3.2"}
-    assert (await claims(pg_url))["op1"] == "b-3.1"
+    assert (await claims(shared_pg_url))["op1"] == "b-3.1"
 
 
 async def test_requeue_offers_another_free_operator_first_and_the_same_one_when_alone(
-    pg_url: str, make_node: NodeFactory,
+    shared_pg_url: str, make_node: NodeFactory,
 ) -> None:
-    a = await make_node(pg_url, "a", roster(("op1", "op2")))
+    a = await make_node(shared_pg_url, "a", roster(("op1", "op2")))
     entry = a.join("a-4.1", 1)
     first = await offer(entry)
     a.requeue(entry, first)     # rang, no answer
@@ -230,7 +206,7 @@ async def test_requeue_offers_another_free_operator_first_and_the_same_one_when_
     assert await offer(lone) == "op1"
     a.requeue(lone, "op1")
     assert await offer(lone) == "op1"  # everyone free was tried: another round
-    assert (await claims(pg_url)) == {"op1": "a-4.2", "op2": None}
+    assert (await claims(shared_pg_url)) == {"op1": "a-4.2", "op2": None}
 
 
 async def test_postgres_stopped_each_node_goes_on_alone_and_resyncs_when_it_is_back(
