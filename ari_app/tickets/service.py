@@ -14,6 +14,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ari_app.tickets.models import (
@@ -64,11 +66,6 @@ _TICKET_BY_CHANNEL = select(_TICKETS).where(_TICKETS.c.channel_id == bindparam("
 _TICKET_ID = select(_TICKETS.c.id).where(_TICKETS.c.channel_id == bindparam("ch"))
 _TICKET_REFERENCE = select(_TICKETS.c.reference).where(_TICKETS.c.channel_id == bindparam("ch"))
 _TICKET_SET = update(_TICKETS).where(_TICKETS.c.id == bindparam("tid"))
-_COUNTER_LAST = (select(_COUNTERS.c.last)
-                 .where(_COUNTERS.c.site == bindparam("s"), _COUNTERS.c.day == bindparam("d"))
-                 .with_for_update())
-_COUNTER_SET = (update(_COUNTERS)
-                .where(_COUNTERS.c.site == bindparam("s"), _COUNTERS.c.day == bindparam("d")))
 _ATTACH_LOCATIONS = (update(_LOCATIONS)
                      .where(_LOCATIONS.c.caller_key == bindparam("key"),
                             _LOCATIONS.c.ticket_id.is_(None),
@@ -81,16 +78,21 @@ def _jsonable(value: Any) -> Any:
 
 
 def next_reference(s: Session, site: str, prefix: str, day: str) -> str:
-    """``<PREFIX>-<YYYYMMDD>-<NNNN>``, counted per site and site-local day."""
+    """``<PREFIX>-<YYYYMMDD>-<NNNN>``, counted per site and site-local day.
+
+    One upsert that returns the new count: nodes sharing one PostgreSQL that open the first
+    tickets of a day at the same moment get distinct numbers (a read, then an insert, would let
+    both insert the day's row and one fail on its primary key).
+    """
     conn = core(s)
-    last = conn.scalar(_COUNTER_LAST, {"s": site, "d": day})
+    upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = upsert(_COUNTERS).values(site=site, day=day, last=1)
+    stmt = stmt.on_conflict_do_update(index_elements=[_COUNTERS.c.site, _COUNTERS.c.day],
+                                      set_={"last": _COUNTERS.c.last + 1})
+    last = conn.scalar(stmt.returning(_COUNTERS.c.last))
     if last is None:
-        last = 1
-        conn.execute(insert(_COUNTERS), {"site": site, "day": day, "last": last})
-    else:
-        last += 1
-        conn.execute(_COUNTER_SET, {"s": site, "d": day, "last": last})
-    return f"{prefix}-{day}-{last:04d}"
+        raise RuntimeError(f"site={site} day={day}: the reference counter returned nothing")
+    return f"{prefix}-{day}-{int(last):04d}"
 
 
 class TicketService:

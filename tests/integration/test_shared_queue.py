@@ -234,3 +234,26 @@ async def test_postgres_stopped_each_node_goes_on_alone_and_resyncs_when_it_is_b
     assert not later.offer.done() and not waiting.offer.done()  # op1 still talks on node a
     a.release("op1", talked=True)
     assert await offer(later) == "op1"  # b's caller is more urgent: the global order holds
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"] if PG_URL else ["sqlite"],
+                         indirect=True)
+async def test_first_tickets_of_a_day_opened_at_once_on_two_nodes_get_distinct_references(
+    db_url: str,
+) -> None:
+    """Each "node" its own engine (its own connections), all opening the day's first tickets
+    at the same moment: one upsert per reference, no primary-key clash, no number twice."""
+    from ari_app.tickets.db import make_engine, sessions
+    from ari_app.tickets.service import next_reference
+
+    engines = [make_engine(db_url) for _ in range(2)]
+    try:
+        async def take(i: int) -> str:
+            async with sessions(engines[i % 2])() as s, s.begin():
+                return str(await s.run_sync(next_reference, SITE, "BTL", "20261202"))
+
+        refs = await asyncio.gather(*(take(i) for i in range(12)))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert sorted(refs) == [f"BTL-20261202-{n:04d}" for n in range(1, 13)], refs
