@@ -363,6 +363,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         return await admin_page(request, "saved")
 
     from ari_app.web.kpi import register_kpi
+    from ari_app.web.kpi_states import register_kpi_states
     from ari_app.web.wallboard import register_wallboard
 
     r = web_app.router
@@ -381,5 +382,6 @@ def register_pages(web_app: web.Application, console: Console) -> None:
     r.add_post("/admin/agencies", admin_agency)
     r.add_static("/static/", HERE / "static")
     register_kpi(web_app, console, render)
+    register_kpi_states(web_app, console, render)
     register_operator_console(web_app, console, render, env, tr)
     register_wallboard(web_app, console, render)
