@@ -103,4 +103,5 @@ def _apply(s: Session, p: dict[str, Any]) -> None:
     elif row.since <= p["at"]:
         row.state, row.reason, row.since, row.until = p["state"], p["reason"], p["at"], p["until"]
     s.add(OperatorStateLog(operator_name=p["operator"], state=p["state"], reason=p["reason"],
-                           previous=p["previous"], at=p["at"], actor=p["actor"]))
+                           previous=p["previous"], at=p["at"], actor=p["actor"],
+                           until=p["until"]))

@@ -46,6 +46,8 @@ class OperatorStateLog(Base):
     previous: Mapped[str | None] = mapped_column(String(16), nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     actor: Mapped[str] = mapped_column(String(64))
+    # a timed wrap-up's end, after which it reads as ready with no row of its own (0015)
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class CallbackAttempt(Base):

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from ari_app.web.console import Console
 
 log = logging.getLogger(__name__)
+CARD_WRITES_WAIT_S = 1.0  # a slow database shows the card a little late, never not at all
 
 HERE = Path(__file__).parent
 MAP_URL = "https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=17/{lat}/{lon}"
@@ -163,6 +164,10 @@ def register_pages(web_app: web.Application, console: Console) -> None:
 
     async def card(request: web.Request) -> web.Response:
         user = require(request, "operator")
+        # The card follows a live call: a key pressed while the phone rings is on the call bus
+        # before the writer has put it in the database; read after what was journaled so far.
+        with contextlib.suppress(TimeoutError):
+            await app.writer.wait_applied(app.writer.last_seq, CARD_WRITES_WAIT_S)
         async with app.sessions() as s:
             t = await ticket_view(s, site.code, request.query.get("ref") or None,
                                   channel_id=request.query.get("call"), now=app.settings.clock.now())
@@ -358,6 +363,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         return await admin_page(request, "saved")
 
     from ari_app.web.kpi import register_kpi
+    from ari_app.web.kpi_states import register_kpi_states
     from ari_app.web.wallboard import register_wallboard
 
     r = web_app.router
@@ -376,5 +382,6 @@ def register_pages(web_app: web.Application, console: Console) -> None:
     r.add_post("/admin/agencies", admin_agency)
     r.add_static("/static/", HERE / "static")
     register_kpi(web_app, console, render)
+    register_kpi_states(web_app, console, render)
     register_operator_console(web_app, console, render, env, tr)
     register_wallboard(web_app, console, render)

@@ -20,6 +20,7 @@ from playwright.async_api import Page, expect
 from sqlalchemy import select
 
 from ari_app.clock import Clock
+from ari_app.live import next_change
 from ari_app.testing.sipp import SippProcess
 from ari_app.tickets.console_models import OperatorStateLog
 from ari_app.web.auth import add_user
@@ -144,3 +145,82 @@ async def test_not_ready_gets_no_invite_ready_pops_the_card_and_wrap_up_holds_th
             if not task.done():
                 task.cancel()
         await asyncio.gather(*callers, return_exceptions=True)
+
+
+async def test_a_key_pressed_while_the_operators_phone_rings_shows_its_category_on_the_popped_card(
+        make_stack: StackFactory, phone: PhoneFactory) -> None:
+    # op1's phone rings as soon as the caller is answered (a human first) and answers 12 s
+    # later; the caller thinks for 4 s after the answer, then presses 2 (fire).
+    uas, contact = await phone("operator_answer_talk.xml", answer_after_ms="12000",
+                               extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)],
+                             clock=Clock(datetime(2025, 5, 19, 10, 0, tzinfo=WIB)))
+    app = stack.app
+    assert app is not None
+    async with app.sessions() as s, s.begin():
+        await add_user(s, "sari", "operator", PASSWORD, app.settings.clock.now())
+        await link_operator(s, "sari", "op1")
+    changes = app.live.listen()
+    caller: asyncio.Task[Any] | None = None
+    try:
+        async with chromium() as browser:
+            page = await new_page(browser)
+            await log_in(page, stack.web_url, "sari")
+            await expect(page.locator("#my-state")).to_have_attribute("data-state", "ready")
+            await page.evaluate("window.sameDocument = true")  # gone if the page reloads
+            caller = asyncio.create_task(stack.call(
+                "caller_key.xml", template={"digit": "2", "key_after_ms": "4000"},
+                keys={"caller": FIRST}))
+            ringing = await next_change(changes, "ringing", timeout=30, operator="op1")
+            call_id = ringing["call"]
+
+            # The card pops while the phone rings, before any key: no category yet.
+            card = page.locator(f'#card article[data-call="{call_id}"]')
+            await expect(card).to_be_visible()
+            await expect(page.locator("#card-caller")).to_contain_text(FIRST)
+            category = page.locator("#card-category")
+            await expect(category).to_have_attribute("data-category", "uncategorised")
+            await expect(category).to_contain_text("belum dikategorikan")
+            await expect(page.locator("#card-menu")).to_have_text("—")
+            # ... and that was before the key: the call bus has no menu answer yet.
+            assert all(c["stage"] != "menu" for c in drain(changes)), "the key came too early"
+            await screenshot(page, "operator-card-ringing-no-key")
+
+            # The caller presses 2: the same card, no reload, shows fire at priority 1.
+            await expect(category).to_have_attribute("data-category", "fire", timeout=20_000)
+            await expect(category).to_contain_text("kebakaran (prioritas 1)")
+            await expect(page.locator("#card-menu")).to_have_text("2")
+            row = page.locator(f'#calls tr[data-call="{call_id}"]')
+            # still not answered: the phone rings on (the caller's row shows the menu stage)
+            assert await row.get_attribute("data-stage") == "menu"
+            assert app.live.state[call_id]["operator"] == "op1"
+            await app.writer.flush(10)
+            [ticket] = await stack.tickets()
+            assert ticket.operator_rung_at is not None and ticket.operator_answered_at is None
+            assert await page.evaluate("window.sameDocument === true")
+            await screenshot(page, "operator-card-key-while-ringing")
+
+            await expect(row).to_have_attribute("data-stage", "bridged", timeout=30_000)
+            assert js_errors(page) == []
+        assert caller is not None
+        result = await caller
+        assert result.ok, result.errors
+        assert (await uas.wait(30)).successful == 1
+        await stack.settle()
+        [ticket] = await stack.tickets()
+        assert (ticket.category, ticket.priority, ticket.operator) == ("fire", 1, "op1")
+        actions = [a.action for a in await stack.audit(ticket)]
+        assert actions.index("ringing") < actions.index("menu") < actions.index("operator answered")
+    finally:
+        app.live.unlisten(changes)
+        if caller is not None and not caller.done():
+            caller.cancel()
+            await asyncio.gather(caller, return_exceptions=True)
+
+
+def drain(changes: asyncio.Queue[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every change already on the queue, without waiting."""
+    out = []
+    while not changes.empty():
+        out.append(changes.get_nowait())
+    return out

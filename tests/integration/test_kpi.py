@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -113,3 +114,100 @@ async def test_kpis_on_seeded_tickets_equal_hand_computed_figures(
         out, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()
         assert out.decode().splitlines() == lines
+
+
+async def test_time_per_operator_state_for_a_day_from_the_audited_changes(
+        db_url: str, var_dir: Path, jepara: Site) -> None:
+    from ari_app.clock import Clock
+    from ari_app.routing.operators import add_operator, add_shift
+    from ari_app.routing.states import WRAP_UP
+    from ari_app.tickets.console_models import OperatorStateLog
+    from ari_app.tickets.models import Ticket, TicketAudit
+
+    def at(hh: int, mm: int = 0, ss: int = 0, day: int = 19) -> datetime:
+        return datetime(2025, 5, day, hh, mm, ss, tzinfo=WIB)
+
+    clock = Clock(at(10, day=20))
+    async with web_stack(db_url, var_dir, jepara, clock=clock) as stack:
+        async with stack.app.sessions() as s, s.begin():
+            await add_operator(s, jepara, "op1", "Sari", at(0, day=1))
+            await add_operator(s, replace_code(jepara, "batola"), "opx", "Other site", at(0, day=1))
+            for day in (19, 20):
+                await add_shift(s, "op1", at(7, day=day), at(15, day=day))
+            for name, when, state, reason, until in [
+                    ("op1", at(20, day=18), "not_ready", "break", None),  # open at midnight
+                    ("op1", at(6, 30), "ready", None, None),
+                    ("op1", at(11, 30), "wrap_up", None, at(11, 30, 20)),
+                    ("op1", at(13), "not_ready", "meeting", None),       # open at day end
+                    ("opx", at(9), "ready", None, None)]:                # another site's
+                s.add(OperatorStateLog(operator_name=name, state=state, reason=reason, at=when,
+                                       until=until, actor="sari", previous=None))
+            # op1 answers at 11:00 and hands the caller over to an agency at 11:30
+            t = Ticket(reference="JPR-S-1", site="jepara", channel_id="s1", arrived_at=at(10, 59),
+                       operator="op1", operator_answered_at=at(11), ended_at=at(11, 40))
+            s.add(t)
+            await s.flush()
+            s.add(TicketAudit(ticket_id=t.id, at=at(11, 30), actor="op1", action="handed over",
+                              detail="{}"))
+        # today: a wrap-up the app itself starts, through the journal, keeps its end
+        stack.app.states.set("op1", WRAP_UP, actor="system", wrap_up_s=15)
+        await stack.app.writer.flush(10)
+        clock.advance(60)  # a minute later: 15 s of wrap-up, then ready without a row
+        await stack.add_user("sup", "supervisor", "supervisor pass 1")
+        await stack.add_user("opr", "operator", "operator pass 1")
+        async with browser() as http:
+            csrf = await stack.login(http, "sup", "supervisor pass 1")
+            async with http.get(f"{stack.url}/kpi/states?day=2025-05-19") as r:
+                assert r.status == 200
+                page = await r.text()
+            async with http.post(stack.url + "/console/lang", json={"lang": "en"},
+                                 headers={"X-CSRF-Token": csrf}) as r:
+                assert r.status == 200
+            async with http.get(f"{stack.url}/kpi/states?day=2025-05-19") as r:
+                english = await r.text()
+            async with http.post(stack.url + "/console/lang", json={"lang": "id"},
+                                 headers={"X-CSRF-Token": csrf}) as r:
+                assert r.status == 200
+            async with http.get(f"{stack.url}/kpi/states") as r:  # today, up to now
+                today = await r.text()
+            async with http.get(f"{stack.url}/kpi/states?day=19-05-2025") as r:
+                assert r.status == 400
+        async with browser() as http:
+            await stack.login(http, "opr", "operator pass 1")
+            async with http.get(f"{stack.url}/kpi/states?day=2025-05-19") as r:
+                assert r.status == 403
+    assert "Waktu per status operator" in page and "WIB" in page and "<script" not in page
+    assert 'data-operator="opx"' not in page
+    assert "Time per operator state" in english and "Waktu per status" not in english
+    assert row_of(english, "op1") == row_of(page, "op1")  # the same figures in English
+    # By hand, 19 May WIB, shift 07-15: 00:00-07:00 off shift (break, then ready);
+    # ready 07-11 and 11:30:20-13:00; on call 11-11:30 (handed over); wrap-up 20 s;
+    # meeting 13-15, then off shift to midnight.
+    cells = dict(re.findall(r'<td data-bucket="(\w+)" data-seconds="(\d+)">', row_of(page, "op1")))
+    assert cells == {"ready": str(4 * 3600 + 5380), "not_ready_break": "0",
+                     "not_ready_training": "0", "not_ready_meeting": str(2 * 3600),
+                     "wrap_up": "20", "on_call": "1800", "off_shift": str(16 * 3600)}
+    assert "<td>siap</td>" not in page and ">siap</th>" in page and ">16:00:00<" in page
+    assert ">24:00:00<" in page  # every second of the day is in one column
+    now_cells = dict(re.findall(r'<td data-bucket="(\w+)" data-seconds="(\d+)">',
+                                row_of(today, "op1")))
+    assert now_cells["wrap_up"] == "15"
+    # the meeting from yesterday goes on from midnight: off shift to 07:00, then until the
+    # wrap-up a few seconds after 10:00 (the test clock started at 10:00 and runs)
+    assert 3 * 3600 <= int(now_cells["not_ready_meeting"]) < 3 * 3600 + 120
+    assert now_cells["off_shift"] == str(7 * 3600) and 45 <= int(now_cells["ready"]) < 120
+    async with stack.app.sessions() as s:
+        [row] = await s.scalars(select(OperatorStateLog).where(OperatorStateLog.state == WRAP_UP,
+                                                             OperatorStateLog.actor == "system"))
+    assert row.until is not None and (row.until - row.at).total_seconds() == 15
+
+
+def row_of(page: str, operator: str) -> str:
+    m = re.search(rf'<tr data-operator="{operator}">(.*?)</tr>', page, re.S)
+    assert m, page
+    return m.group(1)
+
+
+def replace_code(site: Site, code: str) -> Site:
+    import dataclasses
+    return dataclasses.replace(site, code=code)
