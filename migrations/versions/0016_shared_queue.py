@@ -13,7 +13,7 @@ Three tables, used only when a site runs several nodes on one PostgreSQL (``clus
 The tables are created on SQLite too (one schema for every backend); nothing uses them there.
 
 Revision ID: 0016
-Revises: 0009
+Revises: 0015
 Create Date: 2026-12-02
 """
 
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0016"
-down_revision: str | None = "0009"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
