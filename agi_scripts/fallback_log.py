@@ -2,6 +2,8 @@
 
     AGI(fallback_log,start)   ; when the fallback begins
     AGI(fallback_log,end)     ; from the hangup handler, with DIALSTATUS and ANSWEREDTIME
+    AGI(fallback_log,early)   ; the caller hung up before the app took the call
+    AGI(fallback_log,overload,DIALLED,LIMIT)  ; the line was full: refused, to be called back
 
 One JSON line per event, appended and fsync'ed to var/fallback/calls.jsonl. No database: it may
 be down too. When the app starts it turns these records into tickets, exactly once.
@@ -66,8 +68,15 @@ def main() -> int:
             "at": datetime.now(UTC).isoformat(),
             "uniqueid": agi.env.get("agi_uniqueid", ""),
             "caller": agi.env.get("agi_callerid", ""),
-            "dialled": agi.get_variable("SIAGA_DIALLED") or "",
         }
+        if event == "overload":
+            # Everything from the arguments and the environment Asterisk sent first: the record
+            # is written before any AGI command, so a caller hanging up cannot cost it.
+            line["dialled"] = sys.argv[3] if len(sys.argv) > 3 else ""
+            line["limit"] = sys.argv[4] if len(sys.argv) > 4 else ""
+            record(str(config["fallback_journal"]), line)
+            return 0
+        line["dialled"] = agi.get_variable("SIAGA_DIALLED") or ""
         if event == "start":
             line["recording"] = agi.get_variable("MIXMONITOR_FILENAME") or ""
         if event == "end":
