@@ -17,6 +17,7 @@ import pytest
 
 from ari_app.ari import AriClient
 from ari_app.testing.sipp import run_sipp
+from ari_app.web.callbacks import worklist
 from tests.integration.conftest import PhoneFactory, Stack, StackFactory
 
 pytestmark = pytest.mark.integration
@@ -50,14 +51,19 @@ def journal_records(stack: Stack) -> list[dict[str, str]]:
     return [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.parametrize("agi_server", [False, True], ids=["process-per-call", "fastagi-server"])
 async def test_a_caller_past_the_line_limit_is_refused_recorded_and_on_the_callback_list(
     make_stack: StackFactory, phone: PhoneFactory, monkeypatch: pytest.MonkeyPatch,
+    agi_server: bool,
 ) -> None:
+    """The record written by `siaga112 agi serve` when it runs (Asterisk forks nothing), or
+    else by the script as Asterisk's own process."""
     monkeypatch.setenv("SIAGA112_MAX_CALLERS", "2")  # rendered into the dialplan's globals
     _op1, c1 = await phone("operator_answer_wait.xml", name="op1", answer_after_ms="300")
     _op2, c2 = await phone("operator_answer_wait.xml", name="op2", answer_after_ms="300")
     stack = await make_stack(operators=[("op1", c1), ("op2", c2)])
     assert stack.app is not None
+    agi_log = await stack.start_agi_server() if agi_server else None
     conf = (stack.asterisk.rendered.etc_dir / "extensions.conf").read_text()
     assert "SIAGA_MAX_CALLERS = 2" in conf
     client = ari(stack)
@@ -79,6 +85,8 @@ async def test_a_caller_past_the_line_limit_is_refused_recorded_and_on_the_callb
         assert result.ok, result.errors
     [record] = [r for r in journal_records(stack) if r["caller"] == SHED]
     assert (record["event"], record["limit"], record["dialled"]) == ("overload", "2", "112")
+    if agi_log is not None:
+        assert f"call={record['uniqueid']} fallback_log done" in agi_log.read_text()
     stack.app.fallback.import_new()
     await stack.settle()
     tickets = {t.caller_number: t for t in await stack.tickets()}
@@ -97,6 +105,10 @@ async def test_a_caller_past_the_line_limit_is_refused_recorded_and_on_the_callb
         env={"DATABASE_URL": stack.db_url, "PATH": "/usr/bin:/bin"}, check=True)
     [row] = [line for line in listed.stdout.splitlines() if refused.reference in line]
     assert SHED in row and "overload: lines busy (2 callers)" in row
+    async with stack.app.sessions() as s:  # and the console's callback worklist
+        [listed_row] = [r for r in await worklist(s, stack.site.code)
+                        if r.reference == refused.reference]
+    assert listed_row.reason == "overload: lines busy (2 callers)"
     # one record for the shed caller (no "early" one from a hangup handler)
     assert [r["event"] for r in journal_records(stack) if r["caller"] == SHED] == ["overload"]
     # the count follows the calls: with them over, the next caller is answered again
