@@ -2,6 +2,8 @@
 
     AGI(fallback_log,start)   ; when the fallback begins
     AGI(fallback_log,end)     ; from the hangup handler, with DIALSTATUS and ANSWEREDTIME
+    AGI(fallback_log,early)   ; the caller hung up before the app took the call
+    AGI(fallback_log,overload,DIALLED,LIMIT)  ; the line was full: refused, to be called back
 
 One JSON line per event, appended and fsync'ed to var/fallback/calls.jsonl. No database: it may
 be down too. When the app starts it turns these records into tickets, exactly once.
@@ -14,6 +16,7 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 
 def record(journal: str, line: dict[str, str]) -> None:
@@ -53,21 +56,27 @@ def on_duty_dial(config: dict[str, object]) -> str:
     return fallback_dial([str(r[0]) for r in rows])
 
 
-def main() -> int:
-    from asterisk.agi import AGI  # pyst2: per-process AGI only
-
-    agi = AGI()
+def log_event(agi: Any, config_path: str, args: list[str]) -> int:
+    """Write one record for ``agi`` (pyst2, over stdio or a FastAGI socket); ``args``: the
+    AGI arguments after the script (event first)."""
     try:
-        with open(sys.argv[1]) as fh:
+        with open(config_path) as fh:
             config = json.load(fh)
-        event = sys.argv[2] if len(sys.argv) > 2 else "start"
+        event = args[0] if args else "start"
         line = {
             "event": event,
             "at": datetime.now(UTC).isoformat(),
             "uniqueid": agi.env.get("agi_uniqueid", ""),
             "caller": agi.env.get("agi_callerid", ""),
-            "dialled": agi.get_variable("SIAGA_DIALLED") or "",
         }
+        if event == "overload":
+            # Everything from the arguments and the environment Asterisk sent first: the record
+            # is written before any AGI command, so a caller hanging up cannot cost it.
+            line["dialled"] = args[1] if len(args) > 1 else ""
+            line["limit"] = args[2] if len(args) > 2 else ""
+            record(str(config["fallback_journal"]), line)
+            return 0
+        line["dialled"] = agi.get_variable("SIAGA_DIALLED") or ""
         if event == "start":
             line["recording"] = agi.get_variable("MIXMONITOR_FILENAME") or ""
         if event == "end":
@@ -82,6 +91,21 @@ def main() -> int:
     except Exception as exc:
         agi.verbose(f"siaga112 fallback_log: {type(exc).__name__}: {exc}", 1)
     return 0
+
+
+def fastagi(agi: Any, config_path: str, started: float) -> int:
+    """From our FastAGI server (``agi://.../fallback_log,overload,...``): the arguments come in
+    the AGI environment (agi_arg_1, ...) instead of argv."""
+    args: list[str] = []
+    while (arg := agi.env.get(f"agi_arg_{len(args) + 1}")) is not None:
+        args.append(arg)
+    return log_event(agi, config_path, args)
+
+
+def main() -> int:
+    from asterisk.agi import AGI  # pyst2: per-process AGI only
+
+    return log_event(AGI(), sys.argv[1], sys.argv[2:])
 
 
 if __name__ == "__main__":

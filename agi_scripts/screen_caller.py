@@ -74,6 +74,9 @@ def screen(agi: Any, config_path: str, started: float) -> int:
     return 0
 
 
+fastagi = screen  # what our FastAGI server calls (ari_app/pbx/agi_server.py)
+
+
 def main() -> int:
     started = time.monotonic()
     from asterisk.agi import AGI  # pyst2: per-process AGI only

@@ -161,6 +161,9 @@ class Retention:
     recordings_days: int = 365      # call recordings of closed tickets are deleted after this
     personal_days: int = 730        # caller numbers and locations of closed tickets: anonymised
     run_every_h: float = 24.0       # `siaga112 serve` runs it on this timer (and at start)
+    # Asterisk's CEL rows (var/asterisk/log/master.db) older than this are deleted, except those
+    # of calls the database still holds as live: reconcile reads them only for such calls.
+    cel_days: int = 30
 
 
 OSM_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
@@ -506,9 +509,10 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
     )
 
     rt = root.table("retention", required=False)
-    rt.unknown_keys({"recordings_days", "personal_days", "run_every_h"})
+    rt.unknown_keys({"recordings_days", "personal_days", "run_every_h", "cel_days"})
     retention = Retention(recordings_days=rt.integer("recordings_days", 1, 36500, 365),
                           personal_days=rt.integer("personal_days", 1, 36500, 730),
+                          cel_days=rt.integer("cel_days", 1, 36500, 30),
                           run_every_h=rt.number("run_every_h", 0.1, 24 * 7, 24.0))
     c = root.table("console", required=False)
     c.unknown_keys({"wrap_up_s", "tile_url", "tile_attribution", "incident_radius_m",

@@ -1,4 +1,5 @@
-"""Our FastAGI server for the screening AGI: Asterisk opens a socket instead of forking Python.
+"""Our FastAGI server for the per-call AGI scripts (screening, and the record of a caller the full
+line refuses): Asterisk opens a socket instead of forking Python.
 
 Why. Asterisk starts a per-call AGI script with fork() and exec(). Asterisk is a large process
 with hundreds of threads: each fork write-protects all of its memory, and every page it writes
@@ -34,7 +35,10 @@ from ari_app.pbx.render import AGI_DIR
 
 log = logging.getLogger(__name__)
 
-SCRIPTS = ("screen_caller",)  # what may be asked for: agi://host:port/<script>
+# What may be asked for: agi://host:port/<script>; each module's ``fastagi(agi, config, started)``
+# serves one call. fallback_log: the record of a caller the full line refuses (dialplan
+# siaga112-overload), so that shedding load does not fork Python from Asterisk per caller.
+SCRIPTS = ("screen_caller", "fallback_log")
 
 
 def load_script(name: str) -> ModuleType:
@@ -69,7 +73,7 @@ class _Call(socketserver.StreamRequestHandler):
             log.warning("call=%s FastAGI asked for %r; not served here", call, script)
             agi.verbose(f"siaga112: no FastAGI script {script!r}", 1)
             return
-        module.screen(agi, str(self.server.config_path), started)
+        module.fastagi(agi, str(self.server.config_path), started)
         log.info("call=%s %s done in %.0f ms", call, script, (time.monotonic() - started) * 1000)
 
 

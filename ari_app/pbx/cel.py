@@ -9,9 +9,12 @@ of the operator legs the app originated for it (``op-<id>-...``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
+import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,3 +191,94 @@ class CelRecord:
             if at < epoch:
                 return at
         return None
+
+
+@dataclass
+class CelPrune:
+    """What one pruning of the CEL file did."""
+
+    deleted: int = 0
+    transactions: int = 0
+    live_kept: int = 0     # live calls whose old rows were left for reconcile
+    busy_retries: int = 0  # batches that found Asterisk writing and tried again
+
+
+def prune_cel(path: Path, before_epoch: float, keep: Collection[str], *, batch: int = 500,
+              busy_timeout_s: float = 5.0, max_busy_retries: int = 20,
+              pause_s: float = 0.01) -> CelPrune:
+    """Delete the CEL rows older than ``before_epoch``, except those of the calls in ``keep``.
+
+    Asterisk writes this file all the while (cel_sqlite3_custom, one short transaction per
+    event, with its own short busy wait). So: WAL mode (readers and the writer do not block each
+    other); the bound is found by a read, outside any write lock; then rows go in batches of
+    ``batch``, each its own short ``BEGIN IMMEDIATE`` transaction over a rowid range (the
+    primary key: no table scan under the lock), so Asterisk waits at most a few milliseconds
+    for one batch. Between batches we leave the file alone for ``pause_s`` (and at least four
+    times as long as the batch held it): SQLite's busy wait is not fair, and back-to-back
+    transactions starved Asterisk's writer past its own timeout, which then drops the event
+    ("Unable to write CEL ... database is locked", seen in the test on Asterisk 22). Our
+    commits need no fsync (``synchronous=NORMAL``): a delete lost to a power cut is done again
+    by the next run. Our own busy timeout waits for Asterisk's commits; a batch that still finds
+    the file busy is retried. A row Asterisk writes meanwhile is newer than the bound: never
+    touched. The pages freed are reused by Asterisk's next rows, so the file stops growing.
+
+    ``keep``: caller channel ids; their own rows, their operator legs' (``op-<id>-...``) and
+    any row linked to them are kept whatever their age.
+    """
+    result = CelPrune()
+    if not path.exists():
+        return result
+    db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+    try:
+        try:
+            bound = db.execute("SELECT max(rowid) FROM cel WHERE CAST(eventtime AS REAL) < ?",
+                               (before_epoch,)).fetchone()[0]
+        except sqlite3.OperationalError as exc:  # no table yet: Asterisk has written nothing
+            log.info("CEL record %s: nothing to prune (%s)", path, exc)
+            return result
+        if bound is None:
+            return result
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TEMP TABLE keep (id TEXT PRIMARY KEY)")  # temp: no lock on the file
+        db.executemany("INSERT OR IGNORE INTO temp.keep VALUES (?)", [(k,) for k in keep])
+        result.live_kept = len(set(keep))
+        low = 0
+        while low < bound:
+            # the next ``batch`` rows by rowid, read outside the write lock
+            row = db.execute("SELECT rowid FROM cel WHERE rowid > ? AND rowid <= ? "
+                             "ORDER BY rowid LIMIT 1 OFFSET ?", (low, bound, batch - 1)).fetchone()
+            high = bound if row is None else int(row[0])
+            began = time.monotonic()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # busy past our timeout: Asterisk first
+                result.busy_retries += 1
+                time.sleep(pause_s)
+                if result.busy_retries > max_busy_retries:
+                    log.warning("CEL record %s: busy, pruning stops at row %d (%s); the next "
+                                "retention run goes on", path, low, exc)
+                    break
+                continue
+            try:
+                cursor = db.execute(
+                    "DELETE FROM cel WHERE rowid > ? AND rowid <= ? "
+                    "AND CAST(eventtime AS REAL) < ? AND NOT EXISTS ("
+                    " SELECT 1 FROM temp.keep k WHERE cel.uniqueid = k.id OR cel.linkedid = k.id"
+                    " OR cel.uniqueid LIKE 'op-' || k.id || '-%')",
+                    (low, high, before_epoch))
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                db.execute("ROLLBACK")
+                raise
+            result.deleted += max(cursor.rowcount, 0)
+            result.transactions += 1
+            low = high
+            time.sleep(max(pause_s, 4 * (time.monotonic() - began)))  # Asterisk's turn
+        with contextlib.suppress(sqlite3.Error):  # never waits for readers or the writer
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        db.close()
+    log.info("CEL record %s: %d row(s) older than %.0f deleted in %d transaction(s), rows of "
+             "%d live call(s) kept", path, result.deleted, before_epoch, result.transactions,
+             result.live_kept)
+    return result

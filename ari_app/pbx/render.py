@@ -236,6 +236,38 @@ def write_agi(site: Site, var_dir: Path, database_url: str | None) -> None:
         os.chmod(wrapper, 0o755)
 
 
+# maxcalls counts every channel running dialplan: callers in the 112 flow, callers being shed
+# (they run the overload branch for a few seconds), operators dialling out. The dialplan's own
+# limit stays this far below it, so a shed caller still gets a record and the prompt before
+# Asterisk's hard refusal (which leaves no record) would take over.
+SHED_HEADROOM = 0.1
+
+
+def line_limits(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(maxcalls, max_callers): Asterisk's hard limit and the 112 context's own, below it.
+
+    ``SIAGA112_MAXCALLS`` (400) and ``SIAGA112_MAX_CALLERS`` (default 90 % of maxcalls; every
+    call when maxcalls is 0, Asterisk's "no limit"). A max_callers not below maxcalls would never
+    be reached: Asterisk refuses first, with no record, so it is a render error.
+    """
+    env = os.environ if env is None else env
+    try:
+        maxcalls = int(env.get("SIAGA112_MAXCALLS", "400"))
+        default = maxcalls - max(1, round(maxcalls * SHED_HEADROOM)) if maxcalls > 0 else 100000
+        max_callers = int(env.get("SIAGA112_MAX_CALLERS", str(default)))
+    except ValueError as exc:
+        raise RenderError(f"SIAGA112_MAXCALLS / SIAGA112_MAX_CALLERS: not a whole number ({exc})") \
+            from None
+    if max_callers < 1 or maxcalls < 0:
+        raise RenderError(f"SIAGA112_MAX_CALLERS={max_callers} must be at least 1 "
+                          f"(SIAGA112_MAXCALLS={maxcalls} at least 0)")
+    if maxcalls and max_callers >= maxcalls:
+        raise RenderError(
+            f"SIAGA112_MAX_CALLERS={max_callers} must be below SIAGA112_MAXCALLS={maxcalls}: "
+            "past maxcalls Asterisk refuses a caller before the dialplan can record them")
+    return maxcalls, max_callers
+
+
 def recordings_dir(var_dir: Path, site_code: str) -> Path:
     """Where the dialplan's MixMonitor writes every 112 call (ARI's stored recordings dir)."""
     return var_dir.resolve() / "asterisk" / "spool" / "recording" / "siaga112" / site_code
@@ -288,6 +320,7 @@ def render(
     except InstallationError as exc:
         raise RenderError(str(exc)) from exc
     extra_modules = version_modules(ast)
+    maxcalls, max_callers = line_limits()
     var_dir = var_dir.resolve()
     ast_dir = var_dir / "asterisk"
     etc = ast_dir / "etc"
@@ -329,7 +362,8 @@ def render(
         "version_modules": "\n".join(f"load => {m}" for m in extra_modules),
         "agi_dir": str(ast_dir / "agi-bin"),
         "maxload": os.environ.get("SIAGA112_MAXLOAD", "0"),
-        "maxcalls": os.environ.get("SIAGA112_MAXCALLS", "400"),
+        "maxcalls": str(maxcalls),
+        "max_callers": str(max_callers),
         "systemname_line": systemname_line(node if node is not None else node_name()),
         "bind": a.bind,
         "http_port": str(a.http_port),

@@ -111,5 +111,19 @@ class FallbackImporter:
             self.tickets.change(channel, "ended", at, ended_at=at,
                                 end_reason="caller hangup before the app", status="abandoned",
                                 callback_needed=True, outcome="silent-unreached")
+        elif rec["event"] == "overload":
+            # Shed by the dialplan (siaga112-overload): the line already had its limit of
+            # callers. Never reached a human: on the callback list, with the reason.
+            limit = str(rec.get("limit") or "?")[:8]
+            self.tickets.open(channel, rec.get("caller", ""), at,
+                              caller_key=caller_key(rec.get("caller")),
+                              policy=f"overload: {limit} callers on the line, refused (503)")
+            self.tickets.change(channel, "ended", at, ended_at=at,
+                                end_reason=f"overload: lines busy ({limit} callers)",  # <= 40
+                                status="abandoned", callback_needed=True, outcome="abandoned",
+                                audit={"limit": limit, "dialled": rec.get("dialled", ""),
+                                       "refused": "503 after the lines_busy prompt"})
+            log.warning("call=%s refused, line full (%s callers): on the callback list",
+                        channel, limit)
         else:
             raise KeyError(f"unknown event {rec['event']!r}")

@@ -10,6 +10,12 @@ For each *closed* ticket past the site's limits, and never one under legal hold:
 Locations never matched to a ticket and input rejections older than ``personal_days`` lose their
 raw message and coordinates too (they hold numbers and positions of people).
 
+Asterisk's own call record (CEL, var/asterisk/log/master.db, written by cel_sqlite3_custom) loses
+its rows older than ``cel_days``, except those of calls the database still holds as live (call
+row or ticket without an end time): reconcile reads the record only for those. The rows hold no
+caller number (channel names, ids, times); the count, the bound and the calls kept go in the
+run's admin audit entry.
+
 Every deletion is a ticket audit entry (who, when, what) in the same transaction as the change,
 and each run adds one admin audit entry with its counts. A ticket is handled in its own
 transaction; a recording file is unlinked only after its transaction committed (a crash in
@@ -56,6 +62,8 @@ class RetentionReport:
     unattached_locations_cleared: int = 0
     rejections_cleared: int = 0
     files_missing: int = 0
+    cel_rows_deleted: int = 0
+    cel_live_calls_kept: int = 0
     errors: int = 0
 
 
@@ -178,17 +186,45 @@ async def _clear_unattached(sessions: async_sessionmaker[AsyncSession], rules: R
             .values(raw="", origin="")))
 
 
+async def _prune_cel(sessions: async_sessionmaker[AsyncSession], rules: Retention,
+                     now: datetime, site_code: str, cel: Path, report: RetentionReport
+                     ) -> dict[str, object]:
+    """Old CEL rows out of Asterisk's file, while Asterisk keeps writing it (pbx/cel.py)."""
+    from ari_app.pbx.cel import prune_cel
+    from ari_app.tickets.calls import open_calls
+
+    cutoff = now - timedelta(days=rules.cel_days)
+    live = await open_calls(sessions, site_code)  # read first: a call opened later is newer
+    try:
+        pruned = await asyncio.to_thread(prune_cel, cel, cutoff.timestamp(), list(live))
+    except Exception as exc:  # the file damaged or locked for good: the rest of the run stands
+        report.errors += 1
+        log.error("retention: CEL record %s not pruned: %s (the next run tries again)", cel, exc)
+        return {"path": str(cel), "before": cutoff.isoformat(), "error": str(exc)}
+    report.cel_rows_deleted = pruned.deleted
+    report.cel_live_calls_kept = pruned.live_kept
+    return {"path": str(cel), "before": cutoff.isoformat(), "transactions": pruned.transactions,
+            "busy_retries": pruned.busy_retries, "rule": f"cel_days={rules.cel_days}"}
+
+
 async def run_retention(sessions: async_sessionmaker[AsyncSession], rules: Retention,
-                        now: datetime, *, actor: str, site_code: str) -> RetentionReport:
-    """Apply the site's retention once; safe to run again at any time (it only finds the rest)."""
+                        now: datetime, *, actor: str, site_code: str,
+                        cel: Path | None = None) -> RetentionReport:
+    """Apply the site's retention once; safe to run again at any time (it only finds the rest).
+
+    ``cel``: Asterisk's CEL file (``pbx.cel.cel_path(var_dir)``) to prune as well."""
     report = RetentionReport()
     await _delete_recordings(sessions, rules, now, actor, report)
     await _anonymise_tickets(sessions, rules, now, actor, report)
     await _clear_unattached(sessions, rules, now, report)
+    cel_detail = await _prune_cel(sessions, rules, now, site_code, cel, report) \
+        if cel is not None else None
     async with sessions() as s, s.begin():
+        after: dict[str, object] = {"rules": asdict(rules), **asdict(report)}
+        if cel_detail is not None:
+            after["cel"] = cel_detail
         await record_admin_change(s, actor=actor, entity="retention", key=site_code, action="run",
-                                  before=None, after={"rules": asdict(rules), **asdict(report)},
-                                  at=now)
+                                  before=None, after=after, at=now)
     log.info("retention for %s: %s", site_code, asdict(report))
     return report
 

@@ -113,13 +113,15 @@ async def _agencies_and_outbox(console: Console) -> None:
 
 async def _retention_timer(console: Console) -> None:
     """`siaga112 retention run` on the site's timer, inside the running app."""
+    from ari_app.pbx.cel import cel_path
     from ari_app.tickets.retention import run_retention
 
     s = console.app.settings
     while True:
         try:
             await run_retention(console.app.sessions, s.site.retention, s.clock.now(),
-                                actor="retention timer", site_code=s.site.code)
+                                actor="retention timer", site_code=s.site.code,
+                                cel=cel_path(s.var_dir))
         except Exception:
             log.exception("retention run failed; the next run tries again")
         await asyncio.sleep(s.site.retention.run_every_h * 3600)

@@ -4,6 +4,7 @@ the call through a real Asterisk is in tests/integration/test_screening_fallback
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import sqlite3
 import subprocess
@@ -82,8 +83,25 @@ def test_a_script_it_does_not_serve_is_refused_and_the_call_goes_on(
     server: tuple[Site, subprocess.Popen[bytes]],
 ) -> None:
     site, _ = server
-    [command] = converse(site.asterisk.fastagi_port, env("fallback_log"))
-    assert command.startswith("VERBOSE") and "fallback_log" in command
+    [command] = converse(site.asterisk.fastagi_port, env("not_ours"))
+    assert command.startswith("VERBOSE") and "not_ours" in command
+
+
+def test_a_caller_refused_by_the_full_line_is_recorded_over_the_socket(
+    server: tuple[Site, subprocess.Popen[bytes]], tmp_path: Path,
+) -> None:
+    """fallback_log's overload record (dialplan siaga112-overload), its arguments in the AGI
+    environment: written at once, no AGI command asked of Asterisk."""
+    site, _ = server
+    hello = env("fallback_log", "081299990003")[:-1] + \
+        b"agi_arg_1: overload\nagi_arg_2: 112\nagi_arg_3: 40\n\n"
+    assert converse(site.asterisk.fastagi_port, hello) == []
+    [line] = (tmp_path / "fallback" / "calls.jsonl").read_text().splitlines()
+    record = json.loads(line)
+    assert {k: record[k] for k in ("event", "uniqueid", "caller", "dialled", "limit")} == {
+        "event": "overload", "uniqueid": "1716080000.7", "caller": "081299990003",
+        "dialled": "112", "limit": "40"}
+    assert "call=1716080000.7 fallback_log done" in (tmp_path / "agi-server.log").read_text()
 
 
 def test_a_stuck_conversation_is_cut_off_so_the_call_goes_on(

@@ -117,3 +117,33 @@ def _downgrade(url: str, revision: str) -> None:
     from ari_app.tickets.migrate import alembic_config
 
     command.downgrade(alembic_config(url), revision)
+
+
+async def test_a_caller_shed_by_the_full_line_is_on_the_callback_list_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/main.db"
+    await asyncio.to_thread(upgrade, url)
+    engine = make_engine(url)
+    writer = Writer(sessions(engine), tmp_path / "journal.db", node="t")
+    tickets = TicketService(writer, "jepara", "JPR", ZoneInfo("Asia/Jakarta"))
+    records = tmp_path / "fallback" / "calls.jsonl"
+    records.parent.mkdir()
+    records.write_text(json.dumps({"event": "overload", "at": AT.isoformat(), "uniqueid": "1.9",
+                                   "caller": "081299990003", "dialled": "112",
+                                   "limit": "40"}) + "\n")
+    importer = FallbackImporter(records, writer, tickets)
+    assert importer.import_new() == 1
+    task = asyncio.create_task(writer.run())
+    await writer.flush(10)
+    assert importer.import_new() == 0  # read once
+    task.cancel()
+    async with writer.sessions() as s:
+        [t] = (await s.scalars(select(Ticket))).all()
+        [_opened, ended] = (await s.scalars(select(TicketAudit).order_by(TicketAudit.id))).all()
+    assert (t.status, t.callback_needed, t.outcome) == ("abandoned", True, "abandoned")
+    assert t.end_reason == "overload: lines busy (40 callers)"
+    assert t.arrived_at == AT and t.ended_at == AT and t.caller_number == "081299990003"
+    assert json.loads(ended.detail)["limit"] == "40"
+    writer.close()
+    await engine.dispose()
