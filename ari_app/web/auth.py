@@ -172,7 +172,7 @@ class LoginResult:
     retry_after_s: int = 0
 
     def message(self, tr: Translator) -> str:
-        return tr(f"login.{self.text}", **self.values) if self.text else ""
+        return tr(f"login.{self.text}").format(**self.values) if self.text else ""
 
 
 def _throttle_keys(username: str, address: str) -> list[tuple[str, str]]:
