@@ -3,9 +3,13 @@
     AGI(fallback_log,start)   ; when the fallback begins
     AGI(fallback_log,end)     ; from the hangup handler, with DIALSTATUS and ANSWEREDTIME
 
-One JSON line per event, appended and fsync'ed to var/fallback/calls.jsonl. No database: it may
-be down too. When the app starts it turns these records into tickets, exactly once.
-It may never disturb the call: every error is swallowed after a verbose line.
+One JSON line per event, appended and fsync'ed to var/fallback/calls-YYYY-MM-DD.jsonl (the UTC
+day of the event). No database: it may be down too. When the app starts it turns these records
+into tickets, exactly once. It may never disturb the call: every error is swallowed after a
+verbose line.
+
+One file per day, so that retention never has to rewrite a file this script may be appending to:
+a past day's file is never opened for writing again (no lock for a call to wait on).
 """
 
 from __future__ import annotations
@@ -14,6 +18,12 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
+
+
+def day_file(journal: str, at: datetime) -> str:
+    """``.../calls.jsonl`` -> ``.../calls-2026-12-02.jsonl`` for an event on that UTC day."""
+    base, ext = os.path.splitext(journal)
+    return f"{base}-{at.astimezone(UTC):%Y-%m-%d}{ext}"
 
 
 def record(journal: str, line: dict[str, str]) -> None:
@@ -61,9 +71,10 @@ def main() -> int:
         with open(sys.argv[1]) as fh:
             config = json.load(fh)
         event = sys.argv[2] if len(sys.argv) > 2 else "start"
+        now = datetime.now(UTC)
         line = {
             "event": event,
-            "at": datetime.now(UTC).isoformat(),
+            "at": now.isoformat(),
             "uniqueid": agi.env.get("agi_uniqueid", ""),
             "caller": agi.env.get("agi_callerid", ""),
             "dialled": agi.get_variable("SIAGA_DIALLED") or "",
@@ -74,7 +85,7 @@ def main() -> int:
             line["dialstatus"] = agi.get_variable("DIALSTATUS") or ""
             line["answered_s"] = agi.get_variable("ANSWEREDTIME") or ""
             line["operator"] = agi.get_variable("DIALEDPEERNAME") or ""
-        record(str(config["fallback_journal"]), line)
+        record(day_file(str(config["fallback_journal"]), now), line)
         if event == "start":
             dial = on_duty_dial(config)
             if dial:

@@ -136,16 +136,18 @@ def cmd_whatsapp_secret(args: argparse.Namespace) -> int:
 def cmd_retention_run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from ari_app.cli import _db, _site
+    from ari_app.cli import _db, _site, _var_dir
     from ari_app.tickets.retention import run_retention
 
     site = _site(args)
+    var_dir = _var_dir(args)
 
     async def main() -> int:
         engine, maker = _db(args)
         try:
             report = await run_retention(maker, site.retention, datetime.now(UTC),
-                                         actor=cli_actor(), site_code=site.code)
+                                         actor=cli_actor(), site_code=site.code,
+                                         var_dir=var_dir)
         finally:
             await engine.dispose()
         data = asdict(report)

@@ -119,7 +119,8 @@ async def _retention_timer(console: Console) -> None:
     while True:
         try:
             await run_retention(console.app.sessions, s.site.retention, s.clock.now(),
-                                actor="retention timer", site_code=s.site.code)
+                                actor="retention timer", site_code=s.site.code,
+                                var_dir=s.var_dir)
         except Exception:
             log.exception("retention run failed; the next run tries again")
         await asyncio.sleep(s.site.retention.run_every_h * 3600)
