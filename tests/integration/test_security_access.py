@@ -46,7 +46,7 @@ async def _audit(stack: WebStack, entity: str) -> list[AdminAudit]:
 
 def _said(lang: str, key: str, **values: int) -> str:
     """A refusal exactly as the login page shows it in ``lang`` (HTML-escaped like the page)."""
-    return html.escape(Translator(lang)(f"login.{key}", **values), quote=False)
+    return html.escape(Translator(lang)(f"login.{key}").format(**values), quote=False)
 
 
 @pytest.mark.parametrize("lang", ["", "en"])  # '' = nobody asked: the site's language, Indonesian
