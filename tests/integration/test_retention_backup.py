@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from ari_app.admin_audit import record_admin_change
-from ari_app.config import Retention
+from ari_app.config import Retention, Site
 from ari_app.tickets.console_models import CallbackAttempt
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import (
@@ -33,6 +33,7 @@ from ari_app.tickets.models import (
 )
 from ari_app.tickets.retention import run_retention
 from tests.conftest import PG_URL, _create_pg_database, _drop_pg_database
+from tests.integration.console_stack import browser, web_stack
 from tests.integration.test_admin_cli import cli
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -330,6 +331,34 @@ async def test_retention_scrubs_free_text_screening_and_the_fallback_journal_of_
     assert [a.action for a in flags_audit] == ["anonymised"]
     assert str(keys["old"]) not in flags_audit[0].before + flags_audit[0].after
     assert lost == ""
+
+
+async def test_a_complaints_name_given_through_the_api_is_masked_once_the_ticket_is_past_retention(
+        db_url: str, var_dir: Path, jepara: Site) -> None:
+    async with web_stack(db_url, var_dir, jepara) as stack:
+        token = await stack.token("portal", "operator")
+        async with browser() as http:
+            async with http.post(f"{stack.url}/api/v1/complaints",
+                                 headers={"Authorization": f"Bearer {token}"},
+                                 json={"phone": "081234567890", "name": "Dewi Lestari",
+                                       "description": "Jalan rusak; Bu Dewi Lestari bisa "
+                                                      "ditelepon di 0813-2222-3333"}) as r:
+                assert r.status == 201, await r.text()
+                ref = (await r.json())["reference"]
+        async with stack.app.sessions() as s, s.begin():
+            t = await s.scalar(select(Ticket).where(Ticket.reference == ref))
+            assert t is not None and "Dewi Lestari" in t.notes
+            t.status, t.ended_at = "resolved", NOW - timedelta(days=100)
+        report = await run_retention(stack.app.sessions, RULES, NOW, actor="test",
+                                     site_code="jepara", var_dir=var_dir)
+        async with stack.app.sessions() as s:
+            t = await s.scalar(select(Ticket).where(Ticket.reference == ref))
+            assert t is not None
+            audit = list(await s.scalars(select(TicketAudit).where(TicketAudit.ticket_id == t.id)))
+    assert report.tickets_anonymised == 1
+    assert t.notes == "[anonymised]: Jalan rusak; Bu [anonymised] bisa ditelepon di [anonymised]"
+    assert not [a.detail for a in audit if "Dewi" in a.detail or "0812" in a.detail]
+    assert json.loads(audit[0].detail)["name"] == "[anonymised]"
 
 
 # ---- backup and restore -----------------------------------------------------------------------
