@@ -22,8 +22,9 @@ from ari_app.location.numbers import InvalidNumber, normalise_msisdn
 
 MASK = "[anonymised]"
 MAX_GROUPS = 6  # "+62 (0) 812 3456 7890" is 6 groups; a longer run is two numbers or none
-# a run of digit groups (a group may carry parentheses and a leading +), joined by one separator
-_RUN = re.compile(r"(?<![\d+])\+?\(?\d[\d()]*(?:[ .\-]\(?\d[\d()]*)*")
+# a run of digit groups (a group may carry parentheses and a leading +), joined by one separator,
+# not inside a word: a SHA-256 in an audit entry holds digit runs too
+_RUN = re.compile(r"(?<![\w+])\+?\(?\d[\d()]*(?:[ .\-]\(?\d[\d()]*)*(?!\w)")
 _GROUP = re.compile(r"\+?\(?\d[\d()]*")
 _PREFIXES = ("+62", "0062", "62", "0", "(0")
 # what calls/silent.py writes into a silent caller's notes: "location aml: -6.58,110.66 ±50.0 m"

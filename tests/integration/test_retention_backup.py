@@ -300,7 +300,9 @@ async def test_retention_scrubs_free_text_screening_and_the_fallback_journal_of_
 
     for name in ("old", "earlier"):  # scrubbed everywhere, the rest of the text kept
         d = data[name]
-        everything = json.dumps(d)
+        # (the recording's path and digest hold digits of their own: pytest-1234/, a SHA-256)
+        everything = json.dumps(d | {"audit": [a for a in d["audit"]
+                                               if a[0] != "recording deleted"]})
         assert not [bit for bit in PHONE_BITS if bit in everything], (name, everything)
         assert "says the bridge is down" in d["notes"] and "location aml: [anonymised]" in d["notes"]
         assert d["callback"] == "coba juga [anonymised]"

@@ -24,6 +24,7 @@ def test_indonesian_phone_numbers_in_the_usual_forms_are_masked(number: str) -> 
     "tiket JPR-20261201-0007, call 1700000000.12",        # references and channel ids
     "hubungi 112 atau 110, kerugian Rp 8.500.000",        # short codes, an amount
     "nomor 812 3456 7890 tanpa nol",                       # a mobile without its 0: not recognised
+    "sha256 a08123456789ffa1b82d61b8139df6f666f705cdc7",  # digits inside a word (a digest)
 ])
 def test_what_is_not_a_phone_number_stays(text: str) -> None:
     assert scrub_text(text) == (text, 0)
