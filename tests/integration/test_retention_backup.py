@@ -363,6 +363,24 @@ async def test_a_complaints_name_given_through_the_api_is_masked_once_the_ticket
     assert json.loads(audit[0].detail)["name"] == "[anonymised]"
 
 
+async def test_retention_run_from_the_cli_removes_the_fallback_journal_of_an_old_ticket(
+        db_url: str, var_dir: Path) -> None:
+    await seed(db_url, var_dir, "cli", ended_days=800)  # past the site's 730 days
+    day = NOW - timedelta(days=800)
+    old = journal_file(var_dir, f"calls-{day:%Y-%m-%d}.jsonl", [fallback_line("ch-cli", day)])
+    today = journal_file(var_dir, f"calls-{datetime.now(UTC):%Y-%m-%d}.jsonl",
+                         [fallback_line("ch-cli", day)])  # today's file: the AGI's, never touched
+    ran = await asyncio.to_thread(cli, var_dir, db_url, "retention", "run", "--json")
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(ran.stdout)
+    assert (report["tickets_anonymised"], report["fallback_lines_removed"],
+            report["fallback_files_removed"]) == (1, 1, 1)
+    assert not old.exists() and today.exists()
+    _, _, audit, _ = await ticket(db_url, "cli")
+    assert [json.loads(a.detail)["file"] for a in audit
+            if a.action == "fallback record removed"] == [old.name]
+
+
 # ---- backup and restore -----------------------------------------------------------------------
 
 @pytest.fixture
