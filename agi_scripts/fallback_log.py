@@ -5,9 +5,13 @@
     AGI(fallback_log,early)   ; the caller hung up before the app took the call
     AGI(fallback_log,overload,DIALLED,LIMIT)  ; the line was full: refused, to be called back
 
-One JSON line per event, appended and fsync'ed to var/fallback/calls.jsonl. No database: it may
-be down too. When the app starts it turns these records into tickets, exactly once.
-It may never disturb the call: every error is swallowed after a verbose line.
+One JSON line per event, appended and fsync'ed to var/fallback/calls-YYYY-MM-DD.jsonl (the UTC
+day of the event). No database: it may be down too. When the app starts it turns these records
+into tickets, exactly once. It may never disturb the call: every error is swallowed after a
+verbose line.
+
+One file per day, so that retention never has to rewrite a file this script may be appending to:
+a past day's file is never opened for writing again (no lock for a call to wait on).
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+
+def day_file(journal: str, at: datetime) -> str:
+    """``.../calls.jsonl`` -> ``.../calls-2026-12-02.jsonl`` for an event on that UTC day."""
+    base, ext = os.path.splitext(journal)
+    return f"{base}-{at.astimezone(UTC):%Y-%m-%d}{ext}"
 
 
 def record(journal: str, line: dict[str, str]) -> None:
@@ -63,9 +73,10 @@ def log_event(agi: Any, config_path: str, args: list[str]) -> int:
         with open(config_path) as fh:
             config = json.load(fh)
         event = args[0] if args else "start"
+        now = datetime.now(UTC)
         line = {
             "event": event,
-            "at": datetime.now(UTC).isoformat(),
+            "at": now.isoformat(),
             "uniqueid": agi.env.get("agi_uniqueid", ""),
             "caller": agi.env.get("agi_callerid", ""),
         }
@@ -74,7 +85,7 @@ def log_event(agi: Any, config_path: str, args: list[str]) -> int:
             # is written before any AGI command, so a caller hanging up cannot cost it.
             line["dialled"] = args[1] if len(args) > 1 else ""
             line["limit"] = args[2] if len(args) > 2 else ""
-            record(str(config["fallback_journal"]), line)
+            record(day_file(str(config["fallback_journal"]), now), line)
             return 0
         line["dialled"] = agi.get_variable("SIAGA_DIALLED") or ""
         if event == "start":
@@ -83,7 +94,7 @@ def log_event(agi: Any, config_path: str, args: list[str]) -> int:
             line["dialstatus"] = agi.get_variable("DIALSTATUS") or ""
             line["answered_s"] = agi.get_variable("ANSWEREDTIME") or ""
             line["operator"] = agi.get_variable("DIALEDPEERNAME") or ""
-        record(str(config["fallback_journal"]), line)
+        record(day_file(str(config["fallback_journal"]), now), line)
         if event == "start":
             dial = on_duty_dial(config)
             if dial:

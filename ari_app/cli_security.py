@@ -141,13 +141,15 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
     from ari_app.tickets.retention import run_retention
 
     site = _site(args)
-    cel = cel_path(_var_dir(args))
+    var_dir = _var_dir(args)
+    cel = cel_path(var_dir)
 
     async def main() -> int:
         engine, maker = _db(args)
         try:
             report = await run_retention(maker, site.retention, datetime.now(UTC),
-                                         actor=cli_actor(), site_code=site.code, cel=cel)
+                                         actor=cli_actor(), site_code=site.code, cel=cel,
+                                         var_dir=var_dir)
         finally:
             await engine.dispose()
         data = asdict(report)

@@ -237,7 +237,9 @@ class TicketActions:
             s.add(ticket)
             await s.flush()
             s.add(TicketAudit(ticket_id=ticket.id, at=now, actor=actor, action="opened",
-                              detail=json.dumps({"channel": "web", "caller": phone})))
+                              # the name structured, so retention can find it in free text
+                              detail=json.dumps({"channel": "web", "caller": phone,
+                                                 **({"name": name} if name else {})})))
             reference = ticket.reference
         log.info("ticket=%s complaint opened via %s", reference, actor)
         self.bus.publish(reference, "new", action="opened", kind="complaint")

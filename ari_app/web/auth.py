@@ -23,7 +23,7 @@ import math
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ari_app.admin_audit import record_admin_change
 from ari_app.clock import Clock
 from ari_app.tickets.models import ApiToken, ConsoleSession, LoginThrottle, User
+from ari_app.web.i18n import Translator
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +162,17 @@ class ThrottlePolicy:
 
 @dataclass(frozen=True)
 class LoginResult:
+    """``text`` names the refusal's words in the console texts (``login.<text>``, every language),
+    filled with ``values``: the page says it in the reader's language."""
+
     user: User | None
     status: int                       # 200 on success, 401 wrong password, 429 throttled/locked
-    message: str
+    text: str                         # wrong, backoff, locked_user, locked_address ('' if in)
+    values: dict[str, int] = field(default_factory=dict)
     retry_after_s: int = 0
+
+    def message(self, tr: Translator) -> str:
+        return tr(f"login.{self.text}").format(**self.values) if self.text else ""
 
 
 def _throttle_keys(username: str, address: str) -> list[tuple[str, str]]:
@@ -234,15 +242,12 @@ class Auth:
                     continue
                 if row.locked_until is not None and _aware(row.locked_until) > now:
                     wait = math.ceil((_aware(row.locked_until) - now).total_seconds())
-                    what = "this account" if kind == "user" else "logins from this address"
-                    return LoginResult(None, 429, f"{what} is locked after {row.failures} failed "
-                                       f"logins; try again in {wait} s or ask an admin to unlock "
-                                       "it", wait)
+                    return LoginResult(None, 429, f"locked_{kind}",
+                                       {"failures": row.failures, "wait": wait}, wait)
                 wait_s = (last + timedelta(seconds=policy.delay_s(row.failures)) - now).total_seconds()
                 if wait_s > 0:
                     wait = math.ceil(wait_s)
-                    return LoginResult(None, 429, f"too many failed logins; wait {wait} s "
-                                       "before trying again", wait)
+                    return LoginResult(None, 429, "backoff", {"wait": wait}, wait)
             user = await check_password(s, username, password)
         if user is not None:
             async with self.sessions() as s, s.begin():
@@ -257,7 +262,7 @@ class Auth:
                 if attempt == 2:
                     raise
         log.warning("failed login for %r from %s", username[:64], address)
-        return LoginResult(None, 401, "Wrong username or password.")
+        return LoginResult(None, 401, "wrong")
 
     async def _count_failure(self, keys: list[tuple[str, str]], now: datetime, address: str) -> None:
         policy = self.policy

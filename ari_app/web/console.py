@@ -121,7 +121,7 @@ async def _retention_timer(console: Console) -> None:
         try:
             await run_retention(console.app.sessions, s.site.retention, s.clock.now(),
                                 actor="retention timer", site_code=s.site.code,
-                                cel=cel_path(s.var_dir))
+                                cel=cel_path(s.var_dir), var_dir=s.var_dir)
         except Exception:
             log.exception("retention run failed; the next run tries again")
         await asyncio.sleep(s.site.retention.run_every_h * 3600)

@@ -129,9 +129,8 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         result = await auth.attempt(str(form.get("username", "")), str(form.get("password", "")),
                                     client_ip(request))
         if result.user is None:
-            wrong = result.status == 401
             resp = with_pre(request, "login.html", result.status, title="login", next=nxt,
-                            error=tr(request)("login.wrong") if wrong else result.message)
+                            error=result.message(tr(request)))
             if result.retry_after_s:
                 resp.headers["Retry-After"] = str(result.retry_after_s)
             return resp

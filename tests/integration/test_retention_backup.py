@@ -17,18 +17,23 @@ import pytest
 from sqlalchemy import select
 
 from ari_app.admin_audit import record_admin_change
-from ari_app.config import Retention
+from ari_app.config import Retention, Site
+from ari_app.tickets.console_models import CallbackAttempt
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import (
     AdminAudit,
+    Agency,
+    CallerFlagClear,
     CallEvent,
     CallRecord,
     LocationRecord,
+    Notification,
     Ticket,
     TicketAudit,
 )
 from ari_app.tickets.retention import run_retention
 from tests.conftest import PG_URL, _create_pg_database, _drop_pg_database
+from tests.integration.console_stack import browser, web_stack
 from tests.integration.test_admin_cli import cli
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -122,8 +127,9 @@ async def test_retention_deletes_old_recordings_and_anonymises_old_closed_ticket
     assert locs[0].latitude is None and locs[0].raw == "" and locs[0].source == "aml"
     assert "[anonymised]" in t.notes and "0812" not in t.notes
     assert all("0812" not in a.detail for a in audit)
-    assert [a.action for a in audit][-2:] == ["recording deleted", "personal data anonymised"]
-    deleted = json.loads(audit[-2].detail)
+    assert [a.action for a in audit][-3:] == ["recording deleted", "free text scrubbed",
+                                              "personal data anonymised"]
+    deleted = json.loads(audit[-3].detail)
     assert deleted["path"] == t.recording_path and len(deleted["sha256"]) == 64
 
     t, locs, audit, _ = await ticket(db_url, "mid")
@@ -154,6 +160,225 @@ async def test_legal_hold_from_the_cli_is_audited_and_keeps_the_ticket(
     assert report.recordings_deleted == 0 and report.tickets_anonymised == 0
     t, _, audit, _ = await ticket(db_url, "case")
     assert t.legal_hold and audit[-1].action == "legal hold" and "court order" in audit[-1].detail
+
+
+FREE_TEXT = ("Pelapor Siti Aminah, HP +62 812-3456-7890, tetangga 0813 1111 2222\n"
+             "location aml: -6.5887,110.6684 ±50.0 m")
+
+
+async def add_free_text(db_url: str, name: str) -> None:
+    """Personal data where people type it: notes, an audit's before/after, a callback note, an
+    agency's evidence, a legal hold's reason, and the complaint's name in its "opened" entry."""
+    engine = make_engine(db_url)
+    try:
+        async with sessions(engine)() as s, s.begin():
+            t = await s.scalar(select(Ticket).where(Ticket.reference == f"JPR-{name}"))
+            assert t is not None
+            t.notes = f"{t.notes}\n{FREE_TEXT}"
+            opened = await s.scalar(select(TicketAudit).where(TicketAudit.ticket_id == t.id))
+            assert opened is not None
+            opened.detail = json.dumps({"caller": t.caller_number, "name": "Siti Aminah"})
+            s.add(TicketAudit(ticket_id=t.id, at=t.arrived_at, actor="op1", action="classified",
+                              detail=json.dumps({"changed": {"notes": {
+                                  "before": "SITI AMINAH 0857-1234-5678", "after": "ok"}}})))
+            s.add(CallbackAttempt(ticket_id=t.id, at=t.arrived_at, actor="op1",
+                                  outcome="no_answer", note="coba juga 0878.1234.5678"))
+            agency = await s.scalar(select(Agency).where(Agency.code == "damkar"))
+            if agency is None:
+                agency = Agency(site="jepara", code="damkar", name="Damkar", webhook_secret="x")
+                s.add(agency)
+                await s.flush()
+            s.add(Notification(ticket_id=t.id, agency_id=agency.id, next_attempt_at=t.arrived_at,
+                               created_at=t.arrived_at, evidence="korban dihubungi di +6281311112222"))
+            await record_admin_change(s, actor="cli", entity="retention", key=t.reference,
+                                      action="hold lifted", before={"legal_hold": True},
+                                      after={"legal_hold": False,
+                                             "reason": "permintaan polisi 0812 5555 6666"},
+                                      at=t.arrived_at)
+    finally:
+        await engine.dispose()
+
+
+PHONE_BITS = ("3456", "1111 2222", "1234", "5555", "11112222", "Siti", "SITI", "6.5887")
+
+
+def fallback_line(channel: str, at: datetime, event: str = "start") -> bytes:
+    return (json.dumps({"event": event, "at": at.isoformat(), "uniqueid": channel,
+                        "caller": "081234567890", "dialled": "112"}, sort_keys=True)
+            + "\n").encode()
+
+
+def journal_file(var_dir: Path, name: str, lines: list[bytes], *, imported: bool = True) -> Path:
+    path = var_dir / "fallback" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(lines))
+    if imported:
+        path.with_suffix(".offset").write_text(str(path.stat().st_size))
+    return path
+
+
+async def test_retention_scrubs_free_text_screening_and_the_fallback_journal_of_old_closed_tickets_only(
+        db_url: str, var_dir: Path) -> None:
+    for name, status, hold in (("old", "resolved", False), ("held", "resolved", True),
+                               ("open", "dispatched", False), ("earlier", "resolved", False)):
+        await seed(db_url, var_dir, name, status=status, ended_days=100, hold=hold)
+        await add_free_text(db_url, name)
+    await seed(db_url, var_dir, "new", ended_days=10)
+    old_day, new_day = NOW - timedelta(days=100), NOW - timedelta(days=10)
+    engine = make_engine(db_url)
+    try:
+        async with sessions(engine)() as s, s.begin():
+            # anonymised by the version before free text was scrubbed: numbers left in its notes
+            earlier = await s.scalar(select(Ticket).where(Ticket.reference == "JPR-earlier"))
+            assert earlier is not None
+            earlier.caller_number, earlier.caller_key, earlier.anonymised_at = "", "", old_day
+            keys = {n: (await s.scalar(select(Ticket.caller_key).where(
+                Ticket.reference == f"JPR-{n}"))) for n in ("old", "held")}
+            s.add_all([CallerFlagClear(caller_key=str(keys["old"]), cleared_at=old_day,
+                                       cleared_by="spv", reason="keliru, nomor 0812 9999 0000"),
+                       CallerFlagClear(caller_key=str(keys["held"]), cleared_at=old_day,
+                                       cleared_by="spv", reason="kept: a held ticket counts"),
+                       CallerFlagClear(caller_key=str(keys["old"]), cleared_at=new_day,
+                                       cleared_by="spv", reason="recent")])
+            s.add(CallRecord(channel_id="ch-lost", site="jepara", caller_number="081277776666",
+                             started_at=old_day))
+    finally:
+        await engine.dispose()
+    at = old_day + timedelta(minutes=1)
+    held_line, open_line = fallback_line("ch-held", at), fallback_line("ch-open", at)
+    mixed = journal_file(var_dir, f"calls-{old_day:%Y-%m-%d}.jsonl", [
+        fallback_line("ch-old", at), held_line, b'{"event": "start", "caller": "0812 broken\n',
+        fallback_line("ch-ghost", at), open_line, fallback_line("ch-old", at, "end")])
+    only_old = journal_file(var_dir, f"calls-{old_day + timedelta(days=1):%Y-%m-%d}.jsonl",
+                            [fallback_line("ch-old", at + timedelta(days=1), "end")])
+    waiting = journal_file(var_dir, f"calls-{old_day + timedelta(days=2):%Y-%m-%d}.jsonl",
+                           [fallback_line("ch-old", at)], imported=False)
+    recent = journal_file(var_dir, f"calls-{new_day:%Y-%m-%d}.jsonl",
+                          [fallback_line("ch-new", new_day)])
+    legacy = journal_file(var_dir, "calls.jsonl", [fallback_line("ch-old", at), held_line])
+    hours_ago = NOW.timestamp() - 7200
+    os.utime(legacy, (hours_ago, hours_ago))  # no old AGI has written it for a while
+    before = {p: p.read_bytes() for p in (waiting, recent)}
+
+    engine = make_engine(db_url)
+    try:
+        report = await run_retention(sessions(engine), RULES, NOW, actor="test",
+                                     site_code="jepara", var_dir=var_dir)
+        again = await run_retention(sessions(engine), RULES, NOW, actor="test",
+                                    site_code="jepara", var_dir=var_dir)
+        async with sessions(engine)() as s:
+            clears = {c.reason: c.caller_key for c in await s.scalars(select(CallerFlagClear))}
+            flags_audit = list(await s.scalars(select(AdminAudit).where(
+                AdminAudit.entity == "retention", AdminAudit.key.startswith("screening-clear:"))))
+            lost = await s.scalar(select(CallRecord.caller_number).where(
+                CallRecord.channel_id == "ch-lost"))
+            data: dict[str, dict[str, Any]] = {}
+            for name in ("old", "held", "open", "earlier"):
+                t = await s.scalar(select(Ticket).where(Ticket.reference == f"JPR-{name}"))
+                assert t is not None
+                data[name] = {
+                    "notes": t.notes,
+                    "audit": [(a.action, a.detail) for a in await s.scalars(
+                        select(TicketAudit).where(TicketAudit.ticket_id == t.id)
+                        .order_by(TicketAudit.id))],
+                    "callback": await s.scalar(select(CallbackAttempt.note).where(
+                        CallbackAttempt.ticket_id == t.id)),
+                    "evidence": await s.scalar(select(Notification.evidence).where(
+                        Notification.ticket_id == t.id)),
+                    "hold_audit": [a.after for a in await s.scalars(select(AdminAudit).where(
+                        AdminAudit.entity == "retention", AdminAudit.key == t.reference))]}
+    finally:
+        await engine.dispose()
+
+    assert (report.tickets_anonymised, report.tickets_scrubbed_late) == (1, 1)
+    assert report.free_text_masked >= 2 * 9  # each of the two tickets: 9 places at least
+    assert (report.fallback_lines_removed, report.fallback_files_removed,
+            report.fallback_files_waiting) == (6, 1, 1)
+    assert (report.screening_clears_anonymised, report.calls_without_ticket_anonymised) == (1, 1)
+    assert (again.tickets_anonymised, again.tickets_scrubbed_late, again.free_text_masked,
+            again.fallback_lines_removed, again.screening_clears_anonymised) == (0, 0, 0, 0, 0)
+
+    for name in ("old", "earlier"):  # scrubbed everywhere, the rest of the text kept
+        d = data[name]
+        # (the recording's path and digest hold digits of their own: pytest-1234/, a SHA-256)
+        everything = json.dumps(d | {"audit": [a for a in d["audit"]
+                                               if a[0] != "recording deleted"]})
+        assert not [bit for bit in PHONE_BITS if bit in everything], (name, everything)
+        assert "says the bridge is down" in d["notes"] and "location aml: [anonymised]" in d["notes"]
+        assert d["callback"] == "coba juga [anonymised]"
+        assert d["evidence"] == "korban dihubungi di [anonymised]"
+        assert json.loads(d["hold_audit"][0])["reason"] == "permintaan polisi [anonymised]"
+        scrubbed = [json.loads(detail) for action, detail in d["audit"]
+                    if action == "free text scrubbed"]
+        assert len(scrubbed) == 1 and scrubbed[0]["masked"]["notes"] >= 3
+    assert [json.loads(x) for a, x in data["old"]["audit"] if a == "fallback record removed"] == [
+        {"file": legacy.name, "lines": 1, "rule": "personal_days=90"},  # the old file first
+        {"file": mixed.name, "lines": 2, "rule": "personal_days=90"},
+        {"file": only_old.name, "lines": 1, "rule": "personal_days=90"}]
+    for name in ("held", "open"):  # untouched: same text, same audit trail
+        d = data[name]
+        assert FREE_TEXT in d["notes"] and d["callback"] == "coba juga 0878.1234.5678", name
+        assert [a for a, _ in d["audit"]] == ["opened", "classified"], name
+        assert "0812 5555 6666" in d["hold_audit"][0], name
+
+    assert mixed.read_bytes() == held_line + open_line  # kept lines exactly as written
+    assert int(mixed.with_suffix(".offset").read_text()) == mixed.stat().st_size
+    assert not only_old.exists() and not only_old.with_suffix(".offset").exists()
+    assert legacy.read_bytes() == held_line
+    assert {p: p.read_bytes() for p in (waiting, recent)} == before  # not imported, or recent
+    assert stat.S_IMODE(mixed.stat().st_mode) == 0o600
+
+    assert clears == {"keliru, nomor [anonymised]": "", "kept: a held ticket counts": keys["held"],
+                      "recent": keys["old"]}
+    assert [a.action for a in flags_audit] == ["anonymised"]
+    assert str(keys["old"]) not in flags_audit[0].before + flags_audit[0].after
+    assert lost == ""
+
+
+async def test_a_complaints_name_given_through_the_api_is_masked_once_the_ticket_is_past_retention(
+        db_url: str, var_dir: Path, jepara: Site) -> None:
+    async with web_stack(db_url, var_dir, jepara) as stack:
+        token = await stack.token("portal", "operator")
+        async with browser() as http:
+            async with http.post(f"{stack.url}/api/v1/complaints",
+                                 headers={"Authorization": f"Bearer {token}"},
+                                 json={"phone": "081234567890", "name": "Dewi Lestari",
+                                       "description": "Jalan rusak; Bu Dewi Lestari bisa "
+                                                      "ditelepon di 0813-2222-3333"}) as r:
+                assert r.status == 201, await r.text()
+                ref = (await r.json())["reference"]
+        async with stack.app.sessions() as s, s.begin():
+            t = await s.scalar(select(Ticket).where(Ticket.reference == ref))
+            assert t is not None and "Dewi Lestari" in t.notes
+            t.status, t.ended_at = "resolved", NOW - timedelta(days=100)
+        report = await run_retention(stack.app.sessions, RULES, NOW, actor="test",
+                                     site_code="jepara", var_dir=var_dir)
+        async with stack.app.sessions() as s:
+            t = await s.scalar(select(Ticket).where(Ticket.reference == ref))
+            assert t is not None
+            audit = list(await s.scalars(select(TicketAudit).where(TicketAudit.ticket_id == t.id)))
+    assert report.tickets_anonymised == 1
+    assert t.notes == "[anonymised]: Jalan rusak; Bu [anonymised] bisa ditelepon di [anonymised]"
+    assert not [a.detail for a in audit if "Dewi" in a.detail or "0812" in a.detail]
+    assert json.loads(audit[0].detail)["name"] == "[anonymised]"
+
+
+async def test_retention_run_from_the_cli_removes_the_fallback_journal_of_an_old_ticket(
+        db_url: str, var_dir: Path) -> None:
+    await seed(db_url, var_dir, "cli", ended_days=800)  # past the site's 730 days
+    day = NOW - timedelta(days=800)
+    old = journal_file(var_dir, f"calls-{day:%Y-%m-%d}.jsonl", [fallback_line("ch-cli", day)])
+    today = journal_file(var_dir, f"calls-{datetime.now(UTC):%Y-%m-%d}.jsonl",
+                         [fallback_line("ch-cli", day)])  # today's file: the AGI's, never touched
+    ran = await asyncio.to_thread(cli, var_dir, db_url, "retention", "run", "--json")
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(ran.stdout)
+    assert (report["tickets_anonymised"], report["fallback_lines_removed"],
+            report["fallback_files_removed"]) == (1, 1, 1)
+    assert not old.exists() and today.exists()
+    _, _, audit, _ = await ticket(db_url, "cli")
+    assert [json.loads(a.detail)["file"] for a in audit
+            if a.action == "fallback record removed"] == [old.name]
 
 
 # ---- backup and restore -----------------------------------------------------------------------

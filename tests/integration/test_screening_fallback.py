@@ -24,6 +24,7 @@ from ari_app.pbx import render
 from ari_app.routing.operators import add_shift
 from ari_app.testing.sipp import SippProcess, SippResult
 from ari_app.tickets.db import make_engine, sessions
+from ari_app.tickets.fallback import read_records
 from ari_app.tickets.models import Ticket
 from bench.procstat import reaped_children_cpu_seconds
 from tests.integration.conftest import PhoneFactory, Stack, StackFactory
@@ -176,7 +177,7 @@ async def test_caller_hanging_up_during_screening_still_leaves_an_abandoned_tick
     journal = stack.var_dir / "fallback" / "calls.jsonl"
 
     async def recorded() -> bool:  # the hangup handler's AGI is another process
-        return journal.exists() and b'"early"' in journal.read_bytes()
+        return any(r["event"] == "early" for r in read_records(journal))
 
     async with asyncio.timeout(10):
         while not await recorded():  # noqa: ASYNC110 - another process writes the file
@@ -208,10 +209,8 @@ async def fallback_end(stack: Stack, caller: str) -> dict[str, str]:
     journal = stack.var_dir / "fallback" / "calls.jsonl"
 
     def ended() -> dict[str, str] | None:
-        if not journal.exists():
-            return None
-        lines = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
-        return next((r for r in lines if r["event"] == "end" and r["caller"] == caller), None)
+        return next((r for r in read_records(journal)
+                     if r["event"] == "end" and r["caller"] == caller), None)
 
     async with asyncio.timeout(15):
         while (record := ended()) is None:  # noqa: ASYNC110 - an AGI process writes the file

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import json
 from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
+import pytest
 from sqlalchemy import select
 
 from ari_app.clock import Clock
@@ -18,7 +20,7 @@ from ari_app.secrets import secret
 from ari_app.testing.web import web_session
 from ari_app.tickets.models import AdminAudit, ApiToken, LoginThrottle
 from ari_app.web.auth import ThrottlePolicy, add_token, revoke_token
-from ari_app.web.i18n import texts
+from ari_app.web.i18n import Translator
 from tests.integration.console_stack import WebStack, browser, csrf_field, web_stack
 from tests.integration.test_admin_cli import cli
 
@@ -27,8 +29,9 @@ POLICY = ThrottlePolicy(backoff_after=2, base_delay_s=30, max_delay_s=120, lock_
 
 
 async def _try_login(stack: WebStack, http: aiohttp.ClientSession, name: str,
-                     password: str) -> tuple[int, str, str | None]:
-    async with http.get(f"{stack.url}/login") as resp:
+                     password: str, lang: str = "") -> tuple[int, str, str | None]:
+    """One login through the form; ``lang`` asks for the page's language (kept in a cookie)."""
+    async with http.get(f"{stack.url}/login" + (f"?lang={lang}" if lang else "")) as resp:
         form = csrf_field(await resp.text())
     async with http.post(f"{stack.url}/login", allow_redirects=False, data={
             "username": name, "password": password, "csrf": form, "next": "/console"}) as resp:
@@ -41,28 +44,40 @@ async def _audit(stack: WebStack, entity: str) -> list[AdminAudit]:
                                     .order_by(AdminAudit.id)))
 
 
+def _said(lang: str, key: str, **values: int) -> str:
+    """A refusal exactly as the login page shows it in ``lang`` (HTML-escaped like the page)."""
+    return html.escape(Translator(lang)(f"login.{key}").format(**values), quote=False)
+
+
+@pytest.mark.parametrize("lang", ["", "en"])  # '' = nobody asked: the site's language, Indonesian
 async def test_wrong_passwords_back_off_then_lock_the_account_even_for_the_right_password(
-        db_url: str, var_dir: Path, jepara: Site) -> None:
+        db_url: str, var_dir: Path, jepara: Site, lang: str) -> None:
     clock = Clock()
+    said = lang or "id"
+    assert jepara.languages[0] == "id"
     async with web_stack(db_url, var_dir, jepara, clock) as stack:
         stack.console.auth.policy = POLICY
         pw = await stack.add_user("sari", "operator")
         async with browser() as http:
             for _ in range(2):
-                status, body, _ = await _try_login(stack, http, "sari", "wrong password!")
-                assert status == 401 and texts("id")["login.wrong"] in body  # the site's language first
+                status, body, _ = await _try_login(stack, http, "sari", "wrong password!", lang)
+                assert status == 401 and _said(said, "wrong") in body
             # back-off: the next attempt is refused before the password is even checked
-            status, body, retry = await _try_login(stack, http, "sari", pw)
-            assert status == 429 and "wait" in body and retry is not None and 0 < int(retry) <= 30
+            status, body, retry = await _try_login(stack, http, "sari", pw, lang)
+            assert status == 429 and retry is not None and 0 < int(retry) <= 30
+            assert _said(said, "backoff", wait=int(retry)) in body
             clock.advance(31)
-            assert (await _try_login(stack, http, "sari", "wrong again!!"))[0] == 401
+            assert (await _try_login(stack, http, "sari", "wrong again!!", lang))[0] == 401
             clock.advance(61)
-            status, body, _ = await _try_login(stack, http, "sari", "wrong again!!")
+            status, body, _ = await _try_login(stack, http, "sari", "wrong again!!", lang)
             assert status == 401  # the 4th failure: locked now
             clock.advance(121)  # past any back-off: only the lock refuses now
-            status, body, retry = await _try_login(stack, http, "sari", pw)
-            assert status == 429 and "locked" in body and "admin" in body
-            assert retry is not None and int(retry) > 600
+            status, body, retry = await _try_login(stack, http, "sari", pw, lang)
+            assert status == 429 and retry is not None and int(retry) > 600
+            assert _said(said, "locked_user", failures=4, wait=int(retry)) in body
+            # and never the other language's words
+            other = "en" if said == "id" else "id"
+            assert _said(other, "locked_user", failures=4, wait=int(retry)) not in body
         locked = await _audit(stack, "login_lock")
         assert [(a.key, a.action) for a in locked] == [("user:sari", "locked")]
         assert json.loads(locked[0].after)["failures"] == 4
@@ -92,17 +107,19 @@ async def test_wrong_passwords_back_off_then_lock_the_account_even_for_the_right
         assert ("user", "sari") not in keys and ("address", "127.0.0.1") in keys
 
 
+@pytest.mark.parametrize("lang", ["", "en"])
 async def test_many_user_names_from_one_address_lock_that_address(
-        db_url: str, var_dir: Path, jepara: Site) -> None:
+        db_url: str, var_dir: Path, jepara: Site, lang: str) -> None:
     clock = Clock()
     async with web_stack(db_url, var_dir, jepara, clock) as stack:
         stack.console.auth.policy = dataclasses.replace(POLICY, backoff_after=100)
         pw = await stack.add_user("budi", "operator")
         async with browser() as http:
             for i in range(6):  # a different (unknown) name each time: only the address counts up
-                assert (await _try_login(stack, http, f"guess{i}", "password123"))[0] == 401
-            status, body, _ = await _try_login(stack, http, "budi", pw)
-            assert status == 429 and "from this address is locked" in body
+                assert (await _try_login(stack, http, f"guess{i}", "password123", lang))[0] == 401
+            status, body, retry = await _try_login(stack, http, "budi", pw, lang)
+            assert status == 429 and retry is not None
+            assert _said(lang or "id", "locked_address", failures=6, wait=int(retry)) in body
         assert [a.key for a in await _audit(stack, "login_lock")] == ["address:127.0.0.1"]
         cleared = await asyncio.to_thread(cli, var_dir, db_url, "users", "unlock", "--address",
                                           "127.0.0.1")

@@ -27,6 +27,7 @@ from ari_app.secrets import secret
 from ari_app.testing.ports import free_port, rtp_range
 from ari_app.testing.sipp import SippRun, run_sipp
 from ari_app.testing.web import web_session, web_url
+from ari_app.tickets.fallback import read_records
 from tests.integration.conftest import PhoneFactory, seed_operators
 from tests.integration.test_faults import bridged, caller_in_app, until
 from tests.integration.test_live_admin import audio_flows
@@ -211,12 +212,11 @@ async def test_run_sh_app_killed_asterisk_answers_throughout_fallback_takes_the_
 
 
 async def fallback_end_for(run: RunSh, caller: str) -> dict[str, str]:
-    """The fallback's hangup record of a call (var/fallback/calls.jsonl), once written."""
+    """The fallback's hangup record of a call (var/fallback/calls-<day>.jsonl), once written."""
     journal = run.var_dir / "fallback" / "calls.jsonl"
 
     async def ended() -> dict[str, str] | None:
-        lines = journal.read_text().splitlines() if journal.exists() else []
-        return next((r for r in map(json.loads, lines)
+        return next((r for r in read_records(journal)
                      if r["event"] == "end" and r["caller"] == caller), None)
 
     return dict(await until(ended, timeout=15))

@@ -147,3 +147,44 @@ async def test_a_caller_shed_by_the_full_line_is_on_the_callback_list_with_the_r
     assert json.loads(ended.detail)["limit"] == "40"
     writer.close()
     await engine.dispose()
+
+
+async def test_records_are_read_from_the_old_file_and_every_day_file_each_once(
+    tmp_path: Path,
+) -> None:
+    from agi_scripts.fallback_log import day_file, record
+    from ari_app.tickets.fallback import journal_day, journal_files, read_offset
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/main.db"
+    await asyncio.to_thread(upgrade, url)
+    engine = make_engine(url)
+    writer = Writer(sessions(engine), tmp_path / "journal.db", node="t")
+    tickets = TicketService(writer, "jepara", "JPR", ZoneInfo("Asia/Jakarta"))
+    legacy = tmp_path / "fallback" / "calls.jsonl"
+    legacy.parent.mkdir()
+    legacy.write_text(json.dumps({"event": "start", "at": AT.isoformat(), "uniqueid": "1.0",
+                                  "caller": "0811"}) + "\n")
+    later = AT + timedelta(days=1)
+    for i, at in enumerate((AT, later)):  # the AGI's own writer, by the day of the event
+        record(day_file(str(legacy), at), {"event": "start", "at": at.isoformat(),
+                                           "uniqueid": f"2.{i}", "caller": "0812"})
+    files = journal_files(legacy)
+    assert [f.name for f in files] == ["calls.jsonl", "calls-2025-05-19.jsonl",
+                                       "calls-2025-05-20.jsonl"]
+    assert [journal_day(f) for f in files] == [None, AT.date(), later.date()]
+    importer = FallbackImporter(legacy, writer, tickets)
+    assert importer.import_new() == 3
+    task = asyncio.create_task(writer.run())
+    await writer.flush(10)
+    assert all(read_offset(f) == f.stat().st_size for f in files)
+    assert importer.import_new() == 0  # nothing twice
+    record(str(files[2]), {"event": "end", "at": later.isoformat(), "uniqueid": "2.1",
+                           "caller": "0812", "dialstatus": "NOANSWER"})
+    assert importer.import_new() == 1  # only the new line
+    await writer.flush(10)
+    task.cancel()
+    async with writer.sessions() as s:
+        found = {t.channel_id: t.status for t in await s.scalars(select(Ticket))}
+    assert found == {"1.0": "new", "2.0": "new", "2.1": "abandoned"}
+    writer.close()
+    await engine.dispose()
