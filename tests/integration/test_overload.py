@@ -8,7 +8,6 @@ with the reason, and the two calls in progress stay up to their own end.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 
 from ari_app.ari import AriClient
 from ari_app.testing.sipp import run_sipp
+from ari_app.tickets.fallback import read_records
 from ari_app.web.callbacks import worklist
 from tests.integration.conftest import PhoneFactory, Stack, StackFactory
 
@@ -45,10 +45,8 @@ async def until(check: Any, timeout: float = 30.0) -> Any:
 
 
 def journal_records(stack: Stack) -> list[dict[str, str]]:
-    journal = stack.var_dir / "fallback" / "calls.jsonl"
-    if not journal.exists():
-        return []
-    return [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+    """Every fallback record (var/fallback/calls-<day>.jsonl and the older calls.jsonl)."""
+    return read_records(stack.var_dir / "fallback" / "calls.jsonl")
 
 
 @pytest.mark.parametrize("agi_server", [False, True], ids=["process-per-call", "fastagi-server"])

@@ -4,7 +4,6 @@ the call through a real Asterisk is in tests/integration/test_screening_fallback
 from __future__ import annotations
 
 import dataclasses
-import json
 import socket
 import sqlite3
 import subprocess
@@ -19,6 +18,7 @@ from ari_app.pbx.agi_query import sqlite_time
 from ari_app.pbx.render import write_agi
 from ari_app.testing.agi_server import start_agi_server, stop_agi_server
 from ari_app.testing.ports import free_port
+from ari_app.tickets.fallback import read_records
 from ari_app.tickets.migrate import upgrade
 
 FLAGGED = "081277770000"
@@ -96,8 +96,7 @@ def test_a_caller_refused_by_the_full_line_is_recorded_over_the_socket(
     hello = env("fallback_log", "081299990003")[:-1] + \
         b"agi_arg_1: overload\nagi_arg_2: 112\nagi_arg_3: 40\n\n"
     assert converse(site.asterisk.fastagi_port, hello) == []
-    [line] = (tmp_path / "fallback" / "calls.jsonl").read_text().splitlines()
-    record = json.loads(line)
+    [record] = read_records(tmp_path / "fallback" / "calls.jsonl")  # the day's file
     assert {k: record[k] for k in ("event", "uniqueid", "caller", "dialled", "limit")} == {
         "event": "overload", "uniqueid": "1716080000.7", "caller": "081299990003",
         "dialled": "112", "limit": "40"}
