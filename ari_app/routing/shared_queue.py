@@ -73,7 +73,7 @@ def asyncpg_dsn(url: str) -> str:
 
 class SharedQueue(MemoryQueue):
     def __init__(self, roster: Roster, *, site: str, node: str, dsn: str,
-                 lease_s: float = 10.0, poll_s: float = 0.5, connect_timeout_s: float = 3.0,
+                 lease_s: float = 10.0, poll_s: float = 0.5, connect_timeout_s: float = 2.0,
                  alive: Callable[[], bool] = lambda: True,
                  on_node_lost: NodeLost | None = None) -> None:
         super().__init__(roster)
@@ -235,7 +235,7 @@ class SharedQueue(MemoryQueue):
     async def _connect(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             self._conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s,
-                                               command_timeout=self.connect_timeout_s * 2)
+                                               command_timeout=self.connect_timeout_s)
             self._listener = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s)
             await self._listener.add_listener(CHANNEL, self._notified)
         return self._conn
