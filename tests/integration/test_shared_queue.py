@@ -302,3 +302,26 @@ async def test_a_partition_from_postgresql_leaves_each_node_alone_and_serving_un
     later = b.join("b-6.1", 1)
     assert await offer(later) == "op2"  # shared again: b's caller, b's free operator
     assert a.lost_nodes == [] and b.lost_nodes == []  # nobody was taken for dead
+
+
+async def test_a_restarted_app_keeps_the_claims_its_adopted_calls_hold_and_frees_the_rest(
+    shared_pg_url: str, make_node: NodeFactory,
+) -> None:
+    a = await make_node(shared_pg_url, "a", roster(("op1", "op2")))
+    b = await make_node(shared_pg_url, "b", roster(("op1", "op2")))
+    talking = {}
+    for call_id in ("a-7.1", "a-7.2"):
+        entry = a.join(call_id, 2)
+        talking[call_id] = await offer(entry)
+        a.accept(entry)
+        a.leave(call_id)        # connected: the operator stays claimed
+    await a.stop()              # the app dies; its Asterisk and both calls live on
+    # The supervisor's restart: the same node, a new process. One call is still bridged and is
+    # adopted a moment later; the other ended while the app was away.
+    a2 = await make_node(shared_pg_url, "a", roster(("op1", "op2")), adoption_grace_s=1.5)
+    waiting = b.join("b-7.1", 1)
+    a2.claim(talking["a-7.1"], "a-7.1")
+    assert await offer(waiting, 10) == talking["a-7.2"]  # freed after the grace; never the other
+    held = await claims(shared_pg_url)
+    assert held == {talking["a-7.1"]: "a-7.1", talking["a-7.2"]: "b-7.1"}
+    assert a2.lost_nodes == [] and b.lost_nodes == []
