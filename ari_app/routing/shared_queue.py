@@ -73,8 +73,8 @@ def asyncpg_dsn(url: str) -> str:
 
 class SharedQueue(MemoryQueue):
     def __init__(self, roster: Roster, *, site: str, node: str, dsn: str,
-                 lease_s: float = 10.0, poll_s: float = 0.5, connect_timeout_s: float = 3.0,
-                 alive: Callable[[], bool] = lambda: True,
+                 lease_s: float = 10.0, poll_s: float = 0.5, connect_timeout_s: float = 2.0,
+                 alive: Callable[[], bool] = lambda: True, adoption_grace_s: float = 5.0,
                  on_node_lost: NodeLost | None = None) -> None:
         super().__init__(roster)
         self.site, self.node, self.dsn = site, node, asyncpg_dsn(dsn)
@@ -99,6 +99,8 @@ class SharedQueue(MemoryQueue):
         self._resync = True
         self._registered = False
         self._shared_since: float | None = None  # loop time this node's connection came up
+        self._sweep_at: float | None = None  # when to release claims no call here holds
+        self.adoption_grace_s = adoption_grace_s
 
     # -- the interface (all return at once) -------------------------------------------------
 
@@ -172,11 +174,15 @@ class SharedQueue(MemoryQueue):
             self._task = asyncio.get_running_loop().create_task(self.run(), name="shared-queue")
 
     async def stop(self) -> None:
+        """Stop the background task. Its connections are cut first: a cancelled transaction
+        would otherwise wait for its rollback on a connection that may never answer."""
+        await self._close()
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            done, _ = await asyncio.wait([self._task], timeout=5)
+            if not done:
+                log.error("shared queue: node %s background task did not stop in 5 s", self.node)
             self._task = None
-        await self._close()
 
     async def until(self, predicate: Callable[[], bool], timeout: float) -> None:
         """Until ``predicate()`` holds, checked after each pass (for status checks and tests)."""
@@ -235,7 +241,7 @@ class SharedQueue(MemoryQueue):
     async def _connect(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             self._conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s,
-                                               command_timeout=self.connect_timeout_s * 2)
+                                               command_timeout=self.connect_timeout_s)
             self._listener = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s)
             await self._listener.add_listener(CHANNEL, self._notified)
         return self._conn
@@ -268,6 +274,7 @@ class SharedQueue(MemoryQueue):
         if not self.shared:
             log.info("shared queue: node %s dispatching through PostgreSQL", self.node)
         self.shared, self.last_error = True, ""
+        await self._stale_claims(conn)
         await self._operators(conn)
         await self._dispatch(conn)
         await self._take_offers(conn)
@@ -346,9 +353,10 @@ class SharedQueue(MemoryQueue):
         async with conn.transaction():
             await conn.execute("DELETE FROM queue_callers WHERE site = $1 AND node = $2",
                                self.site, self.node)
-            await conn.execute(
-                "UPDATE queue_operators SET call_id = NULL, node = NULL, claimed_at = NULL"
-                " WHERE site = $1 AND node = $2", self.site, self.node)
+            # This node's claims are not cleared here: an operator it held may still be talking
+            # to a caller of this node that the app adopts after a restart (an adopted call
+            # claims its operator a moment after the app is back). Claims nobody here holds
+            # any more are released once the adoptions had time to land (_stale_claims).
             for call_id, entry in entries:
                 offered = None
                 if entry.offer.done() and not entry.offer.cancelled():
@@ -360,16 +368,13 @@ class SharedQueue(MemoryQueue):
                     call_id, self.site, self.node, entry.priority,
                     self.joined_wall.get(call_id, time.time()), offered,
                     "".join(f" {t} " for t in sorted(entry.tried)))
-            held = dict(self.claims)
-            for call_id, entry in entries:
-                if entry.offer.done() and not entry.offer.cancelled():
-                    held.setdefault(entry.offer.result(), call_id)
-            for operator, call_id in held.items():
+            for operator, call_id in self._held(entries).items():
                 taken = await conn.fetchval(
                     "INSERT INTO queue_operators (site, operator, call_id, node, claimed_at)"
                     " VALUES ($1, $2, $3, $4, now()) ON CONFLICT (site, operator) DO UPDATE"
                     " SET call_id = EXCLUDED.call_id, node = EXCLUDED.node, claimed_at = now()"
-                    " WHERE queue_operators.call_id IS NULL RETURNING operator",
+                    " WHERE queue_operators.call_id IS NULL OR queue_operators.node = $4"
+                    " RETURNING operator",
                     self.site, operator, call_id, self.node)
                 if taken is None:
                     log.warning("shared queue: node %s holds operator %s for call=%s, which "
@@ -377,6 +382,30 @@ class SharedQueue(MemoryQueue):
                                 "database was away)", self.node, operator, call_id)
             await self._notify(conn)
         self._resync = False
+        self._sweep_at = asyncio.get_running_loop().time() + self.adoption_grace_s
+
+    def _held(self, entries: list[tuple[str, Waiting]]) -> dict[str, str]:
+        """operator -> call id: every operator a call of this node holds or was offered."""
+        held = dict(self.claims)
+        for call_id, entry in entries:
+            if entry.offer.done() and not entry.offer.cancelled():
+                held.setdefault(entry.offer.result(), call_id)
+        return held
+
+    async def _stale_claims(self, conn: asyncpg.Connection) -> None:
+        """After a resync's grace: release this node's claims that no call here holds."""
+        if self._sweep_at is None or asyncio.get_running_loop().time() < self._sweep_at:
+            return
+        self._sweep_at = None
+        freed = await conn.fetch(
+            "UPDATE queue_operators SET call_id = NULL, node = NULL, claimed_at = NULL"
+            " WHERE site = $1 AND node = $2 AND NOT (operator = ANY($3::text[]))"
+            " RETURNING operator", self.site, self.node,
+            sorted(self._held(list(self.entries.items()))))
+        if freed:
+            log.info("shared queue: node %s released claim(s) no call holds any more: %s",
+                     self.node, " ".join(str(r["operator"]) for r in freed))
+            await self._notify(conn)
 
     async def _heartbeat(self, conn: asyncpg.Connection, alive: bool) -> bool:
         """Renew this node's lease while it can take calls. False: the row had gone (another

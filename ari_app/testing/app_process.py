@@ -19,9 +19,9 @@ log = logging.getLogger(__name__)
 
 class AppProcess:
     def __init__(self, asterisk: PrivateAsterisk, var_dir: Path, database_url: str,
-                 web_port: int, *, fake_time: str | None = None) -> None:
+                 web_port: int, *, fake_time: str | None = None, node: str = "") -> None:
         self.asterisk, self.var_dir, self.database_url = asterisk, var_dir, database_url
-        self.web_port, self.fake_time = web_port, fake_time
+        self.web_port, self.fake_time, self.node = web_port, fake_time, node
         self.proc: asyncio.subprocess.Process | None = None
         self.log_path = var_dir / f"app-{web_port}.log"
 
@@ -36,6 +36,8 @@ class AppProcess:
         }
         if self.fake_time:
             env["SIAGA112_FAKE_TIME"] = self.fake_time
+        if self.node:
+            env["SIAGA112_NODE"] = self.node
         return env
 
     async def spawn(self) -> asyncio.subprocess.Process:

@@ -31,27 +31,31 @@ class PrivateCluster:
     """One throw-away cluster. PostgreSQL refuses to run as root: as root, the server runs as
     the unprivileged ``postgres`` account, in a directory this object made and removes."""
 
-    def __init__(self, bin_dir: Path | None = None, *, user: str = "postgres") -> None:
+    def __init__(self, bin_dir: Path | None = None, *, user: str = "postgres",
+                 host: str = "127.0.0.1", wrap: list[str] | None = None) -> None:
+        """``host``/``wrap``: listen on another address, with the server's commands run under
+        ``wrap`` (e.g. inside a test's network namespace: ``Namespace.prefix``)."""
         found = bin_dir or pg_bin()
         if found is None:
             raise RuntimeError("PostgreSQL server binaries not found in "
                                f"{', '.join(map(str, PG_BIN_DIRS))} (apt install postgresql-15)")
         self.bin = found
+        self.host = host
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="siaga112-pg-"))
         self.data = self.root / "data"
         self.log_path = self.root / "server.log"
-        self.run_as: list[str] = []
+        self.run_as: list[str] = list(wrap or [])
         if os.geteuid() == 0:
             entry = pwd.getpwnam(user)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
-            self.run_as = ["runuser", "-u", user, "--"]
+            self.run_as += ["runuser", "-u", user, "--"]
         self.started = False
 
     @property
     def url(self) -> str:
         """postgresql:// URL of the cluster's ``postgres`` database (trust auth, no password)."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.run_as, *args], check=check, capture_output=True,
@@ -62,9 +66,12 @@ class PrivateCluster:
                   "--auth=trust", "-E", "UTF8", "--no-sync")
         conf = self.data / "postgresql.conf"
         with open(conf, "a") as fh:  # loopback only, our port, sockets in our own directory
-            fh.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+            fh.write(f"\nlisten_addresses = '{self.host}'\nport = {self.port}\n"
                      f"unix_socket_directories = '{self.root}'\nfsync = off\n"
                      "max_connections = 50\nshared_buffers = 16MB\n")
+        if self.host != "127.0.0.1":  # a test's own namespace: trust its /30 only
+            with open(self.data / "pg_hba.conf", "a") as fh:
+                fh.write("host all all samenet trust\n")
 
     def start(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_path),
@@ -78,9 +85,9 @@ class PrivateCluster:
         self.started = False
 
     def createdb(self, name: str) -> str:
-        self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+        self._run(str(self.bin / "createdb"), "-h", self.host, "-p", str(self.port),
                   "-U", "postgres", name)
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+        return f"postgresql://postgres@{self.host}:{self.port}/{name}"
 
     def destroy(self) -> None:
         if self.started:

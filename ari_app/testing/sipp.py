@@ -32,6 +32,7 @@ PCAP_DIR = Path("/usr/share/sip-tester")
 class SippRun:
     scenario: str                     # file name in sipp_scenarios/, e.g. "caller_greeting.xml"
     target_port: int = 5060
+    target_host: str = "127.0.0.1"    # e.g. one node's own loopback address (127.0.0.11)
     calls: int = 1
     rate: float = 1.0                 # calls per second
     limit: int | None = None          # concurrent calls
@@ -75,7 +76,7 @@ class SippProcess:
         scenario.write_text(fill_template((SCENARIOS / r.scenario).read_text(), r.template))
         args = [SIPP]
         if not r.uas:
-            args.append(f"127.0.0.1:{r.target_port}")
+            args.append(f"{r.target_host}:{r.target_port}")
         args += [
             "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port),
             "-mp", str(free_port(socket.SOCK_DGRAM)),

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,7 @@ from ari_app.edge.kamailio import (
 )
 from ari_app.live import next_change
 from ari_app.routing.operators import add_operator, add_shift, endpoints, sip_md5
+from ari_app.testing.app_process import AppProcess
 from ari_app.testing.asterisk import PrivateAsterisk, on_free_ports
 from ari_app.testing.ports import free_port
 from ari_app.testing.sipp import SippProcess, SippResult, SippRun, run_sipp
@@ -271,3 +273,67 @@ async def test_a_call_that_dies_with_its_node_is_closed_as_node_lost_by_the_othe
     call.cancel()
     await asyncio.gather(call, return_exceptions=True)
     await uas.stop()
+
+
+async def _until(check: Callable[[], Awaitable[object]], timeout: float = 30.0) -> object:
+    """Poll the shared database (written by another process) until ``check`` is truthy."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = await check()
+            if value:
+                return value
+            await asyncio.sleep(0.1)
+
+
+async def test_a_nodes_app_killed_mid_call_adopts_it_and_its_operator_stays_claimed_on_every_node(
+    make_edge: EdgeFactory, shared_pg_url: str,
+) -> None:
+    """Node a's app is its own process, as under the supervisor. SIGKILL mid-call: Asterisk keeps
+    the call up, the restarted app adopts it, and node b never rings the talking operator for
+    its own caller meanwhile; op1 takes b's caller once a's call has ended."""
+    edge = await make_edge(ping_interval_s=1, shared_db=shared_pg_url)
+    a, b = edge.nodes["a"], edge.nodes["b"]
+    await a.stop_app()
+    proc = AppProcess(a.asterisk, a.var_dir, a.db_url, free_port(), node="a")
+    try:
+        await proc.start()
+        assert b.app is not None and b.app.shared_queue is not None
+        uas = SippProcess(SippRun(scenario="operator_answer_talk.xml", uas=True, calls=2,
+                                  extra_args=["-d", "8000"], timeout_s=120))
+        await uas.start()
+        registered = await run_sipp(SippRun(
+            scenario="operator_register.xml", target_port=edge.port, timeout_s=10,
+            template={"user": "op1", "password": PASSWORD, "contact_port": str(uas.port)}))
+        assert registered.ok, registered.errors
+
+        def direct(stack: Stack, caller: str) -> Coroutine[Any, Any, SippResult]:
+            return run_sipp(SippRun(scenario="caller_key.xml", target_host=stack.site.asterisk.bind,
+                                    target_port=stack.asterisk.sip_port, keys={"caller": caller},
+                                    timeout_s=60, template={"digit": "2",
+                                                            "bye_timeout_ms": "40000"}))
+
+        first = asyncio.create_task(direct(a, "081291000001"))
+
+        async def talking() -> object:
+            return [t for t in await b.tickets() if t.operator_answered_at is not None]
+
+        await _until(talking, 40)
+        await proc.kill()           # SIGKILL: no clean-up
+        await proc.start()          # the supervisor's restart
+        second = asyncio.create_task(direct(b, "081291000002"))
+        results = await asyncio.gather(first, second)
+        for result in results:
+            assert result.ok, result.errors or result.stdout[-2000:]
+        await b.settle()
+        tickets = {t.caller_number: t for t in await b.tickets()}
+        on_a, on_b = tickets["081291000001"], tickets["081291000002"]
+        assert (on_a.channel_id or "").startswith("a-") and (on_b.channel_id or "").startswith("b-")
+        assert on_a.operator == "op1" and on_a.end_reason != "node lost"
+        assert "adopted" in [x.action for x in await b.audit(on_a)]
+        assert on_a.ended_at is not None and on_b.operator_rung_at is not None
+        assert on_b.operator == "op1" and on_a.ended_at <= on_b.operator_rung_at  # never both
+        assert b.app.shared_queue.lost_nodes == []  # back within its lease: never taken for dead
+        phone = await uas.wait(30)
+        assert phone.successful == 2, phone.workdir
+    finally:
+        await proc.stop()

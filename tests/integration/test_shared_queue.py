@@ -20,6 +20,7 @@ from ari_app.clock import Clock
 from ari_app.routing.queue import Waiting
 from ari_app.routing.roster import Roster
 from ari_app.routing.shared_queue import LostNode, SharedQueue, asyncpg_dsn
+from ari_app.testing.netns import Namespace
 from ari_app.testing.postgres import PrivateCluster, pg_bin
 from ari_app.tickets.migrate import upgrade
 from tests.conftest import PG_URL
@@ -257,3 +258,70 @@ async def test_first_tickets_of_a_day_opened_at_once_on_two_nodes_get_distinct_r
         for engine in engines:
             await engine.dispose()
     assert sorted(refs) == [f"BTL-20261202-{n:04d}" for n in range(1, 13)], refs
+
+
+@pytest.fixture
+async def partitioned_cluster() -> AsyncIterator[tuple[PrivateCluster, Namespace]]:
+    """A PostgreSQL inside a network namespace of the test's own, reached over a veth pair that
+    the test can cut (packets dropped, no reply) and heal."""
+    ns = Namespace()
+    pg: PrivateCluster | None = None
+    try:
+        await asyncio.to_thread(ns.create)
+        pg = PrivateCluster(host=ns.inner_ip, wrap=ns.prefix)
+        await asyncio.to_thread(pg.init)
+        await asyncio.to_thread(pg.start)
+        yield pg, ns
+    finally:
+        if pg is not None:
+            await asyncio.to_thread(ns.heal)
+            await asyncio.to_thread(pg.destroy)
+        await asyncio.to_thread(ns.destroy)
+
+
+async def test_a_partition_from_postgresql_leaves_each_node_alone_and_serving_until_it_heals(
+    partitioned_cluster: tuple[PrivateCluster, Namespace], make_node: NodeFactory,
+) -> None:
+    pg, ns = partitioned_cluster
+    raw = await asyncio.to_thread(pg.createdb, "siaga112")
+    url = raw.replace("postgresql://", "postgresql+asyncpg://", 1)
+    await asyncio.to_thread(upgrade, url)
+    a = await make_node(url, "a", roster(("op1",)))
+    b = await make_node(url, "b", roster(("op2",)))
+    await asyncio.to_thread(ns.cut)  # silence: no refusal, no reset, only time-outs
+    caller = a.join("a-6.1", 1)     # joins while node a still believes it shares
+    assert await offer(caller, 15) == "op1"  # served from memory once the time-out says alone
+    assert not a.shared and "Timeout" in a.status()["error"]
+    await b.until(lambda: not b.shared, 15)
+    a.accept(caller)
+    a.leave("a-6.1")
+    await asyncio.to_thread(ns.heal)
+    await a.until(lambda: a.shared, 30)
+    await b.until(lambda: b.shared, 30)
+    assert (await claims(url)) == {"op1": "a-6.1", "op2": None}  # a's call, put back
+    later = b.join("b-6.1", 1)
+    assert await offer(later) == "op2"  # shared again: b's caller, b's free operator
+    assert a.lost_nodes == [] and b.lost_nodes == []  # nobody was taken for dead
+
+
+async def test_a_restarted_app_keeps_the_claims_its_adopted_calls_hold_and_frees_the_rest(
+    shared_pg_url: str, make_node: NodeFactory,
+) -> None:
+    a = await make_node(shared_pg_url, "a", roster(("op1", "op2")))
+    b = await make_node(shared_pg_url, "b", roster(("op1", "op2")))
+    talking = {}
+    for call_id in ("a-7.1", "a-7.2"):
+        entry = a.join(call_id, 2)
+        talking[call_id] = await offer(entry)
+        a.accept(entry)
+        a.leave(call_id)        # connected: the operator stays claimed
+    await a.stop()              # the app dies; its Asterisk and both calls live on
+    # The supervisor's restart: the same node, a new process. One call is still bridged and is
+    # adopted a moment later; the other ended while the app was away.
+    a2 = await make_node(shared_pg_url, "a", roster(("op1", "op2")), adoption_grace_s=1.5)
+    waiting = b.join("b-7.1", 1)
+    a2.claim(talking["a-7.1"], "a-7.1")
+    assert await offer(waiting, 10) == talking["a-7.2"]  # freed after the grace; never the other
+    held = await claims(shared_pg_url)
+    assert held == {talking["a-7.1"]: "a-7.1", talking["a-7.2"]: "b-7.1"}
+    assert a2.lost_nodes == [] and b.lost_nodes == []
