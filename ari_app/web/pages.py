@@ -211,7 +211,8 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         async def pump() -> None:
             while True:
                 change = await calls.get()
-                out.put_nowait(("call", change))
+                out.put_nowait(("call", {**change, "node": app.settings.node}
+                                if app.settings.node else change))
 
         refs: dict[str, str] = {}
 
@@ -225,12 +226,22 @@ def register_pages(web_app: web.Application, console: Console) -> None:
                         refs[cid] = ref
             return {**change, "reference": refs.get(cid)}
 
+        def on_remote_call(change: dict[str, Any]) -> None:  # another node's call
+            out.put_nowait(("call", change))
+
+        cluster = console.cluster
         console.bus.subscribe(on_ticket)
         console.queue.listeners.append(on_queue)
         app.roster.listeners.append(on_roster)
+        if cluster is not None:
+            cluster.call_listeners.add(on_remote_call)
         task = asyncio.create_task(pump())
         try:
+            node = app.settings.node
             for state in list(app.live.state.values()):
+                state = {**state, "node": node} if node else state
+                await resp.write(f"event: call\ndata: {json.dumps(await enrich(state))}\n\n".encode())
+            for state in list(cluster.calls.values()) if cluster is not None else []:
                 await resp.write(f"event: call\ndata: {json.dumps(await enrich(state))}\n\n".encode())
             on_queue()
             on_roster()
@@ -259,6 +270,8 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         finally:
             task.cancel()
             console.bus.unsubscribe(on_ticket)
+            if cluster is not None:
+                cluster.call_listeners.discard(on_remote_call)
             with contextlib.suppress(ValueError):
                 console.queue.listeners.remove(on_queue)
             with contextlib.suppress(ValueError):

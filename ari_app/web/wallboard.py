@@ -78,9 +78,15 @@ class Wallboard:
         roster = self.console.app.roster
         queue = self.console.queue.snapshot()
         operators = [state_view(roster, name) for name in roster.on_shift]
+        cluster = self.console.cluster
         for view in operators:
+            if cluster is not None:  # several nodes: on a call on any of them
+                view["call_node"] = cluster.busy(view["operator"])
+                if view["call_node"] is not None:
+                    view["in_call"] = True
             view["bucket"] = bucket(view)
         return {"waiting": queue["count"], "longest_s": queue["longest_s"],
+                "queue": queue["waiting"],
                 "operators": operators, "by_state": dict(Counter(v["bucket"] for v in operators)),
                 **await self.today()}
 
