@@ -172,8 +172,11 @@ class Cluster:
         rows = await conn.fetch(
             "UPDATE node_actions SET taken_at = now() WHERE id IN (SELECT id FROM node_actions"
             " WHERE site = $1 AND node = $2 AND taken_at IS NULL AND status IS NULL"
+            # one its requester gave up on (or died waiting for) is never run late
+            " AND created_at >= now() - make_interval(secs => $3)"
             " ORDER BY id FOR UPDATE SKIP LOCKED)"
-            " RETURNING id, from_node, call_id, kind, actor, body", self.site, self.node)
+            " RETURNING id, from_node, call_id, kind, actor, body", self.site, self.node,
+            ACTION_TIMEOUT_S)
         for row in rows:
             task = asyncio.create_task(self._run_action(dict(row)), name="node-action")
             self._running.add(task)

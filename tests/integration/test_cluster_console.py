@@ -91,8 +91,14 @@ async def test_another_nodes_callers_join_the_view_in_the_served_order_and_leave
         row = await conn.fetchrow("SELECT status, taken_at, actor FROM node_actions")
         assert row["status"] == 0 and row["taken_at"] is None
         assert json.loads(row["actor"])["username"] == "boss"
-        await b.step()  # b comes back: the withdrawn action is not run
-        assert await conn.fetchval("SELECT taken_at FROM node_actions") is None
+        # ... nor one whose requester died waiting for it (never withdrawn, long past)
+        await conn.execute(
+            "INSERT INTO node_actions (site, node, from_node, call_id, kind, actor, body,"
+            " created_at) VALUES ($1, 'b', 'a', 'b-1.1', 'supervise', $2, '{}',"
+            " now() - interval '1 minute')", SITE, json.dumps(boss.as_dict()))
+        await b.step()  # b comes back: neither is run
+        assert await conn.fetchval("SELECT count(*) FROM node_actions"
+                                   " WHERE taken_at IS NOT NULL") == 0
         status, body = await a.forward("supervise", boss, "zz-1.1", {"mode": "listen"})
         assert status == 503 and body["node"] == "zz"  # a node nobody has heard of
 
