@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "siaga112_actions"  # NOTIFY payload: "<site> <node>" of the node that should act
 EVERY_S = 1.0                 # read the other nodes' live state (and publish ours) this often
 REFRESH_S = 3.0               # publish our row at least this often (readers drop stale rows)
-ACTION_TIMEOUT_S = 8.0        # the owner takes and runs an action within this, or it is withdrawn
+ACTION_TIMEOUT_S = 8.0        # the owner takes an action within this, or it is withdrawn
+SWEEP_S = 60.0                # rows of nodes silent this long are deleted, this often
 ACTION_RUN_S = 20.0           # an action taken is done within this (ARI calls time out before)
 
 
@@ -77,6 +78,7 @@ class Cluster:
         self.call_listeners: set[Callable[[dict[str, Any]], None]] = set()
         self._published = ""
         self._published_at = 0.0
+        self._swept_at = float("-inf")
         self._conn: asyncpg.Connection | None = None
         self._listener: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
@@ -300,6 +302,14 @@ class Cluster:
         claims = {str(r["operator"]): (str(r["call_id"]), str(r["node"])) for r in await conn.fetch(
             "SELECT operator, call_id, node FROM queue_operators WHERE site = $1"
             " AND call_id IS NOT NULL", self.site)}
+        if loop.time() - self._swept_at >= SWEEP_S:
+            # A node gone for good leaves no callers' numbers behind; answered actions are in
+            # the tickets' audit, so their rows go after a day.
+            await conn.execute("DELETE FROM cluster_live WHERE site = $1 AND updated_at <"
+                               " now() - make_interval(secs => $2)", self.site, SWEEP_S)
+            await conn.execute("DELETE FROM node_actions WHERE site = $1 AND created_at <"
+                               " now() - interval '1 day'", self.site)
+            self._swept_at = loop.time()
         self.connected = True
         self._apply({str(r["node"]): json.loads(r["state"]) for r in rows}, order, claims)
 

@@ -112,6 +112,13 @@ async def test_another_nodes_callers_join_the_view_in_the_served_order_and_leave
         assert [r["call"] for r in queue.snapshot()["waiting"]] == ["a-1.1", "a-1.9"]
         assert sorted((c["call"], c["stage"]) for c in remote) == [
             ("b-1.1", "ended"), ("b-1.2", "ended")]
+        # gone for good: its row (callers' numbers) is deleted by the next sweep
+        await conn.execute("UPDATE cluster_live SET updated_at = now() - interval '2 minutes'"
+                           " WHERE node = 'b'")
+        a._swept_at = float("-inf")
+        await a.step()
+        assert await conn.fetchval("SELECT count(*) FROM cluster_live WHERE node = 'b'") == 0
+        assert await conn.fetchval("SELECT count(*) FROM cluster_live WHERE node = 'a'") == 1
     finally:
         for c in (a, b):
             await c._close()
