@@ -6,8 +6,9 @@ call bus; this module adds the other nodes' through the same database:
 
 - **Live state.** Every node writes its own live state (its waiting callers with their badges,
   its calls in progress) as one row of ``cluster_live``, when it changes and at least every few
-  seconds, and reads the other living nodes' rows every second (a node whose queue lease ran out
-  is left out: its calls died with it). The waiting callers of every node are shown in the one
+  seconds, and reads the other living nodes' rows every second and at once when one NOTIFYs
+  ``siaga112_actions`` that its state changed (a node whose queue lease ran out is left out:
+  its calls died with it). The waiting callers of every node are shown in the one
   order the shared queue serves them (``queue_callers`` by priority, joined_at, call_id); callers
   still at the menu follow, by priority then arrival. Waiting times are the nodes' wall clocks.
 - **Actions on another node's call** go through the table ``node_actions``: the console's node
@@ -46,8 +47,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "siaga112_actions"  # NOTIFY payload: "<site> <node>" of the node that should act
+CHANNEL = "siaga112_actions"  # NOTIFY "<site> <node>" (act) or "<site> live <node>" (changed)
 EVERY_S = 1.0                 # read the other nodes' live state (and publish ours) this often
+MIN_GAP_S = 0.1               # at least this between two passes
 REFRESH_S = 3.0               # publish our row at least this often (readers drop stale rows)
 ACTION_TIMEOUT_S = 8.0        # the owner takes an action within this, or it is withdrawn
 SWEEP_S = 60.0                # rows of nodes silent this long are deleted, this often
@@ -215,8 +217,21 @@ class Cluster:
     # -- running ---------------------------------------------------------------------------
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        if payload == f"{self.site} {self.node}":
+        # "<site> <node>": an action for that node; "<site> live <node>": its live state changed
+        words = payload.split(" ")
+        if words[0] == self.site and (words[1:] == [self.node]
+                                      or (words[1:2] == ["live"] and words[2:] != [self.node])):
             self._wake.set()
+
+    async def _follow(self) -> None:
+        """A change on this node's call bus: publish it now, not at the next tick."""
+        changes = self.app.live.listen()
+        try:
+            while True:
+                await changes.get()
+                self._wake.set()
+        finally:
+            self.app.live.unlisten(changes)
 
     async def _connect(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -232,6 +247,7 @@ class Cluster:
         self._conn = self._listener = None
 
     async def run(self) -> None:
+        follow = asyncio.create_task(self._follow(), name="cluster-follow")
         try:
             while True:
                 try:
@@ -248,10 +264,13 @@ class Cluster:
                     await self._close()
                     await asyncio.sleep(2.0)
                     continue
+                await asyncio.sleep(MIN_GAP_S)  # a burst of changes: one pass for several
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), EVERY_S)
                 self._wake.clear()
         finally:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
             for task in list(self._running):
                 task.cancel()
             await asyncio.gather(*self._running, return_exceptions=True)
@@ -267,11 +286,11 @@ class Cluster:
         self._apply({}, [], {})
 
     def own_state(self) -> dict[str, Any]:
-        now_mono, now_wall = time.monotonic(), time.time()
+        now = time.monotonic()
         waiting = []
         for w in self.queue.ordered():
-            view = w.view(now_mono)
-            view["arrived_wall"] = round(now_wall - view["waited_s"], 2)
+            view = w.view(now)
+            view["arrived_wall"] = round(w.arrived_wall, 3)
             view["node"] = self.node
             waiting.append(view)
         calls = [{**state, "node": self.node} for state in self.app.live.state.values()]
@@ -290,6 +309,9 @@ class Cluster:
                 "INSERT INTO cluster_live (site, node, state, updated_at) VALUES ($1, $2, $3,"
                 " now()) ON CONFLICT (site, node) DO UPDATE SET state = EXCLUDED.state,"
                 " updated_at = now()", self.site, self.node, state)
+            if compare != self._published:
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL,
+                                   f"{self.site} live {self.node}")
             self._published, self._published_at = compare, loop.time()
         rows = await conn.fetch(
             "SELECT l.node, l.state FROM cluster_live l JOIN queue_nodes n"

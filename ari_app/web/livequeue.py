@@ -38,6 +38,7 @@ class Waiter:
     call: str
     caller: str = ""
     arrived: float = field(default_factory=time.monotonic)
+    arrived_wall: float = field(default_factory=time.time)  # what other nodes count from
     stage: str = "arrived"
     priority: int | None = None
     operator: str | None = None   # the operator being rung
@@ -76,9 +77,11 @@ class LiveQueue:
 
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
-        rows = [w.view(now) for w in self.ordered()]
+        ordered = self.ordered()
+        rows = [w.view(now) for w in ordered]
         if self.cluster is not None:
-            rows = self.cluster.merge(rows)
+            rows = self.cluster.merge([{**r, "arrived_wall": w.arrived_wall}
+                                       for r, w in zip(rows, ordered, strict=True)])
         return {"waiting": rows, "count": len(rows),
                 "longest_s": max((r["waited_s"] for r in rows), default=0)}
 

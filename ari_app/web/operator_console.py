@@ -82,6 +82,16 @@ def state_view(roster: Roster, operator: str) -> dict[str, Any]:
             "in_call": operator in roster.reserved or operator in roster.in_use}
 
 
+def live_state_view(console: Console, operator: str) -> dict[str, Any]:
+    """``state_view``, and with several nodes: on a call if any node holds them (``call_node``)."""
+    view = state_view(console.app.roster, operator)
+    if console.cluster is not None:
+        view["call_node"] = console.cluster.busy(operator)
+        if view["call_node"] is not None:
+            view["in_call"] = True
+    return view
+
+
 def lang_middleware(console: Console) -> Any:
     site_lang = console.app.settings.site.languages[0] if console.app.settings.site.languages else None
 
@@ -170,7 +180,7 @@ def register_operator_console(web_app: web.Application, console: Console, render
         operator = request_profile(request).operator
         if operator is None:
             return _error(409, "this user is not linked to a SIP operator")
-        return web.json_response(state_view(app.roster, operator))
+        return web.json_response(live_state_view(console, operator))
 
     async def set_state(request: web.Request) -> web.Response:
         user = require(request, "operator")
@@ -187,7 +197,7 @@ def register_operator_console(web_app: web.Application, console: Console, render
                            reason=str(reason) if reason is not None else None)
         except StateError as exc:
             return _error(422, str(exc))
-        return web.json_response(state_view(app.roster, operator))
+        return web.json_response(live_state_view(console, operator))
 
     async def recording(request: web.Request) -> web.StreamResponse:
         user = require(request, "operator")

@@ -38,10 +38,10 @@ from ari_app.web.links import LinkError
 from ari_app.web.operator_console import (
     JS_PREFIXES,
     flagged_policy,
+    live_state_view,
     may_play_recording,
     register_operator_console,
     request_profile,
-    state_view,
 )
 from ari_app.web.ratelimit import client_ip
 
@@ -198,6 +198,8 @@ def register_pages(web_app: web.Application, console: Console) -> None:
             if not queue_pending:
                 queue_pending.append(True)
                 out.put_nowait(("queue", {}))
+                if cluster is not None:  # another node's claims changed: am I on a call there?
+                    on_roster()
 
         operator = request_profile(request).operator
         shown_me: list[dict[str, Any]] = []
@@ -255,7 +257,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
                     queue_pending.clear()
                     change = console.queue.snapshot()
                 if kind == "me" and operator is not None:
-                    change = state_view(app.roster, operator)
+                    change = live_state_view(console, operator)
                     if shown_me and shown_me[0] == change:
                         continue  # the roster refreshes every 2 s: send only what changed
                     shown_me[:] = [change]

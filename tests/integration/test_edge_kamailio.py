@@ -376,6 +376,11 @@ async def test_every_nodes_console_shows_every_nodes_calls_and_acts_on_another_n
                                          and c.get("stage") == "bridged", 15)
                 assert seen["node"] == owner and seen["operator"] == "op1"
                 assert seen["reference"]  # the ticket, from the shared database
+                async with http.get(console.web_url + "/wallboard.json") as resp:
+                    board = await resp.json()
+                [op1] = [o for o in board["operators"] if o["operator"] == "op1"]
+                assert op1["bucket"] == "in_call" and op1["call_node"] == owner
+                assert board["waiting"] == 0
                 async with http.post(f"{console.web_url}/console/calls/{call_id}/supervise",
                                      json={"mode": "listen"}, headers=h) as resp:
                     assert resp.status == 200, await resp.text()
