@@ -17,13 +17,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ari_app.admin import ticket_dict
-from ari_app.calls.connect import add_agency
 from ari_app.secrets import secret
 from ari_app.tickets.models import Agency, LocationRecord, Notification, Ticket, TicketAudit
 from ari_app.web.actions import SCREEN_STATUSES, ActionError, site_categories
 from ari_app.web.auth import clear_lock, current_user, list_locks, require, same_secret
 from ari_app.web.links import LinkError
 from ari_app.web.openapi import openapi_document
+from ari_app.web.operator_console import run_live_action
 from ari_app.web.ratelimit import COMPLAINTS_LIMITER, client_ip, too_many_requests
 
 if TYPE_CHECKING:
@@ -346,15 +346,7 @@ def register_api(web_app: web.Application, console: Console) -> None:
         errors = validate(body, {"number": {"type": "string", "required": True, "enum": numbers}})
         if errors:
             return _error(422, "invalid body", errors=errors)
-        call = app.registry.calls.get(request.match_info["call"])
-        link = app.ctx.links.get(request.match_info["call"])
-        if call is None or link is None:
-            return _error(409, "that call is not connected to an operator now")
-        leg = await add_agency(app.ctx, call, link, body["number"])
-        if leg is None:
-            return _error(502, f"{body['number']} could not be dialled through the trunk")
-        return web.json_response({"call": call.id, "number": body["number"], "channel": leg},
-                                 status=202)
+        return await run_live_action(console, "agency", request, user, body)
 
     async def whatsapp(request: web.Request) -> web.Response:
         """A WhatsApp Cloud API webhook mapped onto complaints, one per text message. The sender

@@ -19,6 +19,7 @@ from ari_app.secrets import secret
 from ari_app.web.actions import TicketActions, TicketBus
 from ari_app.web.agencies import public_url_problem, seed_agencies
 from ari_app.web.auth import Auth, make_middleware
+from ari_app.web.cluster import Cluster
 from ari_app.web.links import LinkSigner
 from ari_app.web.livequeue import LiveQueue
 from ari_app.web.outbox import OutboxWorker
@@ -38,6 +39,7 @@ class Console:
     worker: OutboxWorker
     auth: Auth
     queue: LiveQueue
+    cluster: Cluster | None = None  # several nodes on one PostgreSQL: the other nodes' calls
     task: asyncio.Task[None] | None = None
 
     def base_url(self) -> str:
@@ -67,6 +69,10 @@ def console_for(app: App) -> Console:
     console = Console(app, bus, actions, signer, worker,
                       Auth(app.sessions, s.clock, secret(s.var_dir, "console-csrf.key", 32)),
                       LiveQueue(app.live, app.sessions, s.site.menu.uncategorised_priority))
+    if app.shared_queue is not None:
+        console.cluster = console.queue.cluster = Cluster(
+            app, console.queue, site=s.site.code, node=s.node, dsn=s.database_url,
+            lease_s=s.node_lease_s)
     holder.append(console)
     _consoles[app] = console
     return console
@@ -85,7 +91,8 @@ def register_console(web_app: web.Application, app: App) -> None:
 
 
 async def _background(console: Console) -> None:
-    await asyncio.gather(_agencies_and_outbox(console), console.queue.run())
+    cluster = [console.cluster.run()] if console.cluster is not None else []
+    await asyncio.gather(_agencies_and_outbox(console), console.queue.run(), *cluster)
 
 
 async def _agencies_and_outbox(console: Console) -> None:

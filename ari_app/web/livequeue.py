@@ -14,13 +14,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ari_app.live import LiveBus
 from ari_app.tickets.models import Ticket
+
+if TYPE_CHECKING:
+    from ari_app.web.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ class Waiter:
     call: str
     caller: str = ""
     arrived: float = field(default_factory=time.monotonic)
+    arrived_wall: float = field(default_factory=time.time)  # what other nodes count from
     stage: str = "arrived"
     priority: int | None = None
     operator: str | None = None   # the operator being rung
@@ -63,6 +67,8 @@ class LiveQueue:
         self.waiting: dict[str, Waiter] = {}
         self.listeners: list[Callable[[], None]] = []
         self._lookups: set[asyncio.Task[None]] = set()
+        # several nodes on one PostgreSQL: every other node's waiting callers join this view
+        self.cluster: Cluster | None = None
 
     def ordered(self) -> list[Waiter]:
         """The order they will be served: priority (1 first), then who came first."""
@@ -71,7 +77,11 @@ class LiveQueue:
 
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
-        rows = [w.view(now) for w in self.ordered()]
+        ordered = self.ordered()
+        rows = [w.view(now) for w in ordered]
+        if self.cluster is not None:
+            rows = self.cluster.merge([{**r, "arrived_wall": w.arrived_wall}
+                                       for r, w in zip(rows, ordered, strict=True)])
         return {"waiting": rows, "count": len(rows),
                 "longest_s": max((r["waited_s"] for r in rows), default=0)}
 
@@ -79,7 +89,7 @@ class LiveQueue:
         cid, stage = str(change.get("call")), str(change.get("stage"))
         if stage in ("ended", "bridged"):
             if self.waiting.pop(cid, None) is not None:
-                self._changed()
+                self.changed()
             return
         w = self.waiting.get(cid)
         if w is None:
@@ -106,9 +116,9 @@ class LiveQueue:
         elif stage == "queued":
             w.operator = None
             self._lookup_later(w)  # a warned (flagged) caller's policy is written by now
-        self._changed()
+        self.changed()
 
-    def _changed(self) -> None:
+    def changed(self) -> None:
         for listener in list(self.listeners):
             listener()
 
@@ -137,7 +147,7 @@ class LiveQueue:
                                                         Ticket.callback_needed.is_(True),
                                                         Ticket.status.not_in(("resolved", "closed")))
                                 .limit(1)) is not None
-                        self._changed()
+                        self.changed()
                         return
             except Exception as exc:
                 log.warning("call=%s live queue: ticket not readable (%s)", w.call, exc)

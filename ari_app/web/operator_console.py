@@ -19,7 +19,6 @@ from aiohttp import web
 from sqlalchemy import select
 
 from ari_app.ari import AriError
-from ari_app.calls.connect import blind_transfer, hand_over
 from ari_app.routing.roster import Roster
 from ari_app.routing.states import NOT_READY, WRAP_UP, StateError
 from ari_app.tickets.models import Ticket, TicketAudit
@@ -37,6 +36,7 @@ from ari_app.web.i18n import LANGS, Translator, pick_lang
 from ari_app.web.incidents import IncidentError, incident_reference
 from ari_app.web.incidents import link as link_incident
 from ari_app.web.incidents import unlink as unlink_incident
+from ari_app.web.live_calls import ACTIONS, Actor, is_local
 from ari_app.web.profiles import Profile, ProfileError, profile_of, set_lang
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 LANG_COOKIE = "siaga112_lang"
 JS_PREFIXES = ("console", "state", "reason", "queue", "badge", "stage", "status", "category")
 CLOSE_STATUSES = ("resolved", "closed")
-SUPERVISE_MODES = ("listen", "whisper", "barge")
 Render = Callable[..., web.Response]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -81,6 +80,16 @@ def state_view(roster: Roster, operator: str) -> dict[str, Any]:
             "wrap_up_left_s": left, "registered": roster.reachable.get(operator, False),
             "on_shift": operator in roster.on_shift,
             "in_call": operator in roster.reserved or operator in roster.in_use}
+
+
+def live_state_view(console: Console, operator: str) -> dict[str, Any]:
+    """``state_view``, and with several nodes: on a call if any node holds them (``call_node``)."""
+    view = state_view(console.app.roster, operator)
+    if console.cluster is not None:
+        view["call_node"] = console.cluster.busy(operator)
+        if view["call_node"] is not None:
+            view["in_call"] = True
+    return view
 
 
 def lang_middleware(console: Console) -> Any:
@@ -131,6 +140,22 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+async def run_live_action(console: Console, kind: str, request: web.Request, user: AuthUser,
+                          body: dict[str, Any] | None = None) -> web.Response:
+    """An action on a live call, here when the call is this node's, else on the node that
+    holds it (several nodes on one PostgreSQL: see cluster.py)."""
+    call_id = request.match_info["call"]
+    if body is None:
+        body = await _body(request)
+    actor = Actor(user.username, user.role, request_profile(request).operator)
+    app = console.app
+    if console.cluster is not None and not is_local(app, call_id):
+        status, result = await console.cluster.forward(kind, actor, call_id, body)
+    else:
+        status, result = await ACTIONS[kind](app, actor, call_id, body)
+    return web.json_response(result, status=status)
+
+
 def register_operator_console(web_app: web.Application, console: Console, render: Render,
                               env: jinja2.Environment,
                               tr: Callable[[web.Request], Translator]) -> None:
@@ -155,7 +180,7 @@ def register_operator_console(web_app: web.Application, console: Console, render
         operator = request_profile(request).operator
         if operator is None:
             return _error(409, "this user is not linked to a SIP operator")
-        return web.json_response(state_view(app.roster, operator))
+        return web.json_response(live_state_view(console, operator))
 
     async def set_state(request: web.Request) -> web.Response:
         user = require(request, "operator")
@@ -172,7 +197,7 @@ def register_operator_console(web_app: web.Application, console: Console, render
                            reason=str(reason) if reason is not None else None)
         except StateError as exc:
             return _error(422, str(exc))
-        return web.json_response(state_view(app.roster, operator))
+        return web.json_response(live_state_view(console, operator))
 
     async def recording(request: web.Request) -> web.StreamResponse:
         user = require(request, "operator")
@@ -308,66 +333,13 @@ def register_operator_console(web_app: web.Application, console: Console, render
     async def supervise(request: web.Request) -> web.Response:
         """Listen / whisper / barge: the supervisor's own phone rings and joins by ChanSpy."""
         user = require(request, "supervisor")
-        call_id = request.match_info["call"]
-        body = await _body(request)
-        mode = str(body.get("mode", ""))
-        if mode not in SUPERVISE_MODES:
-            return _error(422, f"mode: expected one of {', '.join(SUPERVISE_MODES)}, got {mode!r}")
-        phone = request_profile(request).operator
-        if phone is None:
-            return _error(409, "link this supervisor to their own phone first (siaga112 users link)")
-        talking = app.ctx.links.get(call_id)  # bridged caller and operator, until either hangs up
-        state = app.live.state.get(call_id, {})
-        leg = talking.operator_channel if talking is not None else None
-        if not leg:
-            return _error(409, f"call {call_id} is not talking to an operator now")
-        try:
-            channel = await app.ari.get("channels", str(leg))
-            await app.ari.post("channels", body={"variables": {"SIAGA_SPY": channel["name"]}},
-                               endpoint=f"PJSIP/{phone}", context="siaga112-supervise",
-                               extension=mode, priority="1", timeout="30",
-                               callerId=f'"112 {mode}" <{state.get("caller") or "112"}>')
-        except AriError as exc:
-            log.error("call=%s supervisor %s %s failed: %s", call_id, user.username, mode, exc)
-            return _error(502, f"the phone system refused: {exc}")
-        now = app.settings.clock.now()
-        async with app.sessions() as s, s.begin():
-            ticket_id = await s.scalar(select(Ticket.id).where(Ticket.channel_id == call_id))
-            if ticket_id is not None:
-                s.add(TicketAudit(ticket_id=ticket_id, at=now, actor=user.username,
-                                  action=f"supervisor {mode}",
-                                  detail=json.dumps({"phone": phone, "operator": state.get("operator")})))
-        log.info("call=%s supervisor %s %s on phone %s (operator=%s)", call_id, user.username, mode,
-                 phone, state.get("operator"))
-        return web.json_response({"call": call_id, "mode": mode, "phone": phone})
+        return await run_live_action(console, "supervise", request, user)
 
     async def handover(request: web.Request) -> web.Response:
         """Warm transfer (leave the caller with the agency already on the line) or blind
         transfer (dial an agency; the operator leaves as soon as it answers)."""
         user = require(request, "operator")
-        call_id = request.match_info["call"]
-        body = await _body(request)
-        mode = str(body.get("mode", ""))
-        call = app.registry.calls.get(call_id)
-        talking = app.ctx.links.get(call_id)
-        if call is None or talking is None:
-            return _error(409, f"call {call_id} is not talking to an operator now")
-        if not user.has("supervisor") and request_profile(request).operator != talking.operator:
-            return _error(403, "only the operator on the call (or a supervisor) hands it over")
-        if mode == "warm":
-            if not await hand_over(app.ctx, call, talking, user.username):
-                return _error(409, "no agency is on the line yet: conference one in first")
-        elif mode == "blind":
-            number = str(body.get("number", ""))
-            if number not in set(site.other_services.values()):
-                return _error(422, f"number: expected one of "
-                                   f"{', '.join(sorted(set(site.other_services.values())))}, got {number!r}")
-            if await blind_transfer(app.ctx, call, talking, number, user.username) is None:
-                return _error(502, f"{number} could not be dialled through the trunk")
-        else:
-            return _error(422, f"mode: expected warm or blind, got {mode!r}")
-        log.info("call=%s %s hand-over by %s", call_id, mode, user.username)
-        return web.json_response({"call": call_id, "mode": mode}, status=202)
+        return await run_live_action(console, "handover", request, user)
 
     r = web_app.router
     r.add_post("/console/calls/{call}/handover", handover)

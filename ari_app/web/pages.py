@@ -38,10 +38,10 @@ from ari_app.web.links import LinkError
 from ari_app.web.operator_console import (
     JS_PREFIXES,
     flagged_policy,
+    live_state_view,
     may_play_recording,
     register_operator_console,
     request_profile,
-    state_view,
 )
 from ari_app.web.ratelimit import client_ip
 
@@ -202,6 +202,8 @@ def register_pages(web_app: web.Application, console: Console) -> None:
             if not queue_pending:
                 queue_pending.append(True)
                 out.put_nowait(("queue", {}))
+                if cluster is not None:  # another node's claims changed: am I on a call there?
+                    on_roster()
 
         operator = request_profile(request).operator
         shown_me: list[dict[str, Any]] = []
@@ -215,7 +217,8 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         async def pump() -> None:
             while True:
                 change = await calls.get()
-                out.put_nowait(("call", change))
+                out.put_nowait(("call", {**change, "node": app.settings.node}
+                                if app.settings.node else change))
 
         refs: dict[str, str] = {}
 
@@ -229,12 +232,22 @@ def register_pages(web_app: web.Application, console: Console) -> None:
                         refs[cid] = ref
             return {**change, "reference": refs.get(cid)}
 
+        def on_remote_call(change: dict[str, Any]) -> None:  # another node's call
+            out.put_nowait(("call", change))
+
+        cluster = console.cluster
         console.bus.subscribe(on_ticket)
         console.queue.listeners.append(on_queue)
         app.roster.listeners.append(on_roster)
+        if cluster is not None:
+            cluster.call_listeners.add(on_remote_call)
         task = asyncio.create_task(pump())
         try:
+            node = app.settings.node
             for state in list(app.live.state.values()):
+                state = {**state, "node": node} if node else state
+                await resp.write(f"event: call\ndata: {json.dumps(await enrich(state))}\n\n".encode())
+            for state in list(cluster.calls.values()) if cluster is not None else []:
                 await resp.write(f"event: call\ndata: {json.dumps(await enrich(state))}\n\n".encode())
             on_queue()
             on_roster()
@@ -248,7 +261,7 @@ def register_pages(web_app: web.Application, console: Console) -> None:
                     queue_pending.clear()
                     change = console.queue.snapshot()
                 if kind == "me" and operator is not None:
-                    change = state_view(app.roster, operator)
+                    change = live_state_view(console, operator)
                     if shown_me and shown_me[0] == change:
                         continue  # the roster refreshes every 2 s: send only what changed
                     shown_me[:] = [change]
@@ -263,6 +276,8 @@ def register_pages(web_app: web.Application, console: Console) -> None:
         finally:
             task.cancel()
             console.bus.unsubscribe(on_ticket)
+            if cluster is not None:
+                cluster.call_listeners.discard(on_remote_call)
             with contextlib.suppress(ValueError):
                 console.queue.listeners.remove(on_queue)
             with contextlib.suppress(ValueError):

@@ -22,7 +22,7 @@ from ari_app.tickets.models import Ticket
 from ari_app.web.auth import require
 from ari_app.web.i18n import LANGS, Translator
 from ari_app.web.kpi import load, period
-from ari_app.web.operator_console import Render, state_view
+from ari_app.web.operator_console import Render, live_state_view
 
 if TYPE_CHECKING:
     from ari_app.web.console import Console
@@ -77,10 +77,12 @@ class Wallboard:
     async def board(self) -> dict[str, Any]:
         roster = self.console.app.roster
         queue = self.console.queue.snapshot()
-        operators = [state_view(roster, name) for name in roster.on_shift]
+        # several nodes: an operator on a call on any of them is on a call
+        operators = [live_state_view(self.console, name) for name in roster.on_shift]
         for view in operators:
             view["bucket"] = bucket(view)
         return {"waiting": queue["count"], "longest_s": queue["longest_s"],
+                "queue": queue["waiting"],
                 "operators": operators, "by_state": dict(Counter(v["bucket"] for v in operators)),
                 **await self.today()}
 

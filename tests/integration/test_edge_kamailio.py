@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from ari_app.clock import Clock
@@ -34,7 +36,10 @@ from ari_app.testing.ports import free_port
 from ari_app.testing.sipp import SippProcess, SippResult, SippRun, run_sipp
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.migrate import upgrade
-from tests.integration.conftest import Stack
+from ari_app.web.auth import add_user
+from ari_app.web.profiles import link_operator
+from tests.integration.conftest import PhoneFactory, Stack
+from tests.integration.console_stack import browser, csrf_field, meta_csrf
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +86,8 @@ EdgeFactory = Callable[..., Awaitable[Edge]]
 
 async def start_node(name: str, address: str, base: Site, root: Path, sounds: Path,
                      edge_port: int, clock: Clock, shared_db: str | None = None,
-                     lease_s: float = 10.0) -> Stack:
+                     lease_s: float = 10.0,
+                     extra_operators: Sequence[tuple[str, str]] = ()) -> Stack:
     """One node: its Asterisk on its own loopback address, its app, its database (or the
     PostgreSQL all nodes share); the carrier is the edge (identify by the edge's address) and
     operators are reached through it."""
@@ -101,6 +107,9 @@ async def start_node(name: str, address: str, base: Site, root: Path, sounds: Pa
                 await add_operator(s, site, "op1", "OP1", now, password=PASSWORD,
                                    contact=f"sip:op1@127.0.0.1:{edge_port}")
                 await add_shift(s, "op1", now - timedelta(hours=4), now + timedelta(hours=4))
+                for extra, contact in extra_operators:  # no shift: never offered a 112 call
+                    await add_operator(s, site, extra, extra.upper(), now, password=PASSWORD,
+                                       contact=contact)
         async with sessions(engine)() as s:
             eps = await endpoints(s, site.code)
     finally:
@@ -118,11 +127,12 @@ async def make_edge(tmp_path: Path, sounds_dir: Path, batola: Site) -> AsyncIter
     made: list[Edge] = []
 
     async def make(ping_interval_s: int = 1, shared_db: str | None = None,
-                   lease_s: float = 10.0) -> Edge:
+                   lease_s: float = 10.0,
+                   extra_operators: Sequence[tuple[str, str]] = ()) -> Edge:
         port = free_port()
         clock = Clock()
         nodes = {name: await start_node(name, address, batola, tmp_path, sounds_dir, port, clock,
-                                        shared_db, lease_s)
+                                        shared_db, lease_s, extra_operators)
                  for name, address in (("a", "127.0.0.11"), ("b", "127.0.0.12"))}
         settings = EdgeSettings(
             listen=f"127.0.0.1:{port}",
@@ -149,10 +159,11 @@ async def make_edge(tmp_path: Path, sounds_dir: Path, batola: Site) -> AsyncIter
 
 
 async def operator_phone(edge: Edge, calls: int,
-                         scenario: str = "operator_answer_talk.xml") -> SippProcess:
+                         scenario: str = "operator_answer_talk.xml",
+                         talk_ms: int = 1500) -> SippProcess:
     """op1's phone: registers once, at the edge, then answers whatever node rings it."""
     uas = SippProcess(SippRun(scenario=scenario, uas=True, calls=calls,
-                              extra_args=["-d", "1500"],
+                              extra_args=["-d", str(talk_ms)],
                               timeout_s=170))
     await uas.start()
     registered = await run_sipp(SippRun(
@@ -337,3 +348,129 @@ async def test_a_nodes_app_killed_mid_call_adopts_it_and_its_operator_stays_clai
         assert phone.successful == 2, phone.workdir
     finally:
         await proc.stop()
+
+
+async def sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The server-sent events of a response, as (event, data)."""
+    kind = ""
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\r\n")
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            yield kind, json.loads(line[6:])
+
+
+async def until_event(events: AsyncIterator[tuple[str, dict[str, Any]]], kind: str,
+                      match: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        async for got, data in events:
+            if got == kind and match(data):
+                return data
+    raise AssertionError(f"the stream ended before a matching {kind} event")
+
+
+async def test_every_nodes_console_shows_every_nodes_calls_and_acts_on_another_nodes_call(
+    make_edge: EdgeFactory, shared_pg_url: str, phone: PhoneFactory,
+) -> None:
+    """Two nodes on one PostgreSQL: a caller waiting on one node is in the other node's live
+    queue and wallboard (its real web server, over SSE), with its node; once the caller talks
+    to op1, a supervisor logged in to the other node's console listens in, and the ChanSpy
+    runs on the node that holds the call, audited there with the supervisor's name."""
+    sup_phone, sup_contact = await phone("operator_answer_wait.xml", name="sup1")
+    edge = await make_edge(ping_interval_s=1, shared_db=shared_pg_url,
+                           extra_operators=[("sup1", sup_contact)])
+    await edge.wait_state("a", active=True)
+    await edge.wait_state("b", active=True)
+    apps = {n: s.app for n, s in edge.nodes.items() if s.app is not None}
+    assert len(apps) == 2
+    for app in apps.values():
+        queue = app.shared_queue
+        assert queue is not None
+        await queue.until(lambda q=queue: q.shared, 15)  # type: ignore[misc]
+        app.states.set("op1", "not_ready", actor="test", reason="meeting")  # the caller waits
+    async with apps["a"].sessions() as s, s.begin():
+        await add_user(s, "boss", "supervisor", PASSWORD, apps["a"].settings.clock.now())
+        await link_operator(s, "boss", "sup1")
+    uas = await operator_phone(edge, calls=1, talk_ms=15000)
+    changes = {n: app.live.listen() for n, app in apps.items()}
+    caller = asyncio.create_task(run_sipp(SippRun(
+        scenario="caller_key.xml", target_port=edge.port, keys={"caller": "081291110001"},
+        timeout_s=80, template={"digit": "2", "bye_timeout_ms": "60000"})))
+    try:
+        waits = {n: asyncio.create_task(next_change(c, "queued", timeout=40))
+                 for n, c in changes.items()}
+        done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
+        [owner] = [n for n, t in waits.items() if t in done]
+        call_id = waits[owner].result()["call"]
+        for t in waits.values():
+            t.cancel()
+        other = "b" if owner == "a" else "a"
+        console = edge.nodes[other]
+        assert call_id.startswith(f"{owner}-") and call_id not in apps[other].live.state
+        async with browser() as http:
+            async with http.get(console.web_url + "/login") as resp:
+                form = csrf_field(await resp.text())
+            async with http.post(console.web_url + "/login", data={
+                    "username": "boss", "password": PASSWORD, "csrf": form,
+                    "next": "/console"}) as resp:
+                assert resp.status == 200, await resp.text()
+                h = {"X-CSRF-Token": meta_csrf(await resp.text())}
+            async with http.get(console.web_url + "/console/events",
+                                timeout=aiohttp.ClientTimeout(total=None)) as stream:
+                events = sse(stream)
+                queued = await until_event(events, "queue", lambda q: any(
+                    w["call"] == call_id for w in q["waiting"]), 15)
+                [row] = queued["waiting"]
+                assert row["node"] == owner and row["caller"] == "081291110001"
+                assert row["stage"] == "queued" and row["waited_s"] >= 0
+                async with http.get(console.web_url + "/wallboard.json") as resp:
+                    board = await resp.json()
+                assert board["waiting"] == 1 and board["queue"][0]["node"] == owner
+                # no node named zz: a clear answer, not a hang
+                async with http.post(console.web_url + "/console/calls/zz-1733.1/supervise",
+                                     json={"mode": "listen"}, headers=h) as resp:
+                    assert resp.status == 503
+                    assert (await resp.json())["error"] == (
+                        "node zz is not answering; the call may have died with it")
+
+                for app in apps.values():
+                    app.states.set("op1", "ready", actor="test")
+                await next_change(changes[owner], "bridged", 40, call=call_id)
+                seen = await until_event(events, "call", lambda c: c.get("call") == call_id
+                                         and c.get("stage") == "bridged", 15)
+                assert seen["node"] == owner and seen["operator"] == "op1"
+                assert seen["reference"]  # the ticket, from the shared database
+                async with http.get(console.web_url + "/wallboard.json") as resp:
+                    board = await resp.json()
+                [op1] = [o for o in board["operators"] if o["operator"] == "op1"]
+                assert op1["bucket"] == "in_call" and op1["call_node"] == owner
+                assert board["waiting"] == 0
+                async with http.post(f"{console.web_url}/console/calls/{call_id}/supervise",
+                                     json={"mode": "listen"}, headers=h) as resp:
+                    assert resp.status == 200, await resp.text()
+                    assert (await resp.json())["phone"] == "sup1"
+        owning = edge.nodes[owner].asterisk
+        spying = ""
+        for _ in range(50):  # the supervisor's phone answers within ~0.2 s
+            spying = await asyncio.to_thread(owning.cli, "core show channels concise")
+            if "ChanSpy" in spying:
+                break
+            await asyncio.sleep(0.2)
+        [line] = [ln for ln in spying.splitlines() if "ChanSpy" in ln]
+        assert line.startswith("PJSIP/sup1-") and "!siaga112-supervise!listen!" in line
+        result = await caller
+        assert result.ok, result.errors or result.stdout[-2000:]
+        assert (await sup_phone.wait(30)).successful == 1  # ChanSpy ended with the call
+        await apps[owner].writer.flush(30)
+        [ticket] = [t for t in await edge.nodes[owner].tickets() if t.channel_id == call_id]
+        audit = [(a.actor, a.action, json.loads(a.detail or "{}").get("from node"))
+                 for a in await edge.nodes[owner].audit(ticket)]
+        assert ("boss", "supervisor listen", other) in audit
+        assert (await uas.wait(30)).successful == 1
+    finally:
+        if not caller.done():
+            caller.cancel()
+        await asyncio.gather(caller, return_exceptions=True)
+        for n, c in changes.items():
+            apps[n].live.unlisten(c)

@@ -94,7 +94,8 @@ function upsertCall(c) {
     const tds = row.children;
     if (c.caller) { tds[0].textContent = c.caller; }
     row.dataset.stage = c.stage;
-    tds[1].textContent = t("stage", c.stage);
+    if (c.node) { row.dataset.node = c.node; }
+    tds[1].textContent = t("stage", c.stage) + (row.dataset.node ? " · " + row.dataset.node : "");
     if (c.priority != null) { tds[2].textContent = c.priority; }
     if (c.operator) { tds[3].textContent = c.operator; }
   }
@@ -121,6 +122,7 @@ function renderQueue() {
     const row = document.createElement("tr");
     row.className = "pick prio-" + Math.min(w.priority || 9, 5);
     row.dataset.call = w.call;
+    if (w.node) { row.dataset.node = w.node; }  // several nodes: the one the caller is on
     if (w.reference) { row.dataset.ref = w.reference; }
     row.appendChild(cell(w.caller || "—"));
     const wait = cell(clock(w.waited_s + since)); wait.className = "wait";
@@ -128,7 +130,8 @@ function renderQueue() {
     row.appendChild(wait);
     const pri = cell(w.priority == null ? "?" : w.priority); pri.className = "prio";
     row.appendChild(pri);
-    row.appendChild(cell(t("stage", w.stage) + (w.operator ? " → " + w.operator : "")));
+    row.appendChild(cell(t("stage", w.stage) + (w.operator ? " → " + w.operator : "") +
+                         (w.node ? " · " + w.node : "")));
     const badges = document.createElement("td");
     w.badges.forEach((b) => {
       const span = document.createElement("span");

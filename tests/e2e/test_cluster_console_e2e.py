@@ -1,0 +1,114 @@
+"""Two real nodes behind a real Kamailio on one PostgreSQL, one supervisor in real Chromium on
+one node's console: the caller waiting on the other node is in the live queue with its node,
+then talking in the calls list; the supervisor opens its card and listens in from there."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from playwright.async_api import expect
+
+from ari_app.live import next_change
+from ari_app.testing.sipp import SippRun, run_sipp
+from ari_app.web.auth import add_user
+from ari_app.web.profiles import link_operator
+from tests.e2e.browser import chromium, js_errors, new_page, screenshot
+from tests.integration.conftest import PhoneFactory, shared_pg_url  # noqa: F401
+from tests.integration.test_edge_kamailio import (  # noqa: F401
+    PASSWORD,
+    EdgeFactory,
+    make_edge,
+    operator_phone,
+)
+
+pytestmark = pytest.mark.e2e
+
+CALLER = "081291110002"
+
+
+async def test_a_supervisor_on_one_nodes_console_sees_the_other_nodes_caller_and_listens_in(
+    make_edge: EdgeFactory, shared_pg_url: str, phone: PhoneFactory,  # noqa: F811
+) -> None:
+    sup_phone, sup_contact = await phone("operator_answer_wait.xml", name="sup1")
+    edge = await make_edge(ping_interval_s=1, shared_db=shared_pg_url,
+                           extra_operators=[("sup1", sup_contact)])
+    await edge.wait_state("a", active=True)
+    await edge.wait_state("b", active=True)
+    apps = {n: s.app for n, s in edge.nodes.items() if s.app is not None}
+    assert len(apps) == 2
+    for app in apps.values():
+        queue = app.shared_queue
+        assert queue is not None
+        await queue.until(lambda q=queue: q.shared, 15)  # type: ignore[misc]
+        app.states.set("op1", "not_ready", actor="test", reason="meeting")  # the caller waits
+    async with apps["a"].sessions() as s, s.begin():
+        await add_user(s, "boss", "supervisor", PASSWORD, apps["a"].settings.clock.now())
+        await link_operator(s, "boss", "sup1")
+    uas = await operator_phone(edge, calls=1, talk_ms=15000)
+    changes = {n: app.live.listen() for n, app in apps.items()}
+    caller = asyncio.create_task(run_sipp(SippRun(
+        scenario="caller_key.xml", target_port=edge.port, keys={"caller": CALLER},
+        timeout_s=80, template={"digit": "2", "bye_timeout_ms": "60000"})))
+    try:
+        waits = {n: asyncio.create_task(next_change(c, "queued", timeout=40))
+                 for n, c in changes.items()}
+        done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
+        [owner] = [n for n, t in waits.items() if t in done]
+        call_id = waits[owner].result()["call"]
+        for t in waits.values():
+            t.cancel()
+        other = "b" if owner == "a" else "a"
+        async with chromium() as browser:
+            page = await new_page(browser)
+            await page.goto(edge.nodes[other].web_url + "/login")
+            await page.fill("input[name=username]", "boss")
+            await page.fill("input[name=password]", PASSWORD)
+            await page.click("button[type=submit]")
+            await page.wait_for_url("**/console")
+            await expect(page.locator("#sse-state")).to_have_attribute("data-state", "live")
+            waiting = page.locator(f"#waiting tbody tr[data-call='{call_id}']")
+            await expect(waiting).to_have_attribute("data-node", owner)
+            await expect(waiting).to_contain_text(CALLER)
+            await expect(waiting.locator("td").nth(3)).to_contain_text(f"· {owner}")
+            await expect(page.locator("#waiting-count")).to_have_text("1")
+            await screenshot(page, "cluster-console-waiting")
+
+            for app in apps.values():
+                app.states.set("op1", "ready", actor="test")
+            row = page.locator(f"#calls tbody tr[data-call='{call_id}']")
+            await expect(row).to_have_attribute("data-stage", "bridged")
+            await expect(row).to_have_attribute("data-node", owner)
+            await expect(page.locator("#waiting-count")).to_have_text("0")
+            await row.click()
+            card = page.locator(f"#card article[data-call='{call_id}']")
+            await expect(card).to_be_visible()
+            await card.locator("#supervise-listen").click()
+            owning = edge.nodes[owner].asterisk
+            spying = ""
+            for _ in range(50):  # the supervisor's phone answers within ~0.2 s
+                spying = await asyncio.to_thread(owning.cli, "core show channels concise")
+                if "ChanSpy" in spying:
+                    break
+                await asyncio.sleep(0.2)
+            [line] = [ln for ln in spying.splitlines() if "ChanSpy" in ln]
+            assert line.startswith("PJSIP/sup1-") and "!siaga112-supervise!listen!" in line
+            await expect(page.locator("#card-error")).to_have_text("")
+            await screenshot(page, "cluster-console-listening")
+            assert js_errors(page) == []
+        result = await caller
+        assert result.ok, result.errors or result.stdout[-2000:]
+        assert (await sup_phone.wait(30)).successful == 1
+        await apps[owner].writer.flush(30)
+        [ticket] = [t for t in await edge.nodes[owner].tickets() if t.channel_id == call_id]
+        audit = [(a.actor, a.action, json.loads(a.detail or "{}").get("from node"))
+                 for a in await edge.nodes[owner].audit(ticket)]
+        assert ("boss", "supervisor listen", other) in audit
+        assert (await uas.wait(30)).successful == 1
+    finally:
+        if not caller.done():
+            caller.cancel()
+        await asyncio.gather(caller, return_exceptions=True)
+        for n, c in changes.items():
+            apps[n].live.unlisten(c)
