@@ -130,7 +130,16 @@ def check_config(rendered: RenderedEdge) -> None:
 
 def rpc(rendered: RenderedEdge, *command: str, timeout: float = 5.0) -> str:
     """One RPC command through the control socket, e.g. ``rpc(r, "dispatcher.list")``."""
-    out = subprocess.run([KAMCMD, "-s", f"unix:{rendered.ctl_socket}", *command],
+    return rpc_at(rendered.ctl_socket, *command, timeout=timeout)
+
+
+def control_socket(var_dir: Path) -> Path:
+    """Where the edge rendered under ``var_dir`` answers RPC (it exists while it runs here)."""
+    return edge_dir(var_dir) / "kamailio_ctl"
+
+
+def rpc_at(ctl_socket: Path, *command: str, timeout: float = 5.0) -> str:
+    out = subprocess.run([KAMCMD, "-s", f"unix:{ctl_socket}", *command],
                          capture_output=True, text=True, timeout=timeout, check=False)
     if out.returncode != 0:
         raise EdgeError(f"kamcmd {' '.join(command)}: {out.stderr.strip() or out.stdout.strip()}")
@@ -152,12 +161,43 @@ def node_states(rendered: RenderedEdge) -> dict[str, str]:
     return states
 
 
-def set_operator(rendered: RenderedEdge, name: str, ha1: str | None) -> None:
-    """Live change of an operator's digest (None: the operator may no longer register)."""
+def set_operator(rendered: RenderedEdge | Path, name: str, ha1: str | None) -> None:
+    """Live change of an operator's digest (None: the operator may no longer register).
+
+    ``s:`` makes kamcmd send strings: without it a digest (or a name) of digits only goes as a
+    number, and Kamailio stores an integer that no longer matches (seen: 2^64-1).
+    """
+    ctl = rendered.ctl_socket if isinstance(rendered, RenderedEdge) else rendered
     if ha1 is None:
-        rpc(rendered, "htable.delete", "ha1", name)
+        rpc_at(ctl, "htable.delete", "ha1", f"s:{name}")
     else:
-        rpc(rendered, "htable.sets", "ha1", name, ha1)
+        rpc_at(ctl, "htable.sets", "ha1", f"s:{name}", f"s:{ha1}")
+
+
+_DUMP_ENTRY = re.compile(r"name:\s*(\S+)\s*\n\s*value:\s*(\S+)")
+
+
+def operators_at_edge(ctl_socket: Path) -> dict[str, str]:
+    """The digests the running edge holds now, by operator name (``htable.dump ha1``)."""
+    return dict(_DUMP_ENTRY.findall(rpc_at(ctl_socket, "htable.dump", "ha1")))
+
+
+def sync_operators(ctl_socket: Path, digests: dict[str, str]) -> list[str]:
+    """Make the running edge hold exactly ``digests`` (name -> HA1): new and changed ones set,
+    the others deleted (they can no longer register). Returns what changed, one item each."""
+    for name, ha1 in digests.items():
+        if not _NAME.match(name) or not _HA1.match(ha1):
+            raise EdgeError(f"edge operator {name!r}: expected a name and an MD5 HA1")
+    current = operators_at_edge(ctl_socket)
+    changed: list[str] = []
+    for name, ha1 in sorted(digests.items()):
+        if current.get(name) != ha1:
+            set_operator(ctl_socket, name, ha1)
+            changed.append(f"{name} {'added' if name not in current else 'changed'}")
+    for name in sorted(current.keys() - digests.keys()):
+        set_operator(ctl_socket, name, None)
+        changed.append(f"{name} removed")
+    return changed
 
 
 class KamailioProcess:

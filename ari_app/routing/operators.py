@@ -12,6 +12,7 @@ import hashlib
 import logging
 import re
 import secrets
+import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -275,9 +276,21 @@ async def apply_live(site: Site, var_dir: Path, s: AsyncSession) -> tuple[list[s
     from ari_app.pbx.reload import apply_operators
     from ari_app.running import notify_roster_changed
 
-    result = apply_operators(var_dir, await endpoints(s, site.code),
-                             tls=site.asterisk.operators_use_tls)
+    eps = await endpoints(s, site.code)
+    result = apply_operators(var_dir, eps, tls=site.asterisk.operators_use_tls)
     pid = notify_roster_changed(var_dir, site.stasis_app)
-    return [result.describe(),
-            f"the app (pid {pid}) reloaded its roster" if pid is not None else
-            "the app is not running: it reads the roster when it starts"], not result.failed
+    lines = [result.describe(),
+             f"the app (pid {pid}) reloaded its roster" if pid is not None else
+             "the app is not running: it reads the roster when it starts"]
+    followed = not result.failed
+    if site.edge is not None:  # several nodes: the edge registers the phones
+        from ari_app.edge.cli import follow_operators
+        from ari_app.edge.kamailio import EdgeError
+
+        try:
+            edge = follow_operators(site, var_dir, {e.name: e.md5_cred for e in eps})
+        except (EdgeError, OSError, subprocess.SubprocessError) as exc:
+            edge, followed = f"the edge did NOT follow: {exc}", False
+        if edge:
+            lines.append(edge)
+    return lines, followed

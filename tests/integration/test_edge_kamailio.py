@@ -474,3 +474,50 @@ async def test_every_nodes_console_shows_every_nodes_calls_and_acts_on_another_n
         await asyncio.gather(caller, return_exceptions=True)
         for n, c in changes.items():
             apps[n].live.unlisten(c)
+
+
+async def test_operator_changes_reach_the_running_edge_without_a_restart(
+    tmp_path: Path, batola: Site,
+) -> None:
+    """`operators add|passwd|remove` on the edge's machine: the running Kamailio takes the new
+    digests at once (live htable), and its rendered config has them for its next start."""
+    from ari_app.config import EdgeConfig
+    from ari_app.edge.cli import follow_operators
+    from ari_app.edge.kamailio import control_socket, operators_at_edge
+
+    port = free_port()
+    site = dataclasses.replace(batola, edge=EdgeConfig(
+        f"127.0.0.1:{port}", (("a", f"127.0.0.11:{free_port()}"),), 1))
+    var = tmp_path / "var"
+    old = sip_md5("op1", PASSWORD)
+    settings = EdgeSettings(listen=f"127.0.0.1:{port}",
+                            nodes=nodes_from([("a", "127.0.0.11:5999")]),
+                            operators=(("op1", old), ("op9", sip_md5("op9", "gone-2025"))))
+    process = KamailioProcess(render(settings, var))
+    await asyncio.to_thread(process.start)
+    try:
+        async def register(user: str, password: str) -> SippResult:
+            return await run_sipp(SippRun(
+                scenario="operator_register.xml", target_port=port, timeout_s=8,
+                template={"user": user, "password": password, "contact_port": str(free_port())}))
+
+        assert (await register("op1", PASSWORD)).ok
+        new_pw, digits_only = "baru-op1-2026", "2" * 32  # a digest of digits only stays a string
+        digests = {"op1": sip_md5("op1", new_pw), "op2": sip_md5("op2", "rahasia-op2"),
+                   "op3": digits_only}
+        line = await asyncio.to_thread(follow_operators, site, var, digests)
+        assert line is not None and "op2 added" in line and "op9 removed" in line, line
+        assert "op1 changed" in line, line
+        assert operators_at_edge(control_socket(var)) == digests
+        assert (await register("op2", "rahasia-op2")).ok     # added: registers at once
+        assert (await register("op1", new_pw)).ok            # new password works...
+        assert not (await register("op1", PASSWORD)).ok      # ...and the old one no longer
+        assert not (await register("op9", "gone-2025")).ok   # removed
+        rendered = (var / "kamailio" / "kamailio.cfg").read_text()
+        assert digests["op2"] in rendered and "op9" not in rendered  # for the next start
+        again = await asyncio.to_thread(follow_operators, site, var, digests)
+        assert again == "the edge (Kamailio) already had these operators"
+    finally:
+        await asyncio.to_thread(process.stop)
+    stopped = await asyncio.to_thread(follow_operators, site, var, digests)
+    assert stopped is not None and "does not run on this machine" in stopped
