@@ -99,6 +99,7 @@ class SharedQueue(MemoryQueue):
         self._resync = True
         self._registered = False
         self._shared_since: float | None = None  # loop time this node's connection came up
+        self._rows_for: list[str] = []  # the operators whose rows this node made sure of
         self._sweep_at: float | None = None  # when to release claims no call here holds
         self.adoption_grace_s = adoption_grace_s
 
@@ -455,10 +456,11 @@ class SharedQueue(MemoryQueue):
     async def _operators(self, conn: asyncpg.Connection) -> None:
         """Every operator this node knows of has a row to lock (rows are never deleted)."""
         names = sorted(set(self.roster.on_shift) | set(self.claims))
-        if names:
+        if names and names != self._rows_for:
             await conn.execute(
                 "INSERT INTO queue_operators (site, operator)"
                 " SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING", self.site, names)
+            self._rows_for = names
 
     async def _dispatch(self, conn: asyncpg.Connection) -> None:
         """Assign this node's free operators to the first callers of every node, one by one.
@@ -470,6 +472,20 @@ class SharedQueue(MemoryQueue):
         """
         for _ in range(64):  # bounded: at most one assignment per free operator and pass
             free = self.roster.candidates()
+            if not free:
+                return
+            # One read first: whether anyone waits, and which of ours are unclaimed anywhere
+            # (so a pass costs a statement or two, not a transaction per operator on shift).
+            row = await conn.fetchrow(
+                "SELECT EXISTS (SELECT 1 FROM queue_callers WHERE site = $1"
+                " AND offered_to IS NULL) AS waiting,"
+                " ARRAY(SELECT operator FROM queue_operators WHERE site = $1"
+                " AND call_id IS NULL AND operator = ANY($2::text[])) AS unclaimed",
+                self.site, free)
+            if row is None or not row["waiting"]:
+                return
+            unclaimed = set(row["unclaimed"])
+            free = [o for o in free if o in unclaimed]
             if not free:
                 return
             assigned = False
