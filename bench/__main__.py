@@ -1,5 +1,6 @@
 """python -m bench run --target app|twin|both --rates 2,4,8 --duration 40 [--quick]
-   python -m bench human [--quick]   (time to a human, from SIPp timestamps)"""
+   python -m bench human [--quick]   (time to a human, from SIPp timestamps)
+   python -m bench edge --rates 4,8,12 --duration 40 [--quick]   (Kamailio + 2 nodes vs 1 node)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 from ari_app.prompts import build
-from bench import agi, human, report
+from bench import agi, edge, human, report
 from bench.load import StepResult, Timing, run_step
 
 log = logging.getLogger("bench")
@@ -40,7 +41,41 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     h.add_argument("--quick", action="store_true", help="one caller of each kind per case")
     h.add_argument("--out", type=Path, default=Path("bench/out"))
     h.add_argument("--keep", action="store_true", help="keep the work directory")
+    e = sub.add_parser("edge", help="the call mix through Kamailio to two nodes on one "
+                                     "PostgreSQL, against one node direct, alternating per rate")
+    e.add_argument("--rates", default="4,8,12", help="comma-separated call rates (cps)")
+    e.add_argument("--duration", type=float, default=40.0, help="seconds of offered load per step")
+    e.add_argument("--quick", action="store_true",
+                   help="CI: 1 cps for 4 s per target, short talk; checks the harness works")
+    e.add_argument("--out", type=Path, default=Path("bench/out"),
+                   help="where edge.md and edge.json go")
+    e.add_argument("--keep", action="store_true", help="keep the work directory")
+    e.add_argument("--no-stop", action="store_true",
+                   help="keep climbing after a target's first failing step")
     return p.parse_args(argv)
+
+
+def main_edge(args: argparse.Namespace, argv: list[str] | None) -> int:
+    if args.quick:
+        rates, duration, timing = [1.0], 4.0, Timing.quick()
+    else:
+        rates = [float(x) for x in args.rates.split(",") if x]
+        duration, timing = args.duration, Timing()
+    if not rates or any(r <= 0 for r in rates) or duration <= 0:
+        print("bench: rates and duration must be positive", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="siaga112-edge-"))
+    try:
+        build(work / "sounds")
+        command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+        path, steps = edge.run(rates, duration, timing, work, work / "sounds", args.out,
+                               command, args.no_stop)
+        print(path.read_text())
+        print(f"report: {path}  work: {work}")
+        return 0 if steps else 1
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main_human(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -64,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "human":
         return main_human(args, argv)
+    if args.command == "edge":
+        return main_edge(args, argv)
     targets = ["app", "twin"] if args.target == "both" else [args.target]
     if args.quick:
         rates, duration, timing = [1.0], 4.0, Timing.quick()

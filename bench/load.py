@@ -8,16 +8,17 @@ import math
 import sqlite3
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ari_app.testing.media import speech_pcap
 from ari_app.testing.ports import free_port
 from ari_app.testing.sipp import PCAP_DIR
 from bench.sipp import SippOutcome, SippProc, SippSpec
-from bench.stack import TargetStack
+from bench.stack import CpuMark, TargetStack
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,27 @@ log = logging.getLogger(__name__)
 MIX = {"ghost": 0.5, "prank": 0.2, "full": 0.3}
 PREFIX = {"ghost": "0811", "prank": "0812", "full": "0813"}
 DIGIT = "1"  # health: priority 2, no follow-up prompt in Jepara (the twin plays none either)
+
+
+class Stack(Protocol):
+    """What a step drives: one target (TargetStack) or several nodes behind an edge."""
+
+    service: str
+
+    @property
+    def caller_port(self) -> int: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def cpu_mark(self) -> CpuMark: ...
+    def ws_bytes(self) -> int: ...
+    def peak_rss(self) -> tuple[float, float]: ...
+    def log_size(self) -> int: ...
+    def taskprocessor_warnings(self, since: int = 0) -> list[str]: ...
+    def agi_served(self) -> int: ...
+    def node_calls(self) -> dict[str, int]: ...
+
+
+StackFactory = Callable[[Path, int, int], Stack]  # (var dir, operators, operator UAS port)
 
 
 @dataclass(frozen=True)
@@ -59,7 +81,9 @@ class StepResult:
     invite_200_ms: list[float] = field(default_factory=list)
     key_to_operator_ms: list[float] = field(default_factory=list)
     app_side_ms: dict[str, list[float]] = field(default_factory=dict)
-    cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_call: dict[str, float] = field(default_factory=dict)   # per offered call
+    cpu_s: dict[str, float] = field(default_factory=dict)             # the step's totals
+    node_calls: dict[str, int] = field(default_factory=dict)          # tickets per node
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     peak_concurrent_calls: int = 0
     ws_bytes: int = 0
@@ -109,7 +133,7 @@ def operators_needed(rate: float, timing: Timing) -> int:
 
 
 def run_step(target: str, rate: float, duration_s: float, workdir: Path, sounds: Path,
-             timing: Timing) -> StepResult:
+             timing: Timing, make_stack: StackFactory | None = None) -> StepResult:
     t0 = time.monotonic()
     res = StepResult(target, rate, duration_s)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +141,8 @@ def run_step(target: str, rate: float, duration_s: float, workdir: Path, sounds:
     res.offered = sum(counts.values())
     res.operators = operators_needed(rate, timing)
     op_port = free_port()
-    stack = TargetStack(target, workdir / "var", sounds, res.operators, op_port)
+    stack: Stack = (make_stack(workdir / "var", res.operators, op_port) if make_stack
+                    else TargetStack(target, workdir / "var", sounds, res.operators, op_port))
     dtmf_ms = dtmf_end_ms(DIGIT)
     template = {
         "digit": DIGIT, "key_after_ms": str(timing.key_after_ms),
@@ -145,7 +170,7 @@ def run_step(target: str, rate: float, duration_s: float, workdir: Path, sounds:
             numbers = [f"{PREFIX[kind]}{10000 + i}" for i in range(n)]
             callers.append(SippProc(SippSpec(
                 kind, f"{kind}.xml", workdir / f"sipp-{kind}", template,
-                target_port=stack.site.asterisk.sip_port, service=stack.service, calls=n,
+                target_port=stack.caller_port, service=stack.service, calls=n,
                 rate_cps=rate * MIX[kind], numbers=numbers,
                 timeout_s=int(duration_s + longest_s + 60))))
         for proc in callers:
@@ -165,6 +190,7 @@ def run_step(target: str, rate: float, duration_s: float, workdir: Path, sounds:
         outcomes = [p.outcome() for p in callers]
         op_out = operator.outcome()
         res.taskprocessor_warnings = len(stack.taskprocessor_warnings(log0))
+        res.node_calls = stack.node_calls()
     finally:
         stack.stop()
         for proc in [*callers, *([operator] if operator else [])]:
@@ -183,6 +209,11 @@ def run_step(target: str, rate: float, duration_s: float, workdir: Path, sounds:
         "agi": 1000 * (mark1.agi_s - mark0.agi_s) / calls,
         "sipp": 1000 * sipp_cpu / calls,
     }
+    res.cpu_s = {"asterisk": mark1.asterisk_s - mark0.asterisk_s,
+                 "app": mark1.app_s - mark0.app_s, "agi": mark1.agi_s - mark0.agi_s,
+                 "kamailio": mark1.kamailio_s - mark0.kamailio_s,
+                 "kamailio_sched": mark1.kamailio_sched_s - mark0.kamailio_sched_s,
+                 "kamailio_processes": float(mark1.kamailio_processes), "sipp": sipp_cpu}
     res.peak_rss_mb = {"asterisk": rss_ast, "app": rss_app}
     res.peak_concurrent_calls = _peak_concurrent(outcomes)
     res.ws_bytes = max(0, ws1 - ws0)

@@ -66,3 +66,49 @@ def reap(pid: int, block: bool) -> Reaped | None:
 def children_cpu_seconds() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes below ``pid`` (children, their children...), from /proc."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields:
+                parent[int(entry.name)] = int(fields[1])  # stat(5) 4: ppid
+    out: list[int] = []
+    frontier = [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        frontier += kids
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and every live descendant, plus what it reaped (Kamailio:
+    its main process and all the children it forks)."""
+    return (cpu_seconds(pid) + reaped_children_cpu_seconds(pid)
+            + sum(cpu_seconds(c) for c in descendants(pid)))
+
+
+def sched_seconds(pid: int) -> float:
+    """CPU time of a live process from the scheduler (/proc/<pid>/task/*/schedstat, in ns):
+    exact, where utime+stime is counted in whole clock ticks per process."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
+
+
+def tree_sched_seconds(pid: int) -> float:
+    """sched_seconds of a process and every live descendant."""
+    return sched_seconds(pid) + sum(sched_seconds(c) for c in descendants(pid))

@@ -29,7 +29,7 @@ from ari_app.pbx.render import OperatorEndpoint
 from ari_app.routing.operators import add_operator, add_shift, endpoints
 from ari_app.testing.agi_server import start_agi_server, stop_agi_server
 from ari_app.testing.asterisk import PrivateAsterisk, on_free_ports
-from ari_app.testing.ports import rtp_range
+from ari_app.testing.ports import free_port, rtp_range
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.migrate import upgrade
 from bench.procstat import Reaped, cpu_seconds, peak_rss_mb, reap, reaped_children_cpu_seconds
@@ -59,6 +59,16 @@ async def seed_operators(db_url: str, site: Site, clock: Clock, count: int,
         await engine.dispose()
 
 
+async def read_endpoints(db_url: str, site: Site) -> list[OperatorEndpoint]:
+    """The roster another node already wrote in the database the nodes share."""
+    engine = make_engine(db_url)
+    try:
+        async with sessions(engine)() as s:
+            return await endpoints(s, site.code)
+    finally:
+        await engine.dispose()
+
+
 def twin_dialplan(var_dir: Path, operators: int) -> Path:
     text = TWIN_TEMPLATE.read_text().replace("{{operators}}", str(operators))
     text = text.replace("{{last}}", str(operators - 1))
@@ -75,23 +85,36 @@ class CpuMark:
     # The screening AGI: our FastAGI server (itself and the per-call children it forked and
     # reaped) plus Asterisk's reaped children (per-process AGIs, when the server did not answer).
     agi_s: float = 0.0
+    kamailio_s: float = 0.0  # the SIP edge, all its processes (bench edge only): utime+stime
+    kamailio_sched_s: float = 0.0  # the same from the scheduler's ns counters
+    kamailio_processes: int = 0
 
 
 class TargetStack:
     def __init__(self, target: str, var_dir: Path, sounds: Path, operators: int,
-                 operator_port: int) -> None:
+                 operator_port: int, *, bind: str = "127.0.0.1", db_url: str | None = None,
+                 node: str = "", seed: bool = True, trunk_host: str | None = None) -> None:
+        """``bind``/``db_url``/``node``/``trunk_host``: one node of several (bench edge): its own
+        loopback address, the PostgreSQL the nodes share (``seed``: this node writes the roster),
+        the carrier being the edge's address."""
         if target not in SERVICES:
             raise ValueError(f"target must be one of {sorted(SERVICES)}, got {target!r}")
         self.target, self.var_dir, self.sounds = target, var_dir, sounds
         self.operators, self.operator_port = operators, operator_port
         self.service = SERVICES[target]
-        site = on_free_ports(load_site("jepara"))
+        self.node, self.seed = node, seed
+        base = load_site("jepara")
+        if trunk_host is not None:
+            base = dataclasses.replace(
+                base, asterisk=dataclasses.replace(base.asterisk, trunk_host=trunk_host))
+        site = on_free_ports(base, bind=bind)
         # The harness's default 400 RTP ports (200 channels) ran out at 8 cps (run of
         # 2026-11-22): a bridged call takes two channels. 2000 ports = 1000 channels.
         start, end = rtp_range(2000)
         self.site: Site = dataclasses.replace(
             site, asterisk=dataclasses.replace(site.asterisk, rtp_start=start, rtp_end=end))
-        self.db_url = f"sqlite+aiosqlite:///{var_dir}/siaga112.db"
+        self.db_url = db_url or f"sqlite+aiosqlite:///{var_dir}/siaga112.db"
+        self.web_port = free_port()
         self.asterisk: PrivateAsterisk | None = None
         self.app: subprocess.Popen[bytes] | None = None
         self.app_reaped: Reaped | None = None
@@ -103,13 +126,18 @@ class TargetStack:
         link = self.var_dir / "sounds"
         if not link.exists():
             link.symlink_to(self.sounds, target_is_directory=True)
-        upgrade(self.db_url)
         clock = Clock(datetime.fromisoformat(FAKE_TIME))
-        eps = asyncio.run(seed_operators(self.db_url, self.site, clock, self.operators,
-                                         self.operator_port))
+        if self.seed:
+            upgrade(self.db_url)
+            eps = asyncio.run(seed_operators(self.db_url, self.site, clock, self.operators,
+                                             self.operator_port))
+        else:
+            eps = asyncio.run(read_endpoints(self.db_url, self.site))
         self.asterisk = PrivateAsterisk(self.site, self.var_dir, operators=eps,
                                         extra_dialplan=[twin_dialplan(self.var_dir,
-                                                                      self.operators)])
+                                                                      self.operators)],
+                                        database_url=None if self.db_url.startswith("sqlite")
+                                        else self.db_url, node=self.node or None)
         self.asterisk.start()
         if self.target == "app":
             self._start_agi_server()
@@ -130,7 +158,11 @@ class TargetStack:
             "DATABASE_URL": self.db_url,
             "SIAGA112_VAR": str(self.var_dir),
             "SIAGA112_FAKE_TIME": FAKE_TIME,
+            "SIAGA112_WEB_PORT": str(self.web_port),
         })
+        env.pop("SIAGA112_NODE", None)
+        if self.node:
+            env["SIAGA112_NODE"] = self.node
         with open(self.var_dir / "app.log", "wb") as out:
             self.app = subprocess.Popen(
                 [sys.executable, "-m", "ari_app.cli", "--site", "jepara", "serve"],
@@ -181,6 +213,15 @@ class TargetStack:
                 log.error("asterisk stop: %s", exc)
 
     # ---- measures --------------------------------------------------------------------------
+    @property
+    def caller_port(self) -> int:
+        """Where the callers' SIPp sends its INVITEs (127.0.0.1): this node's Asterisk."""
+        return self.site.asterisk.sip_port
+
+    def node_calls(self) -> dict[str, int]:
+        """Tickets per node (channel-id prefix "a-", "b-"); empty for a single node."""
+        return {}
+
     @property
     def asterisk_pid(self) -> int:
         assert self.asterisk is not None and self.asterisk.process.proc is not None
