@@ -2,7 +2,8 @@
 
 A call's coroutine submits a named write with a JSON payload. It is appended to a local
 SQLite journal (a file beside the app, WAL) and the call goes on. One writer task applies journal
-entries to the main database in order, in batches of one transaction each, retrying while the
+entries to the main database in order, in batches of one transaction each (woken from idle, it
+waits BATCH_WINDOW_S so that writes made together share a batch), retrying while the
 database is unreachable; an entry leaves the journal only after its transaction committed. Each
 entry's sequence number is recorded in the same transaction (journal_applied), so replaying the
 journal after a crash applies nothing twice.
@@ -46,6 +47,10 @@ Applier = Callable[[Session, dict[str, Any]], Any]
 T = TypeVar("T")
 NOTICE = "journal.notice"  # a line for the call's ticket audit about its writes (see service)
 IDLE_POLL_S = 2.0
+# After an idle writer is woken, it waits this long before reading the journal, so that the
+# several writes one call event makes (and those of other calls at the same moment) share one
+# database transaction instead of one each. Appends are durable in the journal meanwhile.
+BATCH_WINDOW_S = 0.05
 _APPLIED = table(JournalApplied)
 _MARK = select(func.max(_APPLIED.c.seq)).where(_APPLIED.c.node == bindparam("jnode"))
 _MARK_MOVE = (update(_APPLIED).where(_APPLIED.c.node == bindparam("jnode"))
@@ -315,9 +320,9 @@ class Journal:
 class Writer:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], journal: Path, node: str,
                  *, retry_initial: float = 0.2, retry_max: float = 5.0,
-                 batch_size: int = 50) -> None:
+                 batch_size: int = 50, batch_window: float = BATCH_WINDOW_S) -> None:
         self.sessions = sessions
-        self.batch_size = batch_size
+        self.batch_size, self.batch_window = batch_size, batch_window
         engine = sessions.kw["bind"]
         self._sync: sessionmaker[Session] | None = None
         self._thread: ThreadPoolExecutor | None = None
@@ -397,6 +402,8 @@ class Writer:
                     await asyncio.wait_for(self._wakeup.wait(), IDLE_POLL_S)
                 except TimeoutError:
                     self.journal.count()
+                else:
+                    await asyncio.sleep(self.batch_window)
                 continue
             for start in range(0, len(entries), self.batch_size):
                 chunk = entries[start:start + self.batch_size]
