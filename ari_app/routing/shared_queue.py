@@ -97,6 +97,7 @@ class SharedQueue(MemoryQueue):
         self._listener: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._resync = True
+        self._stopping = False
         self._registered = False
         self._shared_since: float | None = None  # loop time this node's connection came up
         self._rows_for: list[str] = []  # the operators whose rows this node made sure of
@@ -177,12 +178,16 @@ class SharedQueue(MemoryQueue):
     async def stop(self) -> None:
         """Stop the background task. Its connections are cut first: a cancelled transaction
         would otherwise wait for its rollback on a connection that may never answer."""
+        self._stopping = True
         await self._close()
         if self._task is not None:
-            self._task.cancel()
-            done, _ = await asyncio.wait([self._task], timeout=5)
-            if not done:
-                log.error("shared queue: node %s background task did not stop in 5 s", self.node)
+            for _ in range(3):  # a cancellation can be lost in a wake-up racing it: ask again
+                self._task.cancel()
+                done, _ = await asyncio.wait([self._task], timeout=2)
+                if done:
+                    break
+            else:
+                log.error("shared queue: node %s background task did not stop", self.node)
             self._task = None
 
     async def until(self, predicate: Callable[[], bool], timeout: float) -> None:
@@ -195,13 +200,15 @@ class SharedQueue(MemoryQueue):
 
     async def run(self) -> None:
         backoff = 0.2
-        while True:
+        while not self._stopping:
             try:
                 await self._pass()
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
             except UNREACHABLE as exc:
+                if self._stopping:
+                    break  # stop() cut the connections
                 self._alone(exc)
                 await self._close()
                 self._passed.set()
@@ -217,7 +224,10 @@ class SharedQueue(MemoryQueue):
                 continue
             self._passed.set()
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the wake-up does, and the task would never stop.
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -284,6 +294,10 @@ class SharedQueue(MemoryQueue):
 
     def _bump(self, call_id: str) -> None:
         self._version[call_id] = self._version.get(call_id, 0) + 1
+
+    def _pending(self) -> set[str]:
+        """The calls with a local change not yet applied in PostgreSQL."""
+        return {str(op[1]) for op in self._ops if op[0] in ("upsert", "requeue", "leave")}
 
     def _push(self, *op: Any) -> None:
         self._ops.append(op)  # idempotent: after a resync they apply again harmlessly
@@ -538,8 +552,10 @@ class SharedQueue(MemoryQueue):
             entry = self.waiting.get(call_id)
             if operator is None or entry is None or entry.offer.done():
                 continue
-            if self._version.get(call_id) != versions.get(call_id):
-                continue  # changed here while we read: the next pass decides
+            if self._version.get(call_id) != versions.get(call_id) or call_id in self._pending():
+                # changed here while we read, or a change not yet in PostgreSQL (a requeue
+                # whose row still shows the old offer): the next pass decides
+                continue
             self.roster.reserve(str(operator))
             self.claims[str(operator)] = call_id
             del self.waiting[call_id]

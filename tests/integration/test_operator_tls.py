@@ -139,10 +139,14 @@ async def test_baresip_registers_over_tls_answers_a_112_call_and_its_audio_is_sr
         await phone.stop()
     rx, tx = operator_rtp_counts(stats, "op1")
     assert rx > 50 and tx > 50, stats
-    phone_leg = [p for sport, dport, p in capture.packets
-                 if (PHONE_RTP[0] <= sport <= PHONE_RTP[1] or PHONE_RTP[0] <= dport <= PHONE_RTP[1])
-                 and rtp_audio(p)]
-    other = [p for sport, dport, p in capture.packets if rtp_audio(p) and p not in phone_leg]
+    # Only this stack's media: one end in its Asterisk's RTP range (the capture sees every
+    # test's loopback traffic; another test's plain RTP may use a port in the phone's range).
+    ours = range(stack.site.asterisk.rtp_start, stack.site.asterisk.rtp_end + 1)
+    phone_ports = range(PHONE_RTP[0], PHONE_RTP[1] + 1)
+    media = [(sport, dport, p) for sport, dport, p in capture.packets
+             if rtp_audio(p) and (sport in ours or dport in ours)]
+    phone_leg = [p for sport, dport, p in media if sport in phone_ports or dport in phone_ports]
+    other = [p for sport, dport, p in media if sport not in phone_ports and dport not in phone_ports]
     sizes = Counter(len(p) for p in phone_leg)
     # 20 ms of G.711 is 160 bytes: plain RTP is 12 + 160; SRTP adds its 10-byte auth tag
     assert len(phone_leg) > 100, sizes
