@@ -9,7 +9,8 @@
 #       16: Debian 11's asterisk package (on Debian 12 from the Debian 11 archive, low apt pin).
 #       SIAGA112_ASTERISK_BIN (or _ROOT) set: the admin's own Asterisk 20/22 (or private root);
 #          nothing is installed for it.
-#   - sip-tester (SIPp), espeak-ng, sox, chromium (console tests)
+#   - sip-tester (SIPp), espeak-ng, sox, chromium (console tests); and SIPp 3.8 built with TLS
+#     (scripts/sipp-tls.pin) in a private root like Asterisk 22's, for the `-t l1` tests
 #   - a venv (.venv) with the Python dependencies
 # It says what it will install before it does. It never stops, disables or reconfigures an
 # Asterisk (or any other service) it did not start: ours runs privately under var/, with its own
@@ -19,6 +20,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # shellcheck source=scripts/asterisk-22.pin
 . scripts/asterisk-22.pin
+# shellcheck source=scripts/sipp-tls.pin
+. scripts/sipp-tls.pin
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -45,8 +48,15 @@ root_ready() {  # the root exists, is complete (stamp written last) and at the p
   [ -e "$ASTERISK_22_ROOT/.siaga112-root" ] && [ "$(cat "$ASTERISK_22_ROOT/.siaga112-root")" = "$ASTERISK_22_PACKAGE" ]
 }
 
+sipp_root_ready() {  # the TLS-capable SIPp's root, complete and at its pinned version
+  [ -e "$SIPP_TLS_ROOT/.siaga112-root" ] && [ "$(cat "$SIPP_TLS_ROOT/.siaga112-root")" = "$SIPP_TLS_PACKAGE" ]
+}
+
 need_pkgs=()
 build_root=no
+if ! sipp_root_ready; then
+  command -v mmdebstrap >/dev/null 2>&1 || need_pkgs+=(mmdebstrap)
+fi
 case "$CHOICE" in
   22)
     if [ -n "${SIAGA112_ASTERISK_BIN:-}" ] || [ -n "${SIAGA112_ASTERISK_ROOT:-}" ]; then
@@ -138,6 +148,34 @@ if [ "$build_root" = yes ] && ! root_ready; then
   $SUDO rm -rf "$ASTERISK_22_ROOT"  # an incomplete or older root of the same version (no stamp)
   $SUDO mv "$tmp" "$ASTERISK_22_ROOT"
   trap - EXIT
+fi
+
+# SIPp with TLS for the TLS signalling tests (`sipp -t l1`; Debian 12's says "To use a TLS
+# transport you must compile SIPp with OpenSSL"). Built like the Asterisk 22 root: pinned, from
+# unstable, a directory only, run through its own loader; Debian's own sipp stays the default.
+if ! sipp_root_ready; then
+  sipp_parent="$(dirname "$SIPP_TLS_ROOT")"
+  $SUDO mkdir -p "$sipp_parent"
+  exec 8>"$sipp_parent/.setup-sipp.lock"
+  flock 8
+  if ! sipp_root_ready; then
+    stmp="$SIPP_TLS_ROOT.partial.$$"
+    $SUDO rm -rf "$stmp"
+    trap '$SUDO rm -rf "$stmp"' EXIT
+    $SUDO mmdebstrap --quiet --variant=apt --aptopt='Acquire::Check-Valid-Until "false"' \
+      --include="sip-tester=$SIPP_TLS_PACKAGE" sid "$stmp" "$(mirror)"
+    # `sipp -v` exits 99 after printing its version and build flags: read the text only.
+    { "$stmp/lib64/ld-linux-x86-64.so.2" \
+      --library-path "$stmp/lib/x86_64-linux-gnu:$stmp/usr/lib/x86_64-linux-gnu" \
+      "$stmp/usr/bin/sipp" -v 2>&1 || true; } | grep -q -- '-TLS' \
+      || { echo "setup: the SIPp in $stmp has no TLS" >&2; exit 1; }
+    echo "setup: built SIPp $SIPP_TLS_PACKAGE with TLS in $SIPP_TLS_ROOT"
+    echo "$SIPP_TLS_PACKAGE" | $SUDO tee "$stmp/.siaga112-root" >/dev/null
+    $SUDO rm -rf "$SIPP_TLS_ROOT"
+    $SUDO mv "$stmp" "$SIPP_TLS_ROOT"
+    trap - EXIT
+  fi
+  exec 8>&-
 fi
 
 PY="${PYTHON:-python3}"

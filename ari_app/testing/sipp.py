@@ -44,6 +44,8 @@ class SippRun:
     inject: list[list[str]] = field(default_factory=list)  # rows for -inf (per-call fields)
     extra_args: list[str] = field(default_factory=list)     # e.g. ["-d", "500"] for <pause/>
     template: dict[str, str] = field(default_factory=dict)  # {{name}} in the XML, e.g. digit
+    # "u1" (UDP) or "l1" (TLS, one socket: the TLS-capable SIPp from scripts/sipp-tls.pin)
+    transport: str = "u1"
 
 
 @dataclass
@@ -61,6 +63,21 @@ class SippResult:
         return self.returncode == 0 and self.failed == 0
 
 
+SIPP_TLS_PIN = Path(__file__).resolve().parents[2] / "scripts" / "sipp-tls.pin"
+
+
+def tls_sipp() -> list[str]:
+    """The command of the SIPp built with TLS (Debian 12's is not), run from its private root
+    through the root's own loader, as setup.sh built it."""
+    pin = dict(re.findall(r"^([A-Z0-9_]+)='([^']*)'$", SIPP_TLS_PIN.read_text(), re.M))
+    root = Path(os.environ.get("SIAGA112_SIPP_TLS_ROOT") or pin["SIPP_TLS_ROOT"])
+    binary = root / "usr" / "bin" / "sipp"
+    if not binary.exists():
+        raise RuntimeError(f"no TLS-capable SIPp at {binary}: run ./scripts/setup.sh")
+    libs = f"{root}/lib/x86_64-linux-gnu:{root}/usr/lib/x86_64-linux-gnu"
+    return [str(root / "lib64" / "ld-linux-x86-64.so.2"), "--library-path", libs, str(binary)]
+
+
 class SippProcess:
     """A SIPp run in the background (e.g. an operator UAS that waits for INVITEs)."""
 
@@ -74,7 +91,9 @@ class SippProcess:
         r = self.run
         scenario = self.workdir / r.scenario
         scenario.write_text(fill_template((SCENARIOS / r.scenario).read_text(), r.template))
-        args = [SIPP]
+        args = tls_sipp() if r.transport.startswith("l") else [SIPP]
+        if r.transport != "u1":
+            args += ["-t", r.transport]
         if not r.uas:
             args.append(f"{r.target_host}:{r.target_port}")
         args += [

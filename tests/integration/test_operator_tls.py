@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -24,8 +25,9 @@ from ari_app.config import Site
 from ari_app.routing.operators import add_operator, add_shift
 from ari_app.testing.baresip import Baresip
 from ari_app.testing.ports import free_port
+from ari_app.testing.sipp import SippResult, SippRun, run_sipp
 from ari_app.tickets.db import make_engine, sessions
-from ari_app.tls import fingerprint
+from ari_app.tls import ensure_pair, fingerprint
 from tests.integration.conftest import StackFactory
 
 pytestmark = pytest.mark.integration
@@ -157,7 +159,8 @@ async def test_baresip_registers_over_tls_answers_a_112_call_and_its_audio_is_sr
 
 
 class TlsSip:
-    """Hand-written SIP over TLS (Debian's SIPp is built without TLS, so `-t l1` is not there)."""
+    """Hand-written SIP over TLS: raw requests where the test needs to see each header and the
+    certificate's own bytes (SIPp's TLS cases are in the SIPp test below)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
         self.reader, self.writer, self.port, self.cseq = reader, writer, port, 0
@@ -253,3 +256,33 @@ async def test_tls_signalling_needs_the_certificate_and_digest_and_refuses_plain
         assert status == 488  # SRTP is required: a phone offering plain RTP is refused
     finally:
         writer.close()
+
+
+async def test_sipp_over_tls_registers_with_its_digest_and_is_refused_a_wrong_one_or_a_fake_cert(
+        make_stack: StackFactory, db_url: str, jepara: Site, tmp_path: Path) -> None:
+    """SIPp's own TLS transport (`-t l1`, verifying the server with `-tls_ca`): the phone's
+    REGISTER over TLS with the right digest lands (the contact is a TLS one), a wrong password
+    is refused, and a phone that trusts another certificate never gets through the handshake."""
+    site = dataclasses.replace(jepara, asterisk=dataclasses.replace(
+        jepara.asterisk, operator_tls="on", tls_port=free_port()))
+    await seed_op1(db_url, site, on_shift=False)
+    stack = await make_stack(site, start_app=False)
+    cert = stack.var_dir / "secrets" / "sip-tls.crt"
+    other = ensure_pair(tmp_path, "someone-else", ["127.0.0.1"]).cert  # a self-signed impostor CA
+
+    async def register(password: str, ca: Path) -> SippResult:
+        return await run_sipp(SippRun(
+            scenario="operator_register.xml", target_port=site.asterisk.tls_port, transport="l1",
+            timeout_s=10, extra_args=["-tls_ca", str(ca)],
+            template={"user": "op1", "password": password, "contact_port": str(free_port())}))
+
+    registered = await register(PASSWORD, cert)
+    assert registered.ok, registered.errors or registered.stdout[-2000:]
+    # The registrar's 200 lists the binding it made: a TLS contact. (Asterisk drops a binding
+    # made over TLS when that connection closes, as it does when SIPp exits: read the answer.)
+    log = "".join(p.read_text(errors="replace") for p in registered.workdir.glob("*messages.log"))
+    assert re.search(r"Contact: <sip:op1@127\.0\.0\.1:\d+;transport=TLS>;expires=\d+", log), log
+    wrong = await register("not-the-password", cert)
+    assert not wrong.ok and wrong.successful == 0
+    impostor = await register(PASSWORD, other)
+    assert not impostor.ok and impostor.successful == 0
