@@ -251,3 +251,14 @@ async def shared_pg_url() -> AsyncIterator[str]:
         yield url
     finally:
         await asyncio.to_thread(pg.destroy)
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
+    """Poll what another process changes (Asterisk over ARI, a shared database) until ``check``
+    returns something truthy; there is no event of ours to await."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = await check()
+            if value:
+                return value
+            await asyncio.sleep(0.1)

@@ -38,7 +38,7 @@ from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.migrate import upgrade
 from ari_app.web.auth import add_user
 from ari_app.web.profiles import link_operator
-from tests.integration.conftest import PhoneFactory, Stack
+from tests.integration.conftest import PhoneFactory, Stack, until
 from tests.integration.console_stack import browser, csrf_field, meta_csrf
 
 pytestmark = pytest.mark.integration
@@ -286,16 +286,6 @@ async def test_a_call_that_dies_with_its_node_is_closed_as_node_lost_by_the_othe
     await uas.stop()
 
 
-async def _until(check: Callable[[], Awaitable[object]], timeout: float = 30.0) -> object:
-    """Poll the shared database (written by another process) until ``check`` is truthy."""
-    async with asyncio.timeout(timeout):
-        while True:
-            value = await check()
-            if value:
-                return value
-            await asyncio.sleep(0.1)
-
-
 async def test_a_nodes_app_killed_mid_call_adopts_it_and_its_operator_stays_claimed_on_every_node(
     make_edge: EdgeFactory, shared_pg_url: str,
 ) -> None:
@@ -328,7 +318,7 @@ async def test_a_nodes_app_killed_mid_call_adopts_it_and_its_operator_stays_clai
         async def talking() -> object:
             return [t for t in await b.tickets() if t.operator_answered_at is not None]
 
-        await _until(talking, 40)
+        await until(talking, 40)
         await proc.kill()           # SIGKILL: no clean-up
         await proc.start()          # the supervisor's restart
         second = asyncio.create_task(direct(b, "081291000002"))

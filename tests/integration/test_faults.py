@@ -25,7 +25,7 @@ from ari_app.testing.sipp import SippProcess, SippResult
 from ari_app.testing.web import web_session
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import TicketAudit
-from tests.integration.conftest import PhoneFactory, Stack, StackFactory
+from tests.integration.conftest import PhoneFactory, Stack, StackFactory, until
 
 pytestmark = pytest.mark.integration
 
@@ -39,16 +39,6 @@ async def app_procs() -> AsyncIterator[list[AppProcess]]:
     yield procs
     for proc in procs:
         await proc.stop()
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
-    """Poll Asterisk's state (another process) until ``check`` returns something truthy."""
-    async with asyncio.timeout(timeout):
-        while True:
-            value = await check()
-            if value:
-                return value
-            await asyncio.sleep(0.1)
 
 
 def ari(stack: Stack) -> AriClient:

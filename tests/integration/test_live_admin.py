@@ -20,8 +20,8 @@ from ari_app.testing.app_process import AppProcess
 from ari_app.testing.ports import free_port
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.models import Ticket
-from tests.integration.conftest import PhoneFactory, Stack, StackFactory
-from tests.integration.test_faults import bridged, caller_in_app, until
+from tests.integration.conftest import PhoneFactory, Stack, StackFactory, until
+from tests.integration.test_faults import bridged, caller_in_app
 from tests.integration.test_screening_fallback import fallback_call, invites_received
 
 pytestmark = pytest.mark.integration

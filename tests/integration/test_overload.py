@@ -18,7 +18,7 @@ from ari_app.ari import AriClient
 from ari_app.testing.sipp import run_sipp
 from ari_app.tickets.fallback import read_records
 from ari_app.web.callbacks import worklist
-from tests.integration.conftest import PhoneFactory, Stack, StackFactory
+from tests.integration.conftest import PhoneFactory, Stack, StackFactory, until
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +35,6 @@ async def bridged_calls(client: AriClient) -> int:
     """Call bridges holding a caller and an operator."""
     return sum(1 for b in await client.get("bridges")
                if str(b["id"]).startswith("call-") and len(b["channels"]) == 2)
-
-
-async def until(check: Any, timeout: float = 30.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (value := await check()):  # noqa: ASYNC110 - polls Asterisk over ARI
-            await asyncio.sleep(0.1)
-        return value
 
 
 def journal_records(stack: Stack) -> list[dict[str, str]]:

@@ -28,8 +28,8 @@ from ari_app.testing.ports import free_port, rtp_range
 from ari_app.testing.sipp import SippRun, run_sipp
 from ari_app.testing.web import web_session, web_url
 from ari_app.tickets.fallback import read_records
-from tests.integration.conftest import PhoneFactory, seed_operators
-from tests.integration.test_faults import bridged, caller_in_app, until
+from tests.integration.conftest import PhoneFactory, seed_operators, until
+from tests.integration.test_faults import bridged, caller_in_app
 from tests.integration.test_live_admin import audio_flows
 
 pytestmark = pytest.mark.integration

@@ -33,14 +33,22 @@ def test_the_operator_is_named_by_endpoint_not_by_channel() -> None:
     assert endpoint_name("") == ""
 
 
-async def test_an_answered_fallback_call_names_the_operator_and_when_they_answered(
-    tmp_path: Path,
-) -> None:
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[tuple[Writer, TicketService]]:
+    """A migrated SQLite database, the app's write journal on it and the tickets service."""
     url = f"sqlite+aiosqlite:///{tmp_path}/main.db"
     await asyncio.to_thread(upgrade, url)
     engine = make_engine(url)
     writer = Writer(sessions(engine), tmp_path / "journal.db", node="t")
-    tickets = TicketService(writer, "jepara", "JPR", ZoneInfo("Asia/Jakarta"))
+    yield writer, TicketService(writer, "jepara", "JPR", ZoneInfo("Asia/Jakarta"))
+    writer.close()
+    await engine.dispose()
+
+
+async def test_an_answered_fallback_call_names_the_operator_and_when_they_answered(
+    tmp_path: Path, journal: tuple[Writer, TicketService],
+) -> None:
+    writer, tickets = journal
     records = tmp_path / "fallback" / "calls.jsonl"
     records.parent.mkdir()
     end = AT + timedelta(seconds=40)
@@ -62,8 +70,6 @@ async def test_an_answered_fallback_call_names_the_operator_and_when_they_answer
     assert answered.ended_at == end and not answered.callback_needed
     assert unanswered.operator is None and unanswered.status == "abandoned"
     assert unanswered.callback_needed and unanswered.end_reason == "fallback unanswered: NOANSWER"
-    writer.close()
-    await engine.dispose()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -120,13 +126,9 @@ def _downgrade(url: str, revision: str) -> None:
 
 
 async def test_a_caller_shed_by_the_full_line_is_on_the_callback_list_with_the_reason(
-    tmp_path: Path,
+    tmp_path: Path, journal: tuple[Writer, TicketService],
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/main.db"
-    await asyncio.to_thread(upgrade, url)
-    engine = make_engine(url)
-    writer = Writer(sessions(engine), tmp_path / "journal.db", node="t")
-    tickets = TicketService(writer, "jepara", "JPR", ZoneInfo("Asia/Jakarta"))
+    writer, tickets = journal
     records = tmp_path / "fallback" / "calls.jsonl"
     records.parent.mkdir()
     records.write_text(json.dumps({"event": "overload", "at": AT.isoformat(), "uniqueid": "1.9",
@@ -145,21 +147,15 @@ async def test_a_caller_shed_by_the_full_line_is_on_the_callback_list_with_the_r
     assert t.end_reason == "overload: lines busy (40 callers)"
     assert t.arrived_at == AT and t.ended_at == AT and t.caller_number == "081299990003"
     assert json.loads(ended.detail)["limit"] == "40"
-    writer.close()
-    await engine.dispose()
 
 
 async def test_records_are_read_from_the_old_file_and_every_day_file_each_once(
-    tmp_path: Path,
+    tmp_path: Path, journal: tuple[Writer, TicketService],
 ) -> None:
     from agi_scripts.fallback_log import day_file, record
     from ari_app.tickets.fallback import journal_day, journal_files, read_offset
 
-    url = f"sqlite+aiosqlite:///{tmp_path}/main.db"
-    await asyncio.to_thread(upgrade, url)
-    engine = make_engine(url)
-    writer = Writer(sessions(engine), tmp_path / "journal.db", node="t")
-    tickets = TicketService(writer, "jepara", "JPR", ZoneInfo("Asia/Jakarta"))
+    writer, tickets = journal
     legacy = tmp_path / "fallback" / "calls.jsonl"
     legacy.parent.mkdir()
     legacy.write_text(json.dumps({"event": "start", "at": AT.isoformat(), "uniqueid": "1.0",
@@ -186,5 +182,3 @@ async def test_records_are_read_from_the_old_file_and_every_day_file_each_once(
     async with writer.sessions() as s:
         found = {t.channel_id: t.status for t in await s.scalars(select(Ticket))}
     assert found == {"1.0": "new", "2.0": "new", "2.1": "abandoned"}
-    writer.close()
-    await engine.dispose()
