@@ -12,15 +12,13 @@ from playwright.async_api import expect
 
 from ari_app.live import next_change
 from ari_app.testing.sipp import SippRun, run_sipp
-from ari_app.web.auth import add_user
-from ari_app.web.profiles import link_operator
 from tests.e2e.browser import chromium, js_errors, new_page, screenshot
 from tests.integration.conftest import PhoneFactory, shared_pg_url  # noqa: F401
 from tests.integration.test_edge_kamailio import (  # noqa: F401
     PASSWORD,
     EdgeFactory,
     make_edge,
-    operator_phone,
+    two_nodes_and_a_supervisor,
 )
 
 pytestmark = pytest.mark.e2e
@@ -31,22 +29,7 @@ CALLER = "081291110002"
 async def test_a_supervisor_on_one_nodes_console_sees_the_other_nodes_caller_and_listens_in(
     make_edge: EdgeFactory, shared_pg_url: str, phone: PhoneFactory,  # noqa: F811
 ) -> None:
-    sup_phone, sup_contact = await phone("operator_answer_wait.xml", name="sup1")
-    edge = await make_edge(ping_interval_s=1, shared_db=shared_pg_url,
-                           extra_operators=[("sup1", sup_contact)])
-    await edge.wait_state("a", active=True)
-    await edge.wait_state("b", active=True)
-    apps = {n: s.app for n, s in edge.nodes.items() if s.app is not None}
-    assert len(apps) == 2
-    for app in apps.values():
-        queue = app.shared_queue
-        assert queue is not None
-        await queue.until(lambda q=queue: q.shared, 15)  # type: ignore[misc]
-        app.states.set("op1", "not_ready", actor="test", reason="meeting")  # the caller waits
-    async with apps["a"].sessions() as s, s.begin():
-        await add_user(s, "boss", "supervisor", PASSWORD, apps["a"].settings.clock.now())
-        await link_operator(s, "boss", "sup1")
-    uas = await operator_phone(edge, calls=1, talk_ms=15000)
+    edge, apps, sup_phone, uas = await two_nodes_and_a_supervisor(make_edge, shared_pg_url, phone)
     changes = {n: app.live.listen() for n, app in apps.items()}
     caller = asyncio.create_task(run_sipp(SippRun(
         scenario="caller_key.xml", target_port=edge.port, keys={"caller": CALLER},

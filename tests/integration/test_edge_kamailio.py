@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from ari_app.app import App
 from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.edge.kamailio import (
@@ -360,13 +361,13 @@ async def until_event(events: AsyncIterator[tuple[str, dict[str, Any]]], kind: s
     raise AssertionError(f"the stream ended before a matching {kind} event")
 
 
-async def test_every_nodes_console_shows_every_nodes_calls_and_acts_on_another_nodes_call(
+async def two_nodes_and_a_supervisor(
     make_edge: EdgeFactory, shared_pg_url: str, phone: PhoneFactory,
-) -> None:
-    """Two nodes on one PostgreSQL: a caller waiting on one node is in the other node's live
-    queue and wallboard (its real web server, over SSE), with its node; once the caller talks
-    to op1, a supervisor logged in to the other node's console listens in, and the ChanSpy
-    runs on the node that holds the call, audited there with the supervisor's name."""
+) -> tuple[Edge, dict[str, App], SippProcess, SippProcess]:
+    """The cross-node console tests' setting: two nodes on one PostgreSQL sharing their queue,
+    op1 not ready (a caller waits), supervisor "boss" on node a linked to phone sup1 (answers
+    and waits), op1's phone registered at the edge (talks 15 s). Returns edge, apps, the
+    supervisor's phone and op1's."""
     sup_phone, sup_contact = await phone("operator_answer_wait.xml", name="sup1")
     edge = await make_edge(ping_interval_s=1, shared_db=shared_pg_url,
                            extra_operators=[("sup1", sup_contact)])
@@ -383,6 +384,17 @@ async def test_every_nodes_console_shows_every_nodes_calls_and_acts_on_another_n
         await add_user(s, "boss", "supervisor", PASSWORD, apps["a"].settings.clock.now())
         await link_operator(s, "boss", "sup1")
     uas = await operator_phone(edge, calls=1, talk_ms=15000)
+    return edge, apps, sup_phone, uas
+
+
+async def test_every_nodes_console_shows_every_nodes_calls_and_acts_on_another_nodes_call(
+    make_edge: EdgeFactory, shared_pg_url: str, phone: PhoneFactory,
+) -> None:
+    """Two nodes on one PostgreSQL: a caller waiting on one node is in the other node's live
+    queue and wallboard (its real web server, over SSE), with its node; once the caller talks
+    to op1, a supervisor logged in to the other node's console listens in, and the ChanSpy
+    runs on the node that holds the call, audited there with the supervisor's name."""
+    edge, apps, sup_phone, uas = await two_nodes_and_a_supervisor(make_edge, shared_pg_url, phone)
     changes = {n: app.live.listen() for n, app in apps.items()}
     caller = asyncio.create_task(run_sipp(SippRun(
         scenario="caller_key.xml", target_port=edge.port, keys={"caller": "081291110001"},
