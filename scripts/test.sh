@@ -12,4 +12,4 @@ cd "$ROOT"
 echo "test: Asterisk for this run: $(.venv/bin/python -m ari_app.pbx.installation)"
 .venv/bin/ruff check .
 .venv/bin/mypy
-.venv/bin/pytest -p no:cacheprovider -n "${SIAGA112_TEST_WORKERS:-2}" "$@"
+.venv/bin/pytest -p no:cacheprovider -n "${SIAGA112_TEST_WORKERS:-2}" --durations=15 -rfE "$@"
