@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -88,7 +89,8 @@ EdgeFactory = Callable[..., Awaitable[Edge]]
 async def start_node(name: str, address: str, base: Site, root: Path, sounds: Path,
                      edge_port: int, clock: Clock, shared_db: str | None = None,
                      lease_s: float = 10.0,
-                     extra_operators: Sequence[tuple[str, str]] = ()) -> Stack:
+                     extra_operators: Sequence[tuple[str, str]] = (),
+                     on_shift: Sequence[str] = ("op1",)) -> Stack:
     """One node: its Asterisk on its own loopback address, its app, its database (or the
     PostgreSQL all nodes share); the carrier is the edge (identify by the edge's address) and
     operators are reached through it."""
@@ -105,9 +107,10 @@ async def start_node(name: str, address: str, base: Site, root: Path, sounds: Pa
         async with sessions(engine)() as s, s.begin():
             now = clock.now()
             if shared_db is None or name == "a":  # one roster for every node sharing it
-                await add_operator(s, site, "op1", "OP1", now, password=PASSWORD,
-                                   contact=f"sip:op1@127.0.0.1:{edge_port}")
-                await add_shift(s, "op1", now - timedelta(hours=4), now + timedelta(hours=4))
+                for op in on_shift:  # registered at the edge: every node rings them there
+                    await add_operator(s, site, op, op.upper(), now, password=PASSWORD,
+                                       contact=f"sip:{op}@127.0.0.1:{edge_port}")
+                    await add_shift(s, op, now - timedelta(hours=4), now + timedelta(hours=4))
                 for extra, contact in extra_operators:  # no shift: never offered a 112 call
                     await add_operator(s, site, extra, extra.upper(), now, password=PASSWORD,
                                        contact=contact)
@@ -129,18 +132,19 @@ async def make_edge(tmp_path: Path, sounds_dir: Path, batola: Site) -> AsyncIter
 
     async def make(ping_interval_s: int = 1, shared_db: str | None = None,
                    lease_s: float = 10.0,
-                   extra_operators: Sequence[tuple[str, str]] = ()) -> Edge:
+                   extra_operators: Sequence[tuple[str, str]] = (),
+                   on_shift: Sequence[str] = ("op1",)) -> Edge:
         port = free_port()
         clock = Clock()
         nodes = {name: await start_node(name, address, batola, tmp_path, sounds_dir, port, clock,
-                                        shared_db, lease_s, extra_operators)
+                                        shared_db, lease_s, extra_operators, on_shift)
                  for name, address in (("a", "127.0.0.11"), ("b", "127.0.0.12"))}
         settings = EdgeSettings(
             listen=f"127.0.0.1:{port}",
             nodes=nodes_from((n, f"{s.site.asterisk.bind}:{s.asterisk.sip_port}")
                              for n, s in nodes.items()),
             ping_interval_s=ping_interval_s,
-            operators=(("op1", sip_md5("op1", PASSWORD)),))
+            operators=tuple((op, sip_md5(op, PASSWORD)) for op in on_shift))
         rendered = render(settings, tmp_path / "edge")
         process = KamailioProcess(rendered)
         await asyncio.to_thread(process.start)
@@ -161,15 +165,16 @@ async def make_edge(tmp_path: Path, sounds_dir: Path, batola: Site) -> AsyncIter
 
 async def operator_phone(edge: Edge, calls: int,
                          scenario: str = "operator_answer_talk.xml",
-                         talk_ms: int = 1500) -> SippProcess:
-    """op1's phone: registers once, at the edge, then answers whatever node rings it."""
+                         talk_ms: int = 1500, user: str = "op1") -> SippProcess:
+    """An operator's phone (op1's unless told): registers once, at the edge, then answers
+    whatever node rings it."""
     uas = SippProcess(SippRun(scenario=scenario, uas=True, calls=calls,
                               extra_args=["-d", str(talk_ms)],
                               timeout_s=170))
     await uas.start()
     registered = await run_sipp(SippRun(
         scenario="operator_register.xml", target_port=edge.port, timeout_s=10,
-        template={"user": "op1", "password": PASSWORD, "contact_port": str(uas.port)}))
+        template={"user": user, "password": PASSWORD, "contact_port": str(uas.port)}))
     assert registered.ok, registered.errors or registered.stdout[-2000:]
     return uas
 
@@ -252,6 +257,87 @@ async def test_two_nodes_on_one_postgresql_ring_their_one_operator_for_one_calle
     assert len(queues) == 2 and sum(q.assigned for q in queues) == 3  # each caller once
     phone = await uas.wait(30)
     assert phone.successful == 3, phone.workdir  # one conversation at a time, all three
+
+
+async def test_ten_real_callers_on_two_nodes_three_operators_one_global_order_nobody_double_booked(
+    make_edge: EdgeFactory, shared_pg_url: str,
+) -> None:
+    """Ten SIPp callers through the edge (both nodes take some), each pressing a key that sets
+    its priority, wait while op1..op3 are not ready; then all three are ready at once. The
+    callers are answered by priority, then age, across both nodes, and no operator's phone
+    ever holds two of them."""
+    operators = ("op1", "op2", "op3")
+    edge = await make_edge(ping_interval_s=1, shared_db=shared_pg_url, on_shift=operators)
+    await edge.wait_state("a", active=True)
+    await edge.wait_state("b", active=True)
+    apps = [s.app for s in edge.nodes.values() if s.app is not None]
+    assert len(apps) == 2
+    for app in apps:
+        queue = app.shared_queue
+        assert queue is not None
+        await queue.until(lambda q=queue: q.shared, 15)  # type: ignore[misc]
+        for op in operators:
+            app.states.set(op, "not_ready", actor="test", reason="meeting")
+    phones = {op: await operator_phone(edge, calls=10, talk_ms=2000, user=op)
+              for op in operators}
+    digits = random.Random(112).choices("13", k=10)  # 1: fire (priority 1); 3: crime (2)
+    numbers = [f"0812930000{i:02d}" for i in range(10)]
+    callers = []
+    for number, digit in zip(numbers, digits, strict=True):
+        callers.append(asyncio.create_task(run_sipp(SippRun(
+            scenario="caller_key.xml", target_port=edge.port, keys={"caller": number},
+            timeout_s=90, template={"digit": digit, "bye_timeout_ms": "80000"}))))
+        await asyncio.sleep(0.3)  # distinct arrivals; the dispatcher alternates the nodes
+    a = edge.nodes["a"]
+    try:
+        async def all_keyed() -> list[Any] | None:
+            tickets = await a.tickets()
+            keyed = [t for t in tickets if t.category in ("fire", "crime")]
+            return tickets if len(keyed) == 10 else None
+        waiting = await until(all_keyed, 40)
+        assert {(t.channel_id or "")[:2] for t in waiting} == {"a-", "b-"}
+        assert all(t.operator_answered_at is None for t in waiting)  # nobody was ready
+        for app in apps:  # the keys' priorities have reached the shared queue on each node
+            queue = app.shared_queue
+            assert queue is not None
+            await queue.until(lambda q=queue: len(q._order) == 10, 15)  # type: ignore[misc]
+        for app in apps:
+            for op in operators:
+                app.states.set(op, "ready", actor="test")
+        results = await asyncio.gather(*callers)
+    finally:
+        for task in callers:
+            task.cancel()
+        await asyncio.gather(*callers, return_exceptions=True)
+    for result in results:
+        assert result.ok, result.errors or result.stdout[-2000:]
+    for stack in edge.nodes.values():
+        await stack.settle()
+    priority = {n: 1 if d == "1" else 2 for n, d in zip(numbers, digits, strict=True)}
+    order = sorted(numbers, key=lambda n: (priority[n], numbers.index(n)))
+    tickets = await a.tickets()
+    assert sorted(t.caller_number for t in tickets) == numbers
+    assert all(t.priority == priority[t.caller_number] for t in tickets)
+    answered = sorted(tickets, key=lambda t: t.operator_answered_at or t.arrived_at)
+    served = [t.caller_number for t in answered]
+    # three operators work in parallel: the first three are the top three, and each caller
+    # is answered no later than the two after it in the global order
+    assert set(served[:3]) == set(order[:3]), (order, served)
+    for i, number in enumerate(order):
+        assert served.index(number) <= i + 2, (order, served)
+    for op in operators:  # nobody double-booked: one conversation at a time on each phone
+        mine = [t for t in answered if t.operator == op]
+        assert mine, (op, [(t.caller_number, t.operator) for t in answered])
+        for first, then in itertools.pairwise(mine):
+            assert first.ended_at is not None and then.operator_answered_at is not None
+            assert first.ended_at <= then.operator_answered_at, (op, first.reference,
+                                                                 then.reference)
+    total = 0
+    for uas in phones.values():
+        total += (await uas.stop()).successful
+    assert total == 10  # every caller reached a real phone, once
+    queues = [app.shared_queue for app in apps if app.shared_queue]
+    assert sum(q.assigned for q in queues) == 10
 
 
 async def test_a_call_that_dies_with_its_node_is_closed_as_node_lost_by_the_other_node(
