@@ -29,6 +29,7 @@ class Connected:
     handed_over: bool = False
     hand_over_on_answer: bool = False  # blind transfer: the operator leaves when the agency answers
     hand_over_by: str = ""             # who asked for the blind transfer (console user)
+    hand_over_via: str = ""            # the node whose console they asked on, if not this one
     operator_released: bool = False    # the roster already has the operator back (after hand-over)
 
 
@@ -229,10 +230,13 @@ async def talk(ctx: CallContext, call: Call, link: Connected) -> None:
                 try:
                     await ctx.ari.post("bridges", link.bridge_id, "addChannel", channel=cid)
                     link.answered.add(cid)
+                    ctx.live.publish(call.id, "agency", number=link.numbers.get(cid, "?"),
+                                     joined=True)
                 except AriError as exc:
                     log.warning("%s agency leg %s not bridged: %s", call.tag, cid, exc)
                 if link.hand_over_on_answer and link.answered:
-                    await hand_over(ctx, call, link, link.hand_over_by or link.operator)
+                    await hand_over(ctx, call, link, link.hand_over_by or link.operator,
+                                    link.hand_over_via)
             elif cid in agencies and kind in ("StasisEnd", "ChannelDestroyed"):
                 link.answered.discard(cid)
                 if link.handed_over and not link.answered:
@@ -250,7 +254,8 @@ async def talk(ctx: CallContext, call: Call, link: Connected) -> None:
         await _destroy(ctx, link.bridge_id)
 
 
-async def hand_over(ctx: CallContext, call: Call, link: Connected, actor: str) -> bool:
+async def hand_over(ctx: CallContext, call: Call, link: Connected, actor: str,
+                    via: str = "") -> bool:
     """Warm transfer: the operator leaves, the caller and the answered agency stay connected.
 
     The recording goes on (MixMonitor is on the caller's channel). The operator is free for the
@@ -265,8 +270,10 @@ async def hand_over(ctx: CallContext, call: Call, link: Connected, actor: str) -
     numbers = sorted({link.numbers.get(leg, "?") for leg in link.answered})
     now = ctx.clock.now()
     log.info("%s operator=%s hands the caller over to %s", call.tag, link.operator, ",".join(numbers))
-    ctx.tickets.change(call.id, "handed over", now, actor=actor,
-                       audit={"agencies": numbers, "operator": link.operator})
+    audit: dict[str, object] = {"agencies": numbers, "operator": link.operator}
+    if via:
+        audit["from node"] = via  # asked on another node's console (cluster.py)
+    ctx.tickets.change(call.id, "handed over", now, actor=actor, audit=audit)
     await _hangup(ctx, link.operator_channel)
     ctx.queue.release(link.operator, talked=True)
     link.operator_released = True
@@ -275,17 +282,20 @@ async def hand_over(ctx: CallContext, call: Call, link: Connected, actor: str) -
 
 
 async def blind_transfer(ctx: CallContext, call: Call, link: Connected, number: str,
-                         actor: str = "") -> str | None:
+                         actor: str = "", via: str = "") -> str | None:
     """Dial the agency and leave the caller with it as soon as it answers (the operator need
     not speak to it); if it never answers, the operator is still on the line."""
-    leg = await add_agency(ctx, call, link, number)
+    leg = await add_agency(ctx, call, link, number, actor, via)
     if leg is not None:
-        link.hand_over_on_answer, link.hand_over_by = True, actor
+        link.hand_over_on_answer, link.hand_over_by, link.hand_over_via = True, actor, via
     return leg
 
 
-async def add_agency(ctx: CallContext, call: Call, link: Connected, number: str) -> str | None:
-    """Dial an agency through the trunk into this call's bridge; the leg's id, or None."""
+async def add_agency(ctx: CallContext, call: Call, link: Connected, number: str,
+                     actor: str = "", via: str = "") -> str | None:
+    """Dial an agency through the trunk into this call's bridge; the leg's id, or None.
+    ``actor`` is who asked (the operator keying *1xx# unless a console user is named), ``via``
+    the node whose console they asked on."""
     allowed = set(ctx.site.other_services.values())
     if number not in allowed:
         log.warning("%s operator=%s asked for %r, not an agency number (%s)", call.tag,
@@ -303,7 +313,10 @@ async def add_agency(ctx: CallContext, call: Call, link: Connected, number: str)
     link.agencies.add(leg)
     link.numbers[leg] = number
     log.info("%s operator=%s adds agency %s", call.tag, link.operator, number)
-    ctx.tickets.change(call.id, "agency added", ctx.clock.now(), actor=link.operator,
-                       audit={"number": number, "channel": leg})
+    detail: dict[str, object] = {"number": number, "channel": leg, "operator": link.operator}
+    if via:
+        detail["from node"] = via
+    ctx.tickets.change(call.id, "agency added", ctx.clock.now(), actor=actor or link.operator,
+                       audit=detail)
     ctx.live.publish(call.id, "agency", number=number)
     return leg

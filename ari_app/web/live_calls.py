@@ -110,14 +110,15 @@ async def handover(app: App, actor: Actor, call_id: str, body: dict[str, Any]) -
         return error(403, "only the operator on the call (or a supervisor) hands it over")
     services = set(app.settings.site.other_services.values())
     if mode == "warm":
-        if not await hand_over(app.ctx, call, talking, actor.username):
+        if not await hand_over(app.ctx, call, talking, actor.username, actor.via):
             return error(409, "no agency is on the line yet: conference one in first")
     elif mode == "blind":
         number = str(body.get("number", ""))
         if number not in services:
             return error(422, f"number: expected one of {', '.join(sorted(services))}, "
                               f"got {number!r}")
-        if await blind_transfer(app.ctx, call, talking, number, actor.username) is None:
+        if await blind_transfer(app.ctx, call, talking, number, actor.username,
+                                actor.via) is None:
             return error(502, f"{number} could not be dialled through the trunk")
     else:
         return error(422, f"mode: expected warm or blind, got {mode!r}")
@@ -137,7 +138,7 @@ async def agency(app: App, actor: Actor, call_id: str, body: dict[str, Any]) -> 
     link = app.ctx.links.get(call_id)
     if call is None or link is None:
         return error(409, "that call is not connected to an operator now")
-    leg = await add_agency(app.ctx, call, link, number)
+    leg = await add_agency(app.ctx, call, link, number, actor.username, actor.via)
     if leg is None:
         return error(502, f"{number} could not be dialled through the trunk")
     log.info("call=%s agency %s conferenced in by %s%s", call_id, number, actor.username,

@@ -49,14 +49,18 @@ class WebStack:
         return t
 
     async def login(self, http: aiohttp.ClientSession, name: str, password: str) -> str:
-        """Log in through the form as a browser does; returns the session's CSRF token."""
-        async with http.get(f"{self.url}/login") as resp:
-            form_csrf = csrf_field(await resp.text())
-        async with http.post(f"{self.url}/login", data={
-                "username": name, "password": password, "csrf": form_csrf, "next": "/console"},
-                allow_redirects=True) as resp:
-            assert resp.status == 200, await resp.text()
-            return meta_csrf(await resp.text())
+        return await log_in(http, self.url, name, password)
+
+
+async def log_in(http: aiohttp.ClientSession, base: str, name: str, password: str) -> str:
+    """Log in through the form as a browser does; returns the session's CSRF token."""
+    async with http.get(f"{base}/login") as resp:
+        form_csrf = csrf_field(await resp.text())
+    async with http.post(f"{base}/login", data={
+            "username": name, "password": password, "csrf": form_csrf, "next": "/console"},
+            allow_redirects=True) as resp:
+        assert resp.status == 200, await resp.text()
+        return meta_csrf(await resp.text())
 
 
 def csrf_field(html: str) -> str:

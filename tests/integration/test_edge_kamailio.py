@@ -41,7 +41,7 @@ from ari_app.tickets.migrate import upgrade
 from ari_app.web.auth import add_user
 from ari_app.web.profiles import link_operator
 from tests.integration.conftest import PhoneFactory, Stack, until
-from tests.integration.console_stack import browser, csrf_field, meta_csrf
+from tests.integration.console_stack import browser, log_in
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,8 @@ async def start_node(name: str, address: str, base: Site, root: Path, sounds: Pa
                      edge_port: int, clock: Clock, shared_db: str | None = None,
                      lease_s: float = 10.0,
                      extra_operators: Sequence[tuple[str, str]] = (),
-                     on_shift: Sequence[str] = ("op1",)) -> Stack:
+                     on_shift: Sequence[str] = ("op1",),
+                     trunk_contact: str | None = None) -> Stack:
     """One node: its Asterisk on its own loopback address, its app, its database (or the
     PostgreSQL all nodes share); the carrier is the edge (identify by the edge's address) and
     operators are reached through it."""
@@ -119,7 +120,8 @@ async def start_node(name: str, address: str, base: Site, root: Path, sounds: Pa
     finally:
         await engine.dispose()
     node = name if shared_db else ""
-    ast = PrivateAsterisk(site, var, operators=eps, database_url=db, node=node or None)
+    ast = PrivateAsterisk(site, var, operators=eps, database_url=db, node=node or None,
+                          trunk_contact=trunk_contact)
     await asyncio.to_thread(ast.start)
     stack = Stack(site, var, db, ast, clock=clock, node=node, node_lease_s=lease_s)
     await stack.start_app()
@@ -133,11 +135,13 @@ async def make_edge(tmp_path: Path, sounds_dir: Path, batola: Site) -> AsyncIter
     async def make(ping_interval_s: int = 1, shared_db: str | None = None,
                    lease_s: float = 10.0,
                    extra_operators: Sequence[tuple[str, str]] = (),
-                   on_shift: Sequence[str] = ("op1",)) -> Edge:
+                   on_shift: Sequence[str] = ("op1",),
+                   trunk_contact: str | None = None) -> Edge:
         port = free_port()
         clock = Clock()
         nodes = {name: await start_node(name, address, batola, tmp_path, sounds_dir, port, clock,
-                                        shared_db, lease_s, extra_operators, on_shift)
+                                        shared_db, lease_s, extra_operators, on_shift,
+                                        trunk_contact)
                  for name, address in (("a", "127.0.0.11"), ("b", "127.0.0.12"))}
         settings = EdgeSettings(
             listen=f"127.0.0.1:{port}",
@@ -497,13 +501,7 @@ async def test_every_nodes_console_shows_every_nodes_calls_and_acts_on_another_n
         console = edge.nodes[other]
         assert call_id.startswith(f"{owner}-") and call_id not in apps[other].live.state
         async with browser() as http:
-            async with http.get(console.web_url + "/login") as resp:
-                form = csrf_field(await resp.text())
-            async with http.post(console.web_url + "/login", data={
-                    "username": "boss", "password": PASSWORD, "csrf": form,
-                    "next": "/console"}) as resp:
-                assert resp.status == 200, await resp.text()
-                h = {"X-CSRF-Token": meta_csrf(await resp.text())}
+            h = {"X-CSRF-Token": await log_in(http, console.web_url, "boss", PASSWORD)}
             async with http.get(console.web_url + "/console/events",
                                 timeout=aiohttp.ClientTimeout(total=None)) as stream:
                 events = sse(stream)
@@ -556,6 +554,89 @@ async def test_every_nodes_console_shows_every_nodes_calls_and_acts_on_another_n
                  for a in await edge.nodes[owner].audit(ticket)]
         assert ("boss", "supervisor listen", other) in audit
         assert (await uas.wait(30)).successful == 1
+    finally:
+        if not caller.done():
+            caller.cancel()
+        await asyncio.gather(caller, return_exceptions=True)
+        for n, c in changes.items():
+            apps[n].live.unlisten(c)
+
+
+async def test_an_agency_is_conferenced_in_and_the_call_handed_over_from_another_nodes_console(
+    make_edge: EdgeFactory, shared_pg_url: str, phone: PhoneFactory,
+) -> None:
+    """The caller talks to op1 on one node; sari, op1's console user, is logged in to the other
+    node. Her "conference 113" and then "hand over" run on the node that holds the call: the
+    fire brigade's real phone rings through that node's trunk, op1 is let go, caller and brigade
+    stay connected. Budi, who is not on the call, is refused there, with that node's answer."""
+    brigade, trunk = await phone("operator_answer_talk.xml", name="113",
+                                 extra_args=["-d", "4000"], answer_after_ms="200")
+    edge = await make_edge(ping_interval_s=1, shared_db=shared_pg_url,
+                           trunk_contact=trunk.replace("sip:113@", "sip:"))
+    await edge.wait_state("a", active=True)
+    await edge.wait_state("b", active=True)
+    apps = {n: s.app for n, s in edge.nodes.items() if s.app is not None}
+    for app in apps.values():
+        queue = app.shared_queue
+        assert queue is not None
+        await queue.until(lambda q=queue: q.shared, 15)  # type: ignore[misc]
+    async with apps["a"].sessions() as s, s.begin():
+        now = apps["a"].settings.clock.now()
+        await add_user(s, "sari", "operator", PASSWORD, now)
+        await add_user(s, "budi", "operator", PASSWORD, now)
+        await link_operator(s, "sari", "op1")
+    op1 = await operator_phone(edge, calls=1, scenario="operator_answer_wait.xml")
+    changes = {n: app.live.listen() for n, app in apps.items()}
+    caller = asyncio.create_task(run_sipp(SippRun(
+        scenario="caller_key.xml", target_port=edge.port, keys={"caller": "081291110113"},
+        timeout_s=80, template={"digit": "1", "bye_timeout_ms": "60000"})))
+    try:
+        waits = {n: asyncio.create_task(next_change(c, "bridged", timeout=40))
+                 for n, c in changes.items()}
+        done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
+        [owner] = [n for n, t in waits.items() if t in done]
+        call_id = waits[owner].result()["call"]
+        for t in waits.values():
+            t.cancel()
+        other = "b" if owner == "a" else "a"
+        console = edge.nodes[other].web_url
+        assert call_id.startswith(f"{owner}-") and call_id not in apps[other].registry.calls
+        async with browser() as http:
+            h = {"X-CSRF-Token": await log_in(http, console, "budi", PASSWORD)}
+            async with http.post(f"{console}/console/calls/{call_id}/handover",
+                                 json={"mode": "warm"}, headers=h) as resp:
+                assert resp.status == 403, await resp.text()  # judged by the owning node
+                assert "only the operator on the call" in (await resp.json())["error"]
+            http.cookie_jar.clear()
+            h = {"X-CSRF-Token": await log_in(http, console, "sari", PASSWORD)}
+            async with http.post(f"{console}/console/calls/{call_id}/handover",
+                                 json={"mode": "warm"}, headers=h) as resp:
+                assert resp.status == 409  # nobody on the line to hand over to yet
+            async with http.post(f"{console}/api/v1/calls/{call_id}/agency",
+                                 json={"number": "113"}, headers=h) as resp:
+                assert resp.status == 202, await resp.text()
+                assert (await resp.json())["channel"].startswith(f"ag-{call_id}-")
+            await next_change(changes[owner], "agency", 20, call=call_id, joined=True)
+            async with http.post(f"{console}/console/calls/{call_id}/handover",
+                                 json={"mode": "warm"}, headers=h) as resp:
+                assert resp.status == 202, await resp.text()
+        handed = await next_change(changes[owner], "handed_over", 20, call=call_id)
+        assert handed["agencies"] == ["113"] and handed["operator"] == "op1"
+        assert (await op1.wait(20)).successful == 1  # let go by the owning node's app
+        result = await caller  # the brigade hangs up after its 4 s; then the caller gets a BYE
+        assert result.ok, result.errors or result.stdout[-2000:]
+        assert (await brigade.wait(20)).successful == 1
+        holder = edge.nodes[owner]
+        await holder.settle()
+        [ticket] = [t for t in await holder.tickets() if t.channel_id == call_id]
+        assert ticket.end_reason == "agency hangup" and ticket.operator == "op1"
+        audit = {a.action: (a.actor, json.loads(a.detail or "{}"))
+                 for a in await holder.audit(ticket)}
+        assert audit["agency added"][0] == "sari"
+        assert audit["agency added"][1]["from node"] == other
+        assert audit["handed over"][0] == "sari"
+        assert audit["handed over"][1]["from node"] == other
+        assert audit["handed over"][1]["agencies"] == ["113"]
     finally:
         if not caller.done():
             caller.cancel()

@@ -7,14 +7,12 @@ import asyncio
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import aiohttp
-
 from ari_app.clock import Clock
 from ari_app.live import next_change
 from ari_app.web.auth import add_user
 from ari_app.web.profiles import link_operator
 from tests.integration.conftest import PhoneFactory, StackFactory
-from tests.integration.console_stack import browser, csrf_field, meta_csrf
+from tests.integration.console_stack import browser, log_in
 
 WIB = ZoneInfo("Asia/Jakarta")
 PASSWORD = "correct horse battery staple"
@@ -99,11 +97,11 @@ async def test_blind_transfer_from_the_console_lets_the_operator_go_when_the_age
         call_id = (await next_change(changes, "bridged", 40, operator="op1"))["call"]
         url = f"{stack.web_url}/console/calls/{call_id}/handover"
         async with browser() as http:
-            h = {"X-CSRF-Token": await log_in(http, stack.web_url, "budi")}
+            h = {"X-CSRF-Token": await log_in(http, stack.web_url, "budi", PASSWORD)}
             async with http.post(url, json={"mode": "blind", "number": "113"}, headers=h) as resp:
                 assert resp.status == 403  # not budi's call
             http.cookie_jar.clear()
-            h = {"X-CSRF-Token": await log_in(http, stack.web_url, "sari")}
+            h = {"X-CSRF-Token": await log_in(http, stack.web_url, "sari", PASSWORD)}
             async with http.post(url, json={"mode": "warm"}, headers=h) as resp:
                 assert resp.status == 409  # nobody to hand over to yet
             async with http.post(url, json={"mode": "blind", "number": "999"}, headers=h) as resp:
@@ -127,10 +125,3 @@ async def test_blind_transfer_from_the_console_lets_the_operator_go_when_the_age
         await asyncio.gather(caller, return_exceptions=True)
         app.live.unlisten(changes)
 
-
-async def log_in(http: aiohttp.ClientSession, base: str, user: str) -> str:
-    async with http.get(base + "/login") as resp:
-        form = csrf_field(await resp.text())
-    async with http.post(base + "/login", data={"username": user, "password": PASSWORD,
-                                                "csrf": form, "next": "/console"}) as resp:
-        return meta_csrf(await resp.text())

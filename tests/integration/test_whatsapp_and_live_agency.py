@@ -120,4 +120,6 @@ async def test_operator_conferences_the_fire_brigade_into_a_live_call_from_the_c
     await stack.settle()
     [ticket] = await stack.tickets()
     [added] = [a for a in await stack.audit(ticket) if a.action == "agency added"]
-    assert added.actor == "op1" and '"number": "113"' in added.detail
+    # who asked (the console user), and the operator on the call
+    assert added.actor == "sari" and '"number": "113"' in added.detail
+    assert '"operator": "op1"' in added.detail
