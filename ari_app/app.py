@@ -192,9 +192,9 @@ class App:
         ARI that is not there yet is tried again, with back-off, until one pass completes."""
         delay = 1.0
         while True:
-            try:
-                await asyncio.wait_for(self._reconcile_now.wait(),
-                                       self.settings.reconcile_every_s)
+            try:  # asyncio.timeout: 3.11's wait_for can lose a cancel
+                async with asyncio.timeout(self.settings.reconcile_every_s):
+                    await self._reconcile_now.wait()
             except TimeoutError:
                 pass
             self._reconcile_now.clear()

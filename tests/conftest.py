@@ -103,3 +103,27 @@ def cleanup() -> Iterator[Callable[[Callable[[], Any]], None]]:
     yield steps.append
     for step in reversed(steps):
         step()
+
+
+@pytest.fixture(autouse=True)
+async def no_task_ignores_cancel() -> AsyncIterator[None]:
+    """After every test (its fixtures torn down first): the tasks it left behind are cancelled
+    here, and one that does not end within 5 s fails the test with its name and stack.
+
+    pytest-asyncio cancels leftovers when it closes the loop, and waits for them without a
+    limit: a task that swallows its cancellation (3.11's wait_for can) hung a CI run with no
+    name. The app's own stop would hang the same way, so it is a bug, shown here."""
+    import sys
+
+    yield
+    me = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    for task in left:
+        task.cancel()
+    if not left:
+        return
+    _, pending = await asyncio.wait(left, timeout=5)
+    for task in pending:
+        print(f"task {task.get_name()} ignored its cancellation:", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    assert not pending, f"tasks that ignore cancellation: {[t.get_name() for t in pending]}"

@@ -89,11 +89,13 @@ class EventLoop:
         return self._ready.is_set()
 
     async def wait_ready(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        async with asyncio.timeout(timeout):  # 3.11's wait_for can lose a cancel
+            await self._ready.wait()
 
     async def wait_down(self, timeout: float | None = None) -> None:
         """Until a dropped websocket has been noticed (and on_disconnect has run)."""
-        await asyncio.wait_for(self._down.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._down.wait()
 
     def stop(self) -> None:
         self._stopping = True

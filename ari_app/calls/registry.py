@@ -124,7 +124,8 @@ class CallRegistry:
                 await asyncio.sleep(0.2)
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
-        await asyncio.wait_for(self._idle.wait(), timeout)
+        async with asyncio.timeout(timeout):  # 3.11's wait_for can lose a cancel
+            await self._idle.wait()
 
     async def cancel_all(self) -> None:
         for task in list(self.tasks):

@@ -112,7 +112,8 @@ class LocationService:
             event = self._event(call_id)
             event.clear()
             try:
-                await asyncio.wait_for(event.wait(), timeout)
+                async with asyncio.timeout(timeout):  # 3.11's wait_for can lose a cancel
+                    await event.wait()
             except TimeoutError:
                 return None
         return self.best(call_id)

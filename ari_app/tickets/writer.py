@@ -399,7 +399,8 @@ class Writer:
                 self._wakeup.clear()
                 self._progress.set()
                 try:  # also wakes for writes `siaga112 journal retry` put back from outside
-                    await asyncio.wait_for(self._wakeup.wait(), IDLE_POLL_S)
+                    async with asyncio.timeout(IDLE_POLL_S):  # 3.11's wait_for can lose a cancel
+                        await self._wakeup.wait()
                 except TimeoutError:
                     self.journal.count()
                 else:

@@ -266,7 +266,8 @@ class Cluster:
                     continue
                 await asyncio.sleep(MIN_GAP_S)  # a burst of changes: one pass for several
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), EVERY_S)
+                    async with asyncio.timeout(EVERY_S):  # 3.11's wait_for can lose a cancel
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             follow.cancel()

@@ -12,6 +12,7 @@ again; the agency deduplicates a resend after a crash by the X-Siaga-Notificatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -104,10 +105,9 @@ class OutboxWorker:
                     log.exception("notification worker pass failed; retrying")
                 self._wake.clear()
                 pause = await self._sleep_for()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), pause)
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):  # 3.11's wait_for can lose a cancel
+                        await self._wake.wait()
         finally:
             if self._http is not None:
                 await self._http.close()

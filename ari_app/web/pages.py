@@ -253,7 +253,8 @@ def register_pages(web_app: web.Application, console: Console) -> None:
             on_roster()
             while True:
                 try:
-                    kind, change = await asyncio.wait_for(out.get(), 15)
+                    async with asyncio.timeout(15):  # 3.11's wait_for can lose a cancel
+                        kind, change = await out.get()
                 except TimeoutError:
                     await resp.write(b": keep-alive\n\n")
                     continue

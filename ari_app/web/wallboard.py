@@ -116,7 +116,8 @@ def register_wallboard(web_app: web.Application, console: Console, render: Rende
                 await resp.write(f"event: board\ndata: {json.dumps(board)}\n\n".encode())
                 changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), PUSH_EVERY_S)
+                    async with asyncio.timeout(PUSH_EVERY_S):  # 3.11's wait_for can lose a cancel
+                        await changed.wait()
                 await asyncio.sleep(1.0)  # at most one board a second
         except ConnectionResetError:
             pass

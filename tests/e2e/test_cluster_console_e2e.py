@@ -27,7 +27,7 @@ CALLER = "081291110002"
 
 
 async def test_a_supervisor_on_one_nodes_console_sees_the_other_nodes_caller_and_listens_in(
-    make_edge: EdgeFactory, shared_pg_url: str, phone: PhoneFactory,  # noqa: F811
+    shared_pg_url: str, make_edge: EdgeFactory, phone: PhoneFactory,  # noqa: F811
 ) -> None:
     edge, apps, sup_phone, uas = await two_nodes_and_a_supervisor(make_edge, shared_pg_url, phone)
     changes = {n: app.live.listen() for n, app in apps.items()}

@@ -109,6 +109,7 @@ async def web_stack(db_url: str, var_dir: Path, site: Site,
         await app.web.stop()
         await app.ari.close()
         await app.engine.dispose()
+        app.writer.close()
 
 
 def now_utc(clock: Clock) -> datetime:

@@ -229,7 +229,7 @@ async def test_two_nodes_behind_the_edge_share_one_registration_survive_a_dead_n
 
 
 async def test_two_nodes_on_one_postgresql_ring_their_one_operator_for_one_caller_at_a_time(
-    make_edge: EdgeFactory, shared_pg_url: str,
+    shared_pg_url: str, make_edge: EdgeFactory,
 ) -> None:
     """Callers on both nodes, one operator: the claim in PostgreSQL keeps the other node from
     ringing them while they talk, and the callers are served one after the other."""
@@ -264,7 +264,7 @@ async def test_two_nodes_on_one_postgresql_ring_their_one_operator_for_one_calle
 
 
 async def test_ten_real_callers_on_two_nodes_three_operators_one_global_order_nobody_double_booked(
-    make_edge: EdgeFactory, shared_pg_url: str,
+    shared_pg_url: str, make_edge: EdgeFactory,
 ) -> None:
     """Ten SIPp callers through the edge (both nodes take some), each pressing a key that sets
     its priority, wait while op1..op3 are not ready; then all three are ready at once. The
@@ -345,7 +345,7 @@ async def test_ten_real_callers_on_two_nodes_three_operators_one_global_order_no
 
 
 async def test_a_call_that_dies_with_its_node_is_closed_as_node_lost_by_the_other_node(
-    make_edge: EdgeFactory, shared_pg_url: str,
+    shared_pg_url: str, make_edge: EdgeFactory,
 ) -> None:
     edge = await make_edge(ping_interval_s=1, shared_db=shared_pg_url, lease_s=3.0)
     await edge.wait_state("a", active=True)
@@ -378,7 +378,7 @@ async def test_a_call_that_dies_with_its_node_is_closed_as_node_lost_by_the_othe
 
 
 async def test_a_nodes_app_killed_mid_call_adopts_it_and_its_operator_stays_claimed_on_every_node(
-    make_edge: EdgeFactory, shared_pg_url: str,
+    shared_pg_url: str, make_edge: EdgeFactory,
 ) -> None:
     """Node a's app is its own process, as under the supervisor. SIGKILL mid-call: Asterisk keeps
     the call up, the restarted app adopts it, and node b never rings the talking operator for
@@ -452,7 +452,7 @@ async def until_event(events: AsyncIterator[tuple[str, dict[str, Any]]], kind: s
 
 
 async def two_nodes_and_a_supervisor(
-    make_edge: EdgeFactory, shared_pg_url: str, phone: PhoneFactory,
+    shared_pg_url: str, make_edge: EdgeFactory, phone: PhoneFactory,
 ) -> tuple[Edge, dict[str, App], SippProcess, SippProcess]:
     """The cross-node console tests' setting: two nodes on one PostgreSQL sharing their queue,
     op1 not ready (a caller waits), supervisor "boss" on node a linked to phone sup1 (answers
@@ -478,7 +478,7 @@ async def two_nodes_and_a_supervisor(
 
 
 async def test_every_nodes_console_shows_every_nodes_calls_and_acts_on_another_nodes_call(
-    make_edge: EdgeFactory, shared_pg_url: str, phone: PhoneFactory,
+    shared_pg_url: str, make_edge: EdgeFactory, phone: PhoneFactory,
 ) -> None:
     """Two nodes on one PostgreSQL: a caller waiting on one node is in the other node's live
     queue and wallboard (its real web server, over SSE), with its node; once the caller talks
@@ -563,7 +563,7 @@ async def test_every_nodes_console_shows_every_nodes_calls_and_acts_on_another_n
 
 
 async def test_an_agency_is_conferenced_in_and_the_call_handed_over_from_another_nodes_console(
-    make_edge: EdgeFactory, shared_pg_url: str, phone: PhoneFactory,
+    shared_pg_url: str, make_edge: EdgeFactory, phone: PhoneFactory,
 ) -> None:
     """The caller talks to op1 on one node; sari, op1's console user, is logged in to the other
     node. Her "conference 113" and then "hand over" run on the node that holds the call: the

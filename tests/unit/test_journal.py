@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
@@ -344,3 +346,25 @@ def test_siaga112_journal_lists_dead_writes_and_retry_puts_them_back_in_order(
         assert entries[-1][2]["ticket_channel"] == "c9" and journal.dead_entries() == []
     finally:
         journal.close()
+
+
+async def test_an_idle_writer_always_stops_when_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cancel that lands while the idle wait times out still stops the writer (on 3.11,
+    asyncio.wait_for turned such a cancel into a TimeoutError, and the writer went on: a test
+    teardown, or an app's stop, then waited for it forever)."""
+    import ari_app.tickets.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "IDLE_POLL_S", 0.0005)  # a timeout at every turn
+    writer, _ = await _writer(tmp_path, await _main_db(tmp_path))
+    rng = random.Random(112)
+    try:
+        for attempt in range(300):
+            task = asyncio.create_task(writer.run())
+            await asyncio.sleep(rng.uniform(0, 0.002))
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=2)
+            assert task in done and task.cancelled(), f"attempt {attempt}: the writer went on"
+    finally:
+        writer.close()
