@@ -452,7 +452,7 @@ async def until_event(events: AsyncIterator[tuple[str, dict[str, Any]]], kind: s
 
 
 async def two_nodes_and_a_supervisor(
-    shared_pg_url: str, make_edge: EdgeFactory, phone: PhoneFactory,
+    make_edge: EdgeFactory, shared_pg_url: str, phone: PhoneFactory,
 ) -> tuple[Edge, dict[str, App], SippProcess, SippProcess]:
     """The cross-node console tests' setting: two nodes on one PostgreSQL sharing their queue,
     op1 not ready (a caller waits), supervisor "boss" on node a linked to phone sup1 (answers
