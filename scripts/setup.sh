@@ -139,7 +139,9 @@ if [ "$build_root" = yes ] && ! root_ready; then
   # The mirror's unstable Release file may be past its Valid-Until date: accept it (the archive
   # signature is still checked). The exact versions are pinned, so an expired index cannot move
   # us to other packages; a version the mirror no longer has is a clear apt error here.
-  $SUDO mmdebstrap --quiet --variant=apt --aptopt='Acquire::Check-Valid-Until "false"' \
+  # In a mount namespace of its own: mmdebstrap >= 1.5 (Debian 13) runs `mount --make-rprivate /`
+  # in root mode, which would otherwise turn the host's / from shared to private until reboot.
+  $SUDO unshare --mount mmdebstrap --quiet --variant=apt --aptopt='Acquire::Check-Valid-Until "false"' \
     --include="asterisk=$ASTERISK_22_PACKAGE,asterisk-modules=$ASTERISK_22_PACKAGE" \
     sid "$tmp" "$(mirror)"
   v="$(root_asterisk "$tmp" -V)"
@@ -162,7 +164,7 @@ if ! sipp_root_ready; then
     stmp="$SIPP_TLS_ROOT.partial.$$"
     $SUDO rm -rf "$stmp"
     trap '$SUDO rm -rf "$stmp"' EXIT
-    $SUDO mmdebstrap --quiet --variant=apt --aptopt='Acquire::Check-Valid-Until "false"' \
+    $SUDO unshare --mount mmdebstrap --quiet --variant=apt --aptopt='Acquire::Check-Valid-Until "false"' \
       --include="sip-tester=$SIPP_TLS_PACKAGE" sid "$stmp" "$(mirror)"
     # `sipp -v` exits 99 after printing its version and build flags: read the text only.
     { "$stmp/lib64/ld-linux-x86-64.so.2" \
