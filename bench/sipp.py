@@ -9,13 +9,12 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ari_app.testing.ports import free_port
+from ari_app.testing.ports import free_media_ports, free_port
 from ari_app.testing.sipp import SIPP, fill_template, stat_int
 from bench.procstat import Reaped, reap
 
@@ -71,7 +70,7 @@ class SippProc:
         period_ms = max(1, round(1000 / s.rate_cps)) if s.rate_cps > 0 else 1000
         args += [
             "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port),
-            "-mp", str(free_port(socket.SOCK_DGRAM)),
+            "-mp", str(free_media_ports()),  # audio RTP here, video two above
             "-nostdin",
             "-trace_err", "-error_file", str(wd / "errors.log"),
             "-trace_stat", "-stf", str(wd / "stat.csv"), "-fd", "1",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+from collections import deque
 
 _used: set[int] = set()
 
@@ -34,6 +35,34 @@ def free_listen_port(host: str = "127.0.0.1", span: int = 2) -> int:
         _used.update(block)
         return port
     raise RuntimeError("no free loopback port found below the ephemeral range")
+
+
+_recent_media: deque[int] = deque(maxlen=512)
+
+
+def free_media_ports(host: str = "127.0.0.1", span: int = 4) -> int:
+    """The first of ``span`` UDP ports free on loopback, for SIPp's ``-mp``: SIPp binds audio
+    RTP there and video RTP two above (``errno 98`` on the video port failed a CI run when only
+    the first was checked). Below the kernel's ephemeral range and the test Asterisks' RTP
+    blocks (``rtp_range``), so no client socket or Asterisk stream takes them meanwhile; not
+    reserved for the whole run (a long run would use them up), only skipped while recent."""
+    for _ in range(400):
+        port = random.randrange(12000, 20000 - span, span)
+        if port in _recent_media or any(p in _used for p in range(port, port + span)):
+            continue
+        if all(_free_udp(p, host) for p in range(port, port + span)):
+            _recent_media.append(port)
+            return port
+    raise RuntimeError("no free block of loopback UDP ports for SIPp media")
+
+
+def _free_udp(port: int, host: str) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _free_both(port: int, host: str) -> bool:

@@ -12,14 +12,13 @@ import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ari_app.config import PROJECT_ROOT
 from ari_app.testing.media import speech_pcap
-from ari_app.testing.ports import free_port
+from ari_app.testing.ports import free_media_ports, free_port
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ class SippProcess:
             args.append(f"{r.target_host}:{r.target_port}")
         args += [
             "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port),
-            "-mp", str(free_port(socket.SOCK_DGRAM)),
+            "-mp", str(free_media_ports()),
             "-m", str(r.calls), "-r", str(r.rate), "-rp", "1000",
             "-nostdin", "-trace_msg", "-trace_err", "-error_file", str(self.workdir / "errors.log"),
             "-trace_stat", "-stf", str(self.workdir / "stat.csv"), "-fd", "1",
