@@ -10,13 +10,13 @@ import json
 import pytest
 from playwright.async_api import expect
 
-from ari_app.live import next_change
 from ari_app.testing.sipp import SippRun, run_sipp
 from tests.e2e.browser import chromium, js_errors, new_page, screenshot
 from tests.integration.conftest import PhoneFactory, shared_pg_url  # noqa: F401
 from tests.integration.test_edge_kamailio import (  # noqa: F401
     PASSWORD,
     EdgeFactory,
+    first_node_with,
     make_edge,
     two_nodes_and_a_supervisor,
 )
@@ -35,14 +35,7 @@ async def test_a_supervisor_on_one_nodes_console_sees_the_other_nodes_caller_and
         scenario="caller_key.xml", target_port=edge.port, keys={"caller": CALLER},
         timeout_s=80, template={"digit": "2", "bye_timeout_ms": "60000"})))
     try:
-        waits = {n: asyncio.create_task(next_change(c, "queued", timeout=40))
-                 for n, c in changes.items()}
-        done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
-        [owner] = [n for n, t in waits.items() if t in done]
-        call_id = waits[owner].result()["call"]
-        for t in waits.values():
-            t.cancel()
-        other = "b" if owner == "a" else "a"
+        owner, other, call_id = await first_node_with(changes, "queued")
         async with chromium() as browser:
             page = await new_page(browser)
             await page.goto(edge.nodes[other].web_url + "/login")

@@ -451,6 +451,23 @@ async def until_event(events: AsyncIterator[tuple[str, dict[str, Any]]], kind: s
     raise AssertionError(f"the stream ended before a matching {kind} event")
 
 
+async def first_node_with(changes: dict[str, asyncio.Queue[Any]], stage: str,
+                          timeout: float = 40) -> tuple[str, str, str]:
+    """The node whose call bus shows ``stage`` first (which node the edge gave the caller):
+    (that node, the other node, the call id)."""
+    waits = {n: asyncio.create_task(next_change(c, stage, timeout=timeout))
+             for n, c in changes.items()}
+    try:
+        done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
+        [owner] = [n for n, t in waits.items() if t in done]
+        call_id = str(waits[owner].result()["call"])
+    finally:
+        for t in waits.values():
+            t.cancel()
+    [other] = [n for n in changes if n != owner]
+    return owner, other, call_id
+
+
 async def two_nodes_and_a_supervisor(
     make_edge: EdgeFactory, shared_pg_url: str, phone: PhoneFactory,
 ) -> tuple[Edge, dict[str, App], SippProcess, SippProcess]:
@@ -490,14 +507,7 @@ async def test_every_nodes_console_shows_every_nodes_calls_and_acts_on_another_n
         scenario="caller_key.xml", target_port=edge.port, keys={"caller": "081291110001"},
         timeout_s=80, template={"digit": "2", "bye_timeout_ms": "60000"})))
     try:
-        waits = {n: asyncio.create_task(next_change(c, "queued", timeout=40))
-                 for n, c in changes.items()}
-        done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
-        [owner] = [n for n, t in waits.items() if t in done]
-        call_id = waits[owner].result()["call"]
-        for t in waits.values():
-            t.cancel()
-        other = "b" if owner == "a" else "a"
+        owner, other, call_id = await first_node_with(changes, "queued")
         console = edge.nodes[other]
         assert call_id.startswith(f"{owner}-") and call_id not in apps[other].live.state
         async with browser() as http:
@@ -591,14 +601,7 @@ async def test_an_agency_is_conferenced_in_and_the_call_handed_over_from_another
         scenario="caller_key.xml", target_port=edge.port, keys={"caller": "081291110113"},
         timeout_s=80, template={"digit": "1", "bye_timeout_ms": "60000"})))
     try:
-        waits = {n: asyncio.create_task(next_change(c, "bridged", timeout=40))
-                 for n, c in changes.items()}
-        done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
-        [owner] = [n for n, t in waits.items() if t in done]
-        call_id = waits[owner].result()["call"]
-        for t in waits.values():
-            t.cancel()
-        other = "b" if owner == "a" else "a"
+        owner, other, call_id = await first_node_with(changes, "bridged")
         console = edge.nodes[other].web_url
         assert call_id.startswith(f"{owner}-") and call_id not in apps[other].registry.calls
         async with browser() as http:
