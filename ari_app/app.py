@@ -137,6 +137,7 @@ class App:
             self.queue = self.shared_queue
         self.live = LiveBus()
         self.locations = LocationService(self.writer, self.live)
+        self.cel = CelRecord(cel_path(settings.var_dir))
         self.ctx = CallContext(
             site=site, sounds_dir=settings.var_dir / "sounds",
             recordings_dir=settings.var_dir / "asterisk" / "spool" / "recording",
@@ -144,13 +145,13 @@ class App:
             tickets=TicketService(self.writer, site.code, site.reference_prefix, site.timezone),
             ari=self.ari, registry=self.registry, roster=self.roster, queue=self.queue,
             live=self.live, locations=self.locations,
-            holding_bridge=f"{site.stasis_app}-holding")
+            holding_bridge=f"{site.stasis_app}-holding",
+            cel=self.cel)
         self.fallback = FallbackImporter(settings.var_dir / "fallback" / "calls.jsonl",
                                          self.writer, self.ctx.tickets)
         self.events = EventLoop(self.ari, site.stasis_app, self.registry.on_event,
                                 self._on_connect, unused_events=UNUSED_EVENTS,
                                 on_disconnect=self._on_disconnect)
-        self.cel = CelRecord(cel_path(settings.var_dir))
         self.disconnected_at: datetime | None = None  # last time the websocket dropped
         self._reconcile_now = asyncio.Event()
         self.reconciled = 0  # tickets closed by reconcile (for /metrics and tests)

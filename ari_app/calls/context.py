@@ -12,6 +12,7 @@ from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.live import LiveBus
 from ari_app.location.service import LocationService
+from ari_app.pbx.cel import CelRecord
 from ari_app.routing.queue import WaitingQueue
 from ari_app.routing.roster import Roster
 from ari_app.tickets.calls import CallStore
@@ -33,6 +34,7 @@ class CallContext:
     live: LiveBus
     locations: LocationService
     holding_bridge: str = ""
+    cel: CelRecord | None = None  # Asterisk's own record: what happened while no app watched
     links: dict[str, Any] = field(default_factory=dict)  # caller id → its Connected, while bridged
 
     def sound(self, name: str, language: str | None = None) -> str:

@@ -87,8 +87,31 @@ async def adopted_caller(ctx: CallContext, call: Call) -> None:
     except CallerHungUp:
         log.info("%s caller hung up", call.tag)
     finally:
+        bridged_unwatched(ctx, call, outcome)
         _close(ctx, call, outcome)
         ctx.locations.call_ended(call.id, call.caller)
+
+
+def bridged_unwatched(ctx: CallContext, call: Call, outcome: Outcome) -> None:
+    """An adopted caller we never saw talking may still have talked: bridged to an operator by
+    the app that died, and gone before this one found them together (an operator alone in the
+    call's bridge looks the same as one the dead app had not yet joined to the caller).
+    Asterisk's own record (CEL) says which; the ticket follows it, and the audit says so."""
+    if outcome.operator_answered or ctx.cel is None:
+        return
+    story = ctx.cel.story(call.id)
+    if story is None or story.bridged_at is None or story.operator is None:
+        return
+    operator = story.operator
+    answered = ctx.clock.at(story.operator_answered_at or story.bridged_at)
+    outcome.operator, outcome.operator_answered = operator, True
+    log.warning("%s operator=%s was bridged to the caller while no app watched (from CEL)",
+                call.tag, operator)
+    ctx.tickets.change(call.id, "bridged while unwatched", ctx.clock.now(), actor="system",
+                       operator=operator, operator_answered_at=answered, status="in_call",
+                       only_if_unset=("operator", "operator_answered_at"),
+                       audit={"source": "cel", "operators": story.operators,
+                              "bridged": ctx.clock.at(story.bridged_at).isoformat()})
 
 
 async def answer(ctx: CallContext, call: Call) -> datetime:
