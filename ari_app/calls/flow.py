@@ -257,9 +257,17 @@ def _priority(ctx: CallContext, choice: menu.Choice) -> int:
     return m.silent_priority if choice.silent else m.uncategorised_priority
 
 
+#: TALK_DETECT(set): silence threshold (ms) and talking threshold (energy); 20-emergency.conf
+#: sets the same values before Stasis().
+TALK_DETECT = "1000,256"
+TALK_ARG = 6  # Stasis() argument "talk": the dialplan set talk detection already
+
+
 async def _talk_detect(call: Call) -> None:
+    if len(call.args) > TALK_ARG and call.args[TALK_ARG] == "talk":
+        return  # set by the dialplan just before Stasis(): no ARI round trip
     try:
-        await call.set_var("TALK_DETECT(set)", "1000,256")
+        await call.set_var("TALK_DETECT(set)", TALK_DETECT)
     except CallerHungUp:
         raise
     except AriError as exc:  # never let a missing feature keep a caller from a human

@@ -7,7 +7,10 @@ P-Access-Network-Info). Bad or missing data never disturbs the call.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from ari_app.calls.call import Call
@@ -24,25 +27,81 @@ CONFIRM = "55"
 LISTEN_S = 6.0  # after the prompt: a frightened caller may need a moment to find the key
 
 
+@dataclass(frozen=True)
+class CarrierInfo:
+    """What Asterisk knows of the caller's location from the INVITE (empty: not sent)."""
+
+    location_info: str = ""  # GEOLOC_PROFILE(location_info): the PIDF-LO, parsed by Asterisk
+    geolocation: str = ""    # the Geolocation header
+    format: str = ""         # GEOLOC_PROFILE(format)
+    method: str = ""         # GEOLOC_PROFILE(method)
+    pani: str = ""           # the P-Access-Network-Info header
+
+
+CARRIER_ARG_TAG = "loc1"
+CARRIER_ARG = 7  # Stasis() argument (after the app name) where 20-emergency.conf puts them
+
+
+def carrier_from_args(args: list[str]) -> CarrierInfo | None:
+    """The carrier values 20-emergency.conf passed as one Stasis() argument: "loc1.", then
+    base64 of "=" + value, joined by ".": the Geolocation and P-Access-Network-Info headers,
+    then GEOLOC_PROFILE location_info, format and method when there was a Geolocation header.
+    None if absent or unreadable (the caller then asks Asterisk over ARI)."""
+    arg = args[CARRIER_ARG] if len(args) > CARRIER_ARG else ""
+    tag, _, rest = arg.partition(".")
+    if tag != CARRIER_ARG_TAG:
+        return None
+    parts = rest.split(".")
+    if len(parts) not in (2, 5):
+        return None
+    values = []
+    for part in parts:
+        try:
+            value = base64.b64decode(part, validate=True).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            return None
+        if not value.startswith("="):
+            return None
+        values.append(value[1:])
+    geolocation, pani, *profile = values
+    info, fmt, method = profile or ("", "", "")
+    return CarrierInfo(info, geolocation, fmt, method, pani)
+
+
+async def carrier_from_channel(call: Call) -> CarrierInfo:
+    """The same values asked of Asterisk over ARI: for a call that did not bring them (one that
+    entered Stasis some other way, or a dialplan from before they were passed)."""
+    info = await call.get_var("GEOLOC_PROFILE(location_info)") or ""
+    header = await call.get_var("PJSIP_HEADER(read,Geolocation)") or ""
+    fmt = method = ""
+    if info:
+        fmt = await call.get_var("GEOLOC_PROFILE(format)") or ""
+        method = await call.get_var("GEOLOC_PROFILE(method)") or ""
+    pani = await call.get_var("PJSIP_HEADER(read,P-Access-Network-Info)") or ""
+    return CarrierInfo(info, header, fmt, method, pani)
+
+
 async def carrier_location(ctx: CallContext, call: Call) -> None:
     """Read the carrier's location for this call (runs beside the call, never in its way)."""
     now = ctx.clock.now()
     try:
-        info = await call.get_var("GEOLOC_PROFILE(location_info)")
-        header = await call.get_var("PJSIP_HEADER(read,Geolocation)")
+        carrier = carrier_from_args(call.args)
+        if carrier is None:
+            log.debug("%s carrier location not in the Stasis arguments: asking Asterisk",
+                      call.tag)
+            carrier = await carrier_from_channel(call)
+        info, header = carrier.location_info, carrier.geolocation
         if info:
-            fmt = await call.get_var("GEOLOC_PROFILE(format)") or ""
-            method = await call.get_var("GEOLOC_PROFILE(method)") or ""
             try:
-                location = parse_geoloc_profile_vars(info, fmt, method)
+                location = parse_geoloc_profile_vars(info, carrier.format, carrier.method)
                 ctx.locations.received(location, now, call.caller, call_id=call.id)
             except LocationParseError as exc:
-                ctx.locations.rejected("pidf", call.id, exc.reason, f"{info} | {fmt} | {method}",
-                                       now)
+                ctx.locations.rejected("pidf", call.id, exc.reason,
+                                       f"{info} | {carrier.format} | {carrier.method}", now)
         elif header:
             ctx.locations.rejected("pidf", call.id, "Geolocation header present but Asterisk "
                                    "found no usable PIDF-LO location in the INVITE", header, now)
-        pani = await call.get_var("PJSIP_HEADER(read,P-Access-Network-Info)")
+        pani = carrier.pani
         if pani:
             try:
                 cell = parse_p_access_network_info(pani)

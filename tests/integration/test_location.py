@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -98,6 +99,82 @@ async def test_carrier_pidf_lo_and_cell_id_become_locations_on_the_ticket(
     cell = by_source["cell"]
     assert cell.latitude is None and json.loads(cell.civic or "{}")["radio"] == "E-UTRAN"
     assert ticket.operator == "op1"
+
+
+def ari_requests(stack: Any) -> list[tuple[str, str]]:
+    """Every ARI request the app makes from now on, as (method, path)."""
+    seen: list[tuple[str, str]] = []
+    client = stack.app.ari
+    request = client.request
+
+    async def recording(method: str, *path: str, **kw: Any) -> Any:
+        seen.append((method, "/".join(path)))
+        return await request(method, *path, **kw)
+
+    client.request = recording
+    return seen
+
+
+def variable_requests(seen: list[tuple[str, str]], call_id: str) -> list[tuple[str, str]]:
+    return [(m, p) for m, p in seen if p == f"channels/{call_id}/variable"]
+
+
+async def test_carrier_location_and_talk_detection_come_from_the_dialplan_without_ari_requests(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    """20-emergency.conf hands the PIDF-LO and P-Access-Network-Info values to the app as one
+    Stasis() argument and sets TALK_DETECT itself: no channel variable is read or set over ARI,
+    and Asterisk logs nothing about it (on 22 and 16 alike)."""
+    _uas, contact = await phone("operator_answer_talk.xml", calls=2, extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=clock())
+    seen = ari_requests(stack)
+    result = await stack.call("caller_pidf.xml", keys={"caller": CALLER},
+                              template={"pidf": PIDF, "tac_eci": "0A1B2C3D4E5F6"})
+    assert result.ok, result.errors
+    await stack.settle()
+    plain = await stack.call("caller_key.xml", template={"digit": "1"})  # no location at all
+    assert plain.ok, plain.errors
+    await stack.settle()
+    ticket, other = sorted(await stack.tickets(), key=lambda t: t.reference)
+    assert await stack.locations(other) == [] and other.operator == "op1"
+    assert variable_requests(seen, str(other.channel_id)) == []
+    by_source = {loc.source: loc for loc in await stack.locations(ticket)}
+    assert (by_source["pidf"].latitude, by_source["pidf"].longitude) == (-3.05, 114.6)
+    assert json.loads(by_source["cell"].civic or "{}")["radio"] == "E-UTRAN"
+    assert variable_requests(seen, str(ticket.channel_id)) == []
+    complaints = [line for line in stack.asterisk.log_text().splitlines()
+                  if ("WARNING" in line or "ERROR" in line or "geoloc_dialplan" in line)
+                  and any(w in line for w in ("func_", "pbx", "geoloc", "header_funcs"))]
+    assert complaints == []  # nor "There is no geoloc profile" for the call without one
+
+
+async def test_a_call_without_the_dialplan_arguments_still_gets_its_carrier_location_over_ari(
+    make_stack: StackFactory, phone: PhoneFactory,
+) -> None:
+    """A call that entered Stasis without the carrier and talk arguments (another dialplan, one
+    from before they were passed): the app reads the values and sets TALK_DETECT over ARI."""
+    _uas, contact = await phone("operator_answer_talk.xml", extra_args=["-d", "1000"])
+    stack = await make_stack(operators=[("op1", contact)], clock=clock())
+    assert stack.app is not None
+    events = stack.app.events
+    on_event = events.on_event
+
+    def older_dialplan(event: dict[str, Any]) -> None:
+        if event.get("type") == "StasisStart":
+            event = event | {"args": event.get("args", [])[:6]}
+        on_event(event)
+
+    events.on_event = older_dialplan
+    seen = ari_requests(stack)
+    result = await stack.call("caller_pidf.xml", keys={"caller": CALLER},
+                              template={"pidf": PIDF, "tac_eci": "0A1B2C3D4E5F6"})
+    assert result.ok, result.errors
+    await stack.settle()
+    [ticket] = await stack.tickets()
+    assert {loc.source for loc in await stack.locations(ticket)} == {"pidf", "cell"}
+    asked = variable_requests(seen, str(ticket.channel_id))
+    assert asked.count(("GET", f"channels/{ticket.channel_id}/variable")) == 5
+    assert ("POST", f"channels/{ticket.channel_id}/variable") in asked  # TALK_DETECT
 
 
 async def test_garbage_pidf_lo_still_reaches_operator_and_the_rejection_is_recorded(
