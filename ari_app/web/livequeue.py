@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from ari_app.live import LiveBus
 from ari_app.tickets.models import Ticket
@@ -26,6 +27,16 @@ if TYPE_CHECKING:
     from ari_app.web.cluster import Cluster
 
 log = logging.getLogger(__name__)
+
+_EARLIER = aliased(Ticket)
+# One Core query per waiting caller (not ORM entities): the ticket's badges, and whether the same
+# caller has another ticket still to be called back.
+_BADGES = select(
+    Ticket.reference, Ticket.policy, Ticket.silent,
+    exists().where(Ticket.caller_key.is_not(None), _EARLIER.caller_key == Ticket.caller_key,
+                   _EARLIER.id != Ticket.id, _EARLIER.callback_needed.is_(True),
+                   _EARLIER.status.not_in(("resolved", "closed"))),
+).where(Ticket.channel_id == bindparam("ch")).limit(1)
 
 LOOKUP_DELAY_S = 0.5  # the ticket row is written just after "arrived"
 # The bus's stages a waiting caller goes through; other changes ("location", "silent",
@@ -128,29 +139,25 @@ class LiveQueue:
         task.add_done_callback(self._lookups.discard)
 
     async def _lookup(self, w: Waiter) -> None:
+        if w.reference:
+            return  # queued again (after a ring that was not answered): its badges are known
         await asyncio.sleep(LOOKUP_DELAY_S)
         for _ in range(10):
             if w.call not in self.waiting:
                 return
             try:
                 async with self.sessions() as s:
-                    t = await s.scalar(select(Ticket).where(Ticket.channel_id == w.call))
-                    if t is not None:
-                        w.reference = t.reference
-                        w.flagged = bool(t.policy and ("flagged" in t.policy
-                                                       or t.policy.startswith("warned")))
-                        w.silent = w.silent or t.silent
-                        if t.caller_key:
-                            w.callback = await s.scalar(
-                                select(Ticket.id).where(Ticket.caller_key == t.caller_key,
-                                                        Ticket.id != t.id,
-                                                        Ticket.callback_needed.is_(True),
-                                                        Ticket.status.not_in(("resolved", "closed")))
-                                .limit(1)) is not None
-                        self.changed()
-                        return
+                    row = (await s.execute(_BADGES, {"ch": w.call})).first()
             except Exception as exc:
                 log.warning("call=%s live queue: ticket not readable (%s)", w.call, exc)
+                return
+            if row is not None:
+                reference, policy, silent, callback = row
+                w.reference = reference
+                w.flagged = bool(policy and ("flagged" in policy or policy.startswith("warned")))
+                w.silent = w.silent or bool(silent)
+                w.callback = bool(callback)
+                self.changed()
                 return
             await asyncio.sleep(0.3)
 

@@ -243,3 +243,44 @@ async def test_users_link_ties_a_user_to_one_operator_and_unlink_undoes_it(
         assert undone.returncode == 0
         relinked = await asyncio.to_thread(cli, var_dir, db_url, "users", "link", "budi", "--operator", "op1")
         assert relinked.returncode == 0, relinked.stderr
+
+
+async def test_the_live_queue_shows_each_waiting_callers_reference_and_database_badges(
+        db_url: str, var_dir: Path, jepara: Site) -> None:
+    # The FLAGGED and CALLBACK badges come from the database (the ticket's screening policy, and
+    # another ticket of the same number still to be called back), looked up once per caller.
+    async with web_stack(db_url, var_dir, jepara) as stack:
+        queue, live = stack.console.queue, stack.app.live
+        earlier = "6281200001111"
+        await stack.ticket("JPR-20250519-0001", channel_id="old", caller_key=earlier,
+                           callback_needed=True, status="abandoned")
+        await stack.ticket("JPR-20250519-0002", channel_id="done", caller_key="6281200002222",
+                           callback_needed=True, status="closed")  # called back already
+        await stack.ticket("JPR-20250519-0003", channel_id="c1", caller_key=earlier,
+                           policy="warned: flagged (3 ghost calls)")
+        await stack.ticket("JPR-20250519-0004", channel_id="c2", caller_key="6281200002222",
+                           policy="screen: unscreened")
+        await stack.ticket("JPR-20250519-0005", channel_id="c3", caller_key=None)  # withheld
+        changed = asyncio.Event()
+        queue.listeners.append(changed.set)
+
+        def rows() -> dict[str, dict[str, object]]:
+            return {r["call"]: r for r in queue.snapshot()["waiting"]}
+
+        for call, caller in (("c1", "081200001111"), ("c2", "081200002222"), ("c3", "")):
+            live.publish(call, "arrived", caller=caller)
+            live.publish(call, "queued", priority=2)
+        async with asyncio.timeout(15):
+            while len(rows()) < 3 or not all(r["reference"] for r in rows().values()):
+                changed.clear()
+                await changed.wait()
+        got = {c: (r["reference"], r["badges"]) for c, r in rows().items()}
+        assert got == {"c1": ("JPR-20250519-0003", ["flagged", "callback"]),
+                       "c2": ("JPR-20250519-0004", []),
+                       "c3": ("JPR-20250519-0005", [])}
+        live.publish("c1", "ended", reason="caller hangup")
+        async with asyncio.timeout(15):
+            while "c1" in rows():
+                changed.clear()
+                await changed.wait()
+        assert sorted(rows()) == ["c2", "c3"]
