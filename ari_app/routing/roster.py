@@ -78,10 +78,9 @@ class Roster:
 
     async def refresh(self) -> None:
         try:
-            async with self.sessions() as s:
+            async with self.sessions() as s:  # one connection for both reads
                 names = await on_shift(s, self.site, self.clock.now())
-            self.on_shift, self.loaded = names, True
-            async with self.sessions() as s:
+                self.on_shift, self.loaded = names, True
                 await self.states.load(s)
         except Exception as exc:
             log.warning("roster: database not readable (%s); keeping %d operator(s) on shift",

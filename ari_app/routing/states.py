@@ -9,10 +9,10 @@ An operator with no state at all is ready, so a site that never uses the console
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +44,20 @@ class OperatorState:
         if self.state == WRAP_UP and self.until is not None and now >= self.until:
             return READY
         return self.state
+
+
+class StateRecord(Protocol):
+    """A stored state as read back (an ``OperatorStateRow`` or a row of its columns)."""
+
+    operator_name: str
+    state: str
+    reason: str | None
+    since: datetime
+    until: datetime | None
+
+
+_STATES = select(OperatorStateRow.operator_name, OperatorStateRow.state, OperatorStateRow.reason,
+                 OperatorStateRow.since, OperatorStateRow.until)
 
 
 class OperatorStates:
@@ -83,7 +97,7 @@ class OperatorStates:
             listener(name, new)
         return new
 
-    def merge(self, rows: list[OperatorStateRow]) -> None:
+    def merge(self, rows: Iterable[StateRecord]) -> None:
         """States read from the database: a newer one (another node, a restart) replaces ours."""
         for row in rows:
             mine = self.current.get(row.operator_name)
@@ -92,7 +106,8 @@ class OperatorStates:
                                                                 row.until)
 
     async def load(self, s: AsyncSession) -> None:
-        self.merge(list(await s.scalars(select(OperatorStateRow))))
+        """Every operator's stored state (a Core query: the roster runs it every refresh)."""
+        self.merge((await s.execute(_STATES)).all())
 
 
 def _apply(s: Session, p: dict[str, Any]) -> None:
