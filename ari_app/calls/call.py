@@ -33,6 +33,10 @@ class Call:
         self.linkedid: str = channel.get("linkedid") or self.id
         # Up when the app got it: answered in the dialplan, or by an earlier app (adopted).
         self.up_at_start = channel.get("state") == "Up"
+        # In the holding bridge (or on channel music): False for a caller we answered, who is
+        # only put there by ``connect.hold``; None (unknown) for one that was up before us, e.g.
+        # adopted after a restart, whom ``connect.unhold`` takes out whatever the dead app did.
+        self.on_hold: bool | None = None if self.up_at_start else False
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.gone = False
         self.hangup_cause: int | None = None

@@ -35,6 +35,7 @@ class Connected:
 
 async def hold(ctx: CallContext, call: Call) -> None:
     """Put the caller in the site's holding bridge (music on hold for everyone waiting)."""
+    call.on_hold = True  # before the request: an unhold that races it must still undo it
     try:
         await ctx.ari.post("bridges", ctx.holding_bridge, "addChannel", channel=call.id,
                            role="participant")
@@ -51,6 +52,11 @@ async def hold(ctx: CallContext, call: Call) -> None:
 
 
 async def unhold(ctx: CallContext, call: Call) -> None:
+    """Out of the holding bridge (or channel music); no request for a caller never put there
+    (an operator who answered during the menu: most calls), two saved ARI round trips."""
+    if call.on_hold is False:
+        return
+    call.on_hold = False
     try:
         await ctx.ari.post("bridges", ctx.holding_bridge, "removeChannel", channel=call.id)
     except AriError:
