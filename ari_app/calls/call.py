@@ -159,13 +159,21 @@ class Call:
         request = asyncio.create_task(
             self.ari.post("channels", self.id, "play", media=media, playbackId=playback_id))
         self._starting.add(request)
-        request.add_done_callback(self._starting.discard)
+        request.add_done_callback(self._play_request_done)
         try:
             await asyncio.shield(request)
         except (NotFound, NotInStasis) as exc:
             self.playing.discard(playback_id)
             raise CallerHungUp(self.id) from exc
         return playback_id
+
+    def _play_request_done(self, request: asyncio.Task[Any]) -> None:
+        """A prompt request that ends after its caller moved on (the menu cancelled as the
+        caller hung up) has nobody awaiting it: its error is expected, and taken here, not left
+        for asyncio to report as "Task exception was never retrieved"."""
+        self._starting.discard(request)
+        if not request.cancelled() and (exc := request.exception()) is not None:
+            log.debug("%s prompt request failed: %s", self.tag, exc)
 
     async def stop_playbacks(self) -> None:
         """Stop every prompt this app started on the channel (the operator has answered)."""
