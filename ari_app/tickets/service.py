@@ -66,6 +66,11 @@ _TICKET_BY_CHANNEL = select(_TICKETS).where(_TICKETS.c.channel_id == bindparam("
 _TICKET_ID = select(_TICKETS.c.id).where(_TICKETS.c.channel_id == bindparam("ch"))
 _TICKET_REFERENCE = select(_TICKETS.c.reference).where(_TICKETS.c.channel_id == bindparam("ch"))
 _TICKET_SET = update(_TICKETS).where(_TICKETS.c.id == bindparam("tid"))
+_ATTACH_LOCATIONS = (update(_LOCATIONS)
+                     .where(_LOCATIONS.c.caller_key == bindparam("key"),
+                            _LOCATIONS.c.ticket_id.is_(None),
+                            _LOCATIONS.c.received_at >= bindparam("since"))
+                     .values(ticket_id=bindparam("tid")))
 # What a change always reads of its ticket beside the fields it sets (see _change).
 _CHANGE_READS = ("id", "status", "callback_needed", "operator_answered_at")
 _change_selects: dict[tuple[str, ...], Select[Any]] = {}
@@ -85,11 +90,6 @@ def _change_select(fields: Iterable[str]) -> Select[Any]:
         if len(_change_selects) < 256:  # the app's call sites use a few dozen field sets
             _change_selects[keys] = stmt
     return stmt
-_ATTACH_LOCATIONS = (update(_LOCATIONS)
-                     .where(_LOCATIONS.c.caller_key == bindparam("key"),
-                            _LOCATIONS.c.ticket_id.is_(None),
-                            _LOCATIONS.c.received_at >= bindparam("since"))
-                     .values(ticket_id=bindparam("tid")))
 
 
 def _jsonable(value: Any) -> Any:

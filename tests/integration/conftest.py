@@ -7,9 +7,10 @@ import dataclasses
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -145,6 +146,16 @@ class Stack:
 
 
 StackFactory = Callable[..., Awaitable[Stack]]
+
+
+WIB = ZoneInfo("Asia/Jakarta")
+WITA = ZoneInfo("Asia/Makassar")
+
+
+def at(hour: int, tz: ZoneInfo) -> Clock:
+    """A fixed clock on a working day (19 May 2025) at ``hour`` in ``tz``: call tests run in a
+    site's opening hours, or out of them, whatever the time of the run."""
+    return Clock(datetime(2025, 5, 19, hour, 0, tzinfo=tz))
 
 
 async def seed_operators(db_url: str, site: Site, clock: Clock,

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from ari_app.calls.registry import UNUSED_EVENTS
-from ari_app.clock import Clock
 from ari_app.live import next_change
-from tests.integration.conftest import PhoneFactory, Stack, StackFactory
+from tests.integration.conftest import WIB, PhoneFactory, Stack, StackFactory, at
 
 pytestmark = pytest.mark.integration
 
-WIB = ZoneInfo("Asia/Jakarta")
-WITA = ZoneInfo("Asia/Makassar")
 
-
-def at(hour: int, tz: ZoneInfo) -> Clock:
-    return Clock(datetime(2025, 5, 19, hour, 0, tzinfo=tz))
 
 
 async def rtp_counts(stack: Stack, channel_id: str) -> tuple[int, int]:

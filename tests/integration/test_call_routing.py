@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from ari_app.clock import Clock
 from ari_app.config import Site
 from ari_app.live import next_change
-from tests.integration.conftest import PhoneFactory, StackFactory
+from tests.integration.conftest import WIB, WITA, PhoneFactory, StackFactory, at
 
 pytestmark = pytest.mark.integration
 
-WIB = ZoneInfo("Asia/Jakarta")
-WITA = ZoneInfo("Asia/Makassar")
 
-
-def at(hour: int, tz: ZoneInfo) -> Clock:
-    return Clock(datetime(2025, 5, 19, hour, 0, tzinfo=tz))
 
 
 def quick(site: Site, ring_timeout_s: float = 3.0) -> Site:

@@ -10,20 +10,15 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from ari_app.ari import AriClient
-from ari_app.clock import Clock
 from ari_app.testing.sipp import run_sipp
 from ari_app.tickets.fallback import read_records
 from ari_app.web.callbacks import worklist
-from tests.integration.conftest import PhoneFactory, Stack, StackFactory, until
-
-WIB = ZoneInfo("Asia/Jakarta")
+from tests.integration.conftest import WIB, PhoneFactory, Stack, StackFactory, at, until
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +54,7 @@ async def test_a_caller_past_the_line_limit_is_refused_recorded_and_on_the_callb
     _op2, c2 = await phone("operator_answer_wait.xml", name="op2", answer_after_ms="300")
     # In Jepara's hours whatever the time of the run (out of hours, 112 is forwarded to 110)
     stack = await make_stack(operators=[("op1", c1), ("op2", c2)],
-                             clock=Clock(datetime(2025, 5, 19, 10, 0, tzinfo=WIB)))
+                             clock=at(10, WIB))
     assert stack.app is not None
     agi_log = await stack.start_agi_server() if agi_server else None
     conf = (stack.asterisk.rendered.etc_dir / "extensions.conf").read_text()
