@@ -3,7 +3,8 @@
     AGI(fallback_log,start)   ; when the fallback begins
     AGI(fallback_log,end)     ; from the hangup handler, with DIALSTATUS and ANSWEREDTIME
     AGI(fallback_log,early)   ; the caller hung up before the app took the call
-    AGI(fallback_log,overload,DIALLED,LIMIT)  ; the line was full: refused, to be called back
+    AGI(fallback_log,overload,DIALLED,LIMIT,WHY)  ; refused, to be called back: WHY is full
+                                                   ; (LIMIT callers) or slow (ARI too slow)
 
 One JSON line per event, appended and fsync'ed to var/fallback/calls-YYYY-MM-DD.jsonl (the UTC
 day of the event). No database: it may be down too. When the app starts it turns these records
@@ -85,6 +86,7 @@ def log_event(agi: Any, config_path: str, args: list[str]) -> int:
             # is written before any AGI command, so a caller hanging up cannot cost it.
             line["dialled"] = args[1] if len(args) > 1 else ""
             line["limit"] = args[2] if len(args) > 2 else ""
+            line["why"] = args[3] if len(args) > 3 else "full"  # or "slow": ARI too slow
             record(day_file(str(config["fallback_journal"]), now), line)
             return 0
         line["dialled"] = agi.get_variable("SIAGA_DIALLED") or ""

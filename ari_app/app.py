@@ -25,6 +25,7 @@ from ari_app.pbx.taskprocessors import TaskprocessorWatch
 from ari_app.routing.queue import CallQueue, MemoryQueue
 from ari_app.routing.roster import Roster
 from ari_app.routing.shared_queue import LostNode, SharedQueue
+from ari_app.routing.shedding import Shedder, ShedPolicy
 from ari_app.routing.states import OperatorStates
 from ari_app.secrets import secret
 from ari_app.tickets.calls import CallStore, open_calls
@@ -120,6 +121,9 @@ class App:
                              node=site.stasis_app)
         self.ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password)
         self.registry = CallRegistry(self.ari, self._handle)
+        self.shedder = Shedder(self.ari, self.ari.round_trips, ShedPolicy(
+            above_s=site.queue.shed_when_ari_p90_ms / 1000,
+            below_s=site.queue.resume_when_ari_p90_ms / 1000))
         self.states = OperatorStates(self.writer, settings.clock.now)
         self.roster = Roster(self.ari, self.sessions, site.code, settings.clock,
                              refresh_s=settings.roster_refresh_s, states=self.states,
@@ -173,6 +177,8 @@ class App:
         self.fallback.import_new()
         self._close_lost_calls(set(channel_ids))
         await self._holding_bridge()
+        if self.shedder.policy.enabled:
+            await self.shedder.clear()
         await self.roster.refresh()
         await self._adopt(channel_ids)
         self._reconcile_now.set()  # after adoption: callers first, records next
@@ -357,6 +363,7 @@ class App:
             asyncio.create_task(self._stranded_loop(), name="stranded-sweep"),
             asyncio.create_task(self.taskprocessors.run(), name="taskprocessors"),
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+            asyncio.create_task(self.shedder.run(), name="shedder"),
         ]
         self._tasks.append(start_background(self))  # agencies seeded, notification worker
         if self.shared_queue is not None:

@@ -119,6 +119,11 @@ class QueueSettings:
     # Ring a free operator from the answer, while the greeting and menu play (False: the old
     # order, the menu first and then the queue).
     offer_during_menu: bool = True
+    # New callers are refused on the record (lines busy, 503, callback list) while the 90th
+    # percentile of the app's ARI round trips is at or above this; taken again under the
+    # second figure (routing/shedding.py). 0: never on latency (the line's count still holds).
+    shed_when_ari_p90_ms: int = 2000
+    resume_when_ari_p90_ms: int = 500
 
 
 @dataclass(frozen=True)
@@ -423,12 +428,18 @@ def parse_site(file: str, data: dict[str, Any]) -> Site:
 
     q = root.table("queue", required=False)
     q.unknown_keys({"ring_timeout_s", "reminder_every_s", "max_operator_attempts",
-                    "offer_during_menu"})
+                    "offer_during_menu", "shed_when_ari_p90_ms", "resume_when_ari_p90_ms"})
+    shed_ms = q.integer("shed_when_ari_p90_ms", 0, 10000, 2000)
+    resume_ms = q.integer("resume_when_ari_p90_ms", 1, 10000, min(500, max(1, shed_ms // 2)))
+    if shed_ms and resume_ms >= shed_ms:
+        raise ConfigError(file, "queue.resume_when_ari_p90_ms",
+                          f"a figure below queue.shed_when_ari_p90_ms ({shed_ms})", resume_ms)
     queue = QueueSettings(
         ring_timeout_s=q.number("ring_timeout_s", 2, 120, 15.0),
         reminder_every_s=q.number("reminder_every_s", 5, 300, 20.0),
         max_operator_attempts=q.integer("max_operator_attempts", 1, 1000, 100),
         offer_during_menu=q.get("offer_during_menu", bool, "true or false", True),
+        shed_when_ari_p90_ms=shed_ms, resume_when_ari_p90_ms=resume_ms,
     )
 
     a = root.table("asterisk", required=False)

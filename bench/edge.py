@@ -154,6 +154,9 @@ class EdgeStack:
     def node_calls(self) -> dict[str, int]:
         return node_calls(self.db_url)
 
+    def shed_callers(self) -> int:
+        return sum(n.shed_callers() for n in self.nodes.values())
+
 
 def per_call(step: StepResult, who: str) -> float | None:
     """CPU milliseconds of ``who`` per completed call (None: no call completed)."""

@@ -45,6 +45,7 @@ class Stack(Protocol):
     def taskprocessor_warnings(self, since: int = 0) -> list[str]: ...
     def agi_served(self) -> int: ...
     def node_calls(self) -> dict[str, int]: ...
+    def shed_callers(self) -> int: ...
 
 
 StackFactory = Callable[[Path, int, int], Stack]  # (var dir, operators, operator UAS port)
@@ -88,6 +89,7 @@ class StepResult:
     peak_concurrent_calls: int = 0
     ws_bytes: int = 0
     agi_served: int = 0  # calls screened by the FastAGI server (the rest: a process each)
+    shed: int = 0        # callers refused on the record (lines busy, 503, callback list)
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -191,6 +193,7 @@ def run_step(target: str, rate: float, duration_s: float, workdir: Path, sounds:
         op_out = operator.outcome()
         res.taskprocessor_warnings = len(stack.taskprocessor_warnings(log0))
         res.node_calls = stack.node_calls()
+        res.shed = stack.shed_callers()
     finally:
         stack.stop()
         for proc in [*callers, *([operator] if operator else [])]:

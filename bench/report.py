@@ -85,7 +85,8 @@ def table(steps: Steps) -> str:
             cpu.get("app", 0) if s.target == "app" else 0)
         rows.append(
             f"| {s.target} | {s.rate:g} | {s.offered} | {s.successful} "
-            f"| {failed}{f' (+{unfinished} unfinished)' if unfinished else ''} "
+            f"| {failed}{f' (+{unfinished} unfinished)' if unfinished else ''}"
+            f"{f' ({s.shed} shed on the record)' if s.shed else ''} "
             f"| {_f(pct(inv, 50))} / {_f(pct(inv, 95))} / {_f(pct(inv, 99))} "
             f"| {_f(pct(key, 50))} / {_f(pct(key, 95))} / {_f(pct(key, 99))} "
             f"| {cpu.get('asterisk', 0):.1f} / {cpu.get('agi', 0):.1f} / "

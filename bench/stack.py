@@ -246,6 +246,14 @@ class TargetStack:
             return 0
         return log_path.read_text(errors="replace").count(" screen_caller done in ")
 
+    def shed_callers(self) -> int:
+        """Callers the dialplan refused on the record (lines busy, 503, callback list): the
+        line full, or the app's word that its ARI was too slow (routing/shedding.py)."""
+        from ari_app.tickets.fallback import read_records
+
+        return sum(1 for r in read_records(self.var_dir / "fallback" / "calls.jsonl")
+                   if r.get("event") == "overload")
+
     def peak_rss(self) -> tuple[float, float]:
         app = peak_rss_mb(self.app_pid) if self.app_pid else 0.0
         return peak_rss_mb(self.asterisk_pid), app

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import aiohttp
 
 from ari_app.ari.errors import AriConnectionError, error_for
+from ari_app.ari.latency import RoundTrips
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class AriClient:
         self._headers = {"Authorization": f"Basic {token}"}
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self.round_trips = RoundTrips()  # how slow ARI is now (calls/shedding.py reads it)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -84,6 +86,7 @@ class AriClient:
 
     async def _once(self, method: str, path: tuple[str, ...], shown: str,
                     query: dict[str, str], body: Any) -> Any:
+        token = self.round_trips.started()
         try:
             async with self.session.request(
                 method, self.url(*path), params=query,
@@ -100,6 +103,8 @@ class AriClient:
             raise AriConnectionError(method, shown, "timed out", timed_out=True) from exc
         except aiohttp.ClientConnectionError as exc:
             raise AriConnectionError(method, shown, str(exc) or type(exc).__name__) from exc
+        finally:
+            self.round_trips.ended(token)
 
     async def get(self, *path: str, **params: Params) -> Any:
         return await self.request("GET", *path, **params)

@@ -1,4 +1,5 @@
-"""A loopback TCP proxy a test can cut and restore: a database outage without stopping it."""
+"""A loopback TCP proxy a test can cut and restore (a database outage without stopping it), or
+slow down (every byte from upstream arrives ``delay_s`` late: an overloaded server)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class TcpProxy:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.cut_off = False
+        self.delay_s = 0.0  # added to every answer from upstream (latency, not bandwidth)
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -34,7 +36,7 @@ class TcpProxy:
             return
         self._writers.update((writer, up_writer))
         pipes = [asyncio.create_task(self._pipe(reader, up_writer)),
-                 asyncio.create_task(self._pipe(up_reader, writer))]
+                 asyncio.create_task(self._late_pipe(up_reader, writer))]
         self._pipes.update(pipes)
         await asyncio.gather(*pipes, return_exceptions=True)
         self._pipes.difference_update(pipes)
@@ -42,6 +44,42 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            self._writers.discard(writer)
+
+    async def _late_pipe(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        """Like _pipe, each chunk held until ``delay_s`` after it arrived (read as it arrives,
+        so a slow answer does not hold up the ones behind it longer than the delay)."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        sender = asyncio.create_task(self._send_late(chunks, writer))
+        try:
+            while data := await reader.read(65536):
+                chunks.put_nowait((loop.time() + self.delay_s, data))
+        except (ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            sender.cancel()
+            raise
+        chunks.put_nowait((0.0, b""))  # upstream closed: send what is left, then close
+        await sender
+
+    async def _send_late(self, chunks: asyncio.Queue[tuple[float, bytes]],
+                         writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                due, data = await chunks.get()
+                if not data:
+                    break
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)  # the injected latency itself
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

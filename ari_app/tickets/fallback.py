@@ -166,17 +166,22 @@ class FallbackImporter:
                                 callback_needed=True, outcome="silent-unreached")
         elif rec["event"] == "overload":
             # Shed by the dialplan (siaga112-overload): the line already had its limit of
-            # callers. Never reached a human: on the callback list, with the reason.
+            # callers ("full"), or the app had found ARI too slow to serve one more ("slow").
+            # Never reached a human: on the callback list, with the reason.
             limit = str(rec.get("limit") or "?")[:8]
+            if rec.get("why") == "slow":
+                policy = "overload: the app's ARI requests too slow, refused (503)"
+                reason = "overload: app too slow (ARI)"  # <= 40
+            else:
+                policy = f"overload: {limit} callers on the line, refused (503)"
+                reason = f"overload: lines busy ({limit} callers)"  # <= 40
             self.tickets.open(channel, rec.get("caller", ""), at,
-                              caller_key=caller_key(rec.get("caller")),
-                              policy=f"overload: {limit} callers on the line, refused (503)")
-            self.tickets.change(channel, "ended", at, ended_at=at,
-                                end_reason=f"overload: lines busy ({limit} callers)",  # <= 40
+                              caller_key=caller_key(rec.get("caller")), policy=policy)
+            self.tickets.change(channel, "ended", at, ended_at=at, end_reason=reason,
                                 status="abandoned", callback_needed=True, outcome="abandoned",
                                 audit={"limit": limit, "dialled": rec.get("dialled", ""),
+                                       "why": str(rec.get("why") or "full")[:8],
                                        "refused": "503 after the lines_busy prompt"})
-            log.warning("call=%s refused, line full (%s callers): on the callback list",
-                        channel, limit)
+            log.warning("call=%s refused (%s): on the callback list", channel, reason)
         else:
             raise KeyError(f"unknown event {rec['event']!r}")

@@ -79,6 +79,12 @@ def make_web_app(app: App) -> web.Application:
           registry=registry).set_function(lambda: len(app.taskprocessors.high_water_queues))
     Gauge("siaga112_journal_dead", "writes the database refused (see the journal's dead table)",
           registry=registry).set_function(lambda: len(app.writer.failed))
+    Gauge("siaga112_shedding", "1 while new callers are refused because ARI is slow",
+          registry=registry).set_function(lambda: 1 if app.shedder.shedding else 0)
+    Gauge("siaga112_shedding_episodes", "times shedding on ARI latency began since start",
+          registry=registry).set_function(lambda: app.shedder.turned_on)
+    Gauge("siaga112_ari_p90_seconds", "90th percentile of the last seconds' ARI round trips",
+          registry=registry).set_function(lambda: app.shedder.p90_s)
     Gauge("siaga112_callers_waiting", "callers waiting for an operator",
           registry=registry).set_function(lambda: len(app.queue.waiting))
 
@@ -86,6 +92,8 @@ def make_web_app(app: App) -> web.Application:
         body = {"ari_connected": app.events.ready, "db_ok": app.writer.db_ok,
                 "db_backlog": app.writer.backlog, "calls": len(app.registry.calls),
                 "callers_waiting": len(app.queue.waiting), "pid": os.getpid(),
+                # new callers refused on the record while ARI is slow (routing/shedding.py)
+                "shedding": app.shedder.shedding,
                 "last_error": LAST_ERROR.snapshot(),
                 # several nodes: whether this one dispatches through the shared PostgreSQL
                 # (False: it goes on alone, its own callers to its own roster)

@@ -51,10 +51,12 @@ class Stack:
     stranded_sweep_s: float = 15.0
     node: str = ""            # several nodes on one PostgreSQL: this one's name
     node_lease_s: float = 10.0
+    ari_url: str | None = None  # the app's way to ARI, when not straight to Asterisk (a proxy)
 
     def settings(self) -> AppSettings:
         return AppSettings(site=self.site, var_dir=self.var_dir, database_url=self.db_url,
-                           ari_url=self.asterisk.ari_url, ari_user=self.asterisk.rendered.ari_user,
+                           ari_url=self.ari_url or self.asterisk.ari_url,
+                           ari_user=self.asterisk.rendered.ari_user,
                            ari_password=self.asterisk.rendered.ari_password, clock=self.clock,
                            web_port=self.web_port, stranded_sweep_s=self.stranded_sweep_s,
                            node=self.node, node_lease_s=self.node_lease_s)

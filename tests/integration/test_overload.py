@@ -1,4 +1,5 @@
-"""The line full: the dialplan sheds a caller past SIAGA112_MAX_CALLERS with a record (issue 18).
+"""The line full: the dialplan sheds a caller past SIAGA112_MAX_CALLERS with a record (issue 18),
+and, the same way, while the app finds ARI too slow to serve one more caller (issue 17).
 
 Real Asterisk and SIPp: two callers talk to two operators, a third is refused with a 503 after
 the "lines busy" prompt, leaves a fallback record that becomes a ticket on the callback list
@@ -8,6 +9,7 @@ with the reason, and the two calls in progress stay up to their own end.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 from typing import Any
@@ -15,10 +17,20 @@ from typing import Any
 import pytest
 
 from ari_app.ari import AriClient
+from ari_app.routing.shedding import SHED_VARIABLE
 from ari_app.testing.sipp import run_sipp
+from ari_app.testing.tcpproxy import TcpProxy
 from ari_app.tickets.fallback import read_records
 from ari_app.web.callbacks import worklist
-from tests.integration.conftest import WIB, PhoneFactory, Stack, StackFactory, at, until
+from tests.integration.conftest import (
+    WIB,
+    PhoneFactory,
+    Stack,
+    StackFactory,
+    at,
+    replace_site,
+    until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +121,77 @@ async def test_a_caller_past_the_line_limit_is_refused_recorded_and_on_the_callb
                              template={"digit": "1", "key_after_ms": "300"},
                              extra_args=["-d", "300"])
     assert again.ok, again.errors
+
+
+async def shed_until(client: AriClient) -> int:
+    """The deadline the app gave the dialplan for refusing new callers (0: it is not)."""
+    reply = await client.get("asterisk", "variable", variable=SHED_VARIABLE)
+    return int(reply.get("value") or 0)
+
+
+async def test_while_ari_is_slow_new_callers_are_refused_on_the_record_and_taken_again_after(
+    make_stack: StackFactory, phone: PhoneFactory, jepara: Any,
+) -> None:
+    """The app reaches ARI through a proxy that can add latency (an overloaded Asterisk, as far
+    as the app can tell). Slow: the call in progress still reaches its operator, a new caller
+    hears lines-busy, gets a 503 and is on the callback list saying why. Fast again: the app
+    takes the word back by itself and the next caller is answered."""
+    site = replace_site(jepara, queue=dataclasses.replace(
+        jepara.queue, shed_when_ari_p90_ms=400, resume_when_ari_p90_ms=150))
+    _op1, c1 = await phone("operator_answer_wait.xml", name="op1", answer_after_ms="300")
+    _op2, c2 = await phone("operator_answer_wait.xml", name="op2", answer_after_ms="300")
+    stack = await make_stack(site, operators=[("op1", c1), ("op2", c2)], clock=at(10, WIB),
+                             start_app=False)
+    direct = ari(stack)  # the test's own look at Asterisk, never slowed
+    proxy = TcpProxy(stack.site.asterisk.bind, stack.site.asterisk.http_port)
+    stack.ari_url = f"http://127.0.0.1:{await proxy.start()}"
+    try:
+        app = await stack.start_app()
+        assert await shed_until(direct) == 0  # rendered [globals]: not shedding
+        talking = asyncio.create_task(run_sipp(stack.caller(
+            "caller_key_hangup.xml", keys={"caller": TALKING[0]},
+            template={"digit": "1", "key_after_ms": "800"}, extra_args=["-d", "25000"])))
+        await until(lambda: _now(bool(app.registry.calls)))  # the app has taken the caller...
+        proxy.delay_s = 0.8  # ... and serves them through a slow ARI from here on
+        await until(lambda: _at_least(bridged_calls(direct), 1), timeout=40)
+        deadline = await until(lambda: shed_until(direct), timeout=30)
+        assert app.shedder.shedding and app.shedder.p90_s >= 0.4
+        assert deadline > 0
+        shed = await stack.call("caller_refused.xml", keys={"caller": SHED})
+        assert shed.ok, shed.errors  # early media, then 503; never a 200
+        assert await bridged_calls(direct) == 1  # the call in progress is untouched
+        proxy.delay_s = 0.0
+        await until(lambda: _is_zero(shed_until(direct)), timeout=30)
+        assert not app.shedder.shedding and app.shedder.turned_on == 1
+        again = await stack.call("caller_key_hangup.xml", keys={"caller": TALKING[1]},
+                                 template={"digit": "1", "key_after_ms": "300"},
+                                 extra_args=["-d", "300"])
+        assert again.ok, again.errors  # answered: a 200, not a refusal
+        talked = await talking
+        assert talked.ok, talked.errors
+        [record] = [r for r in journal_records(stack) if r["caller"] == SHED]
+        assert (record["event"], record["why"], record["dialled"]) == ("overload", "slow", "112")
+        app.fallback.import_new()
+        await stack.settle()
+        tickets = {t.caller_number: t for t in await stack.tickets()}
+    finally:
+        await direct.close()
+        await stack.stop_app()
+        await proxy.stop()
+    refused = tickets[SHED]
+    assert (refused.status, refused.callback_needed, refused.operator) == ("abandoned", True, None)
+    assert refused.end_reason == "overload: app too slow (ARI)"
+    assert tickets[TALKING[0]].operator in {"op1", "op2"}
+    assert not tickets[TALKING[0]].callback_needed
+    assert tickets[TALKING[1]].answered_at is not None  # taken again once ARI was fast
+
+
+async def _now(value: bool) -> bool:
+    return value
+
+
+async def _is_zero(value: Any) -> bool:
+    return int(await value) == 0
 
 
 async def _at_least(count: Any, n: int) -> bool:

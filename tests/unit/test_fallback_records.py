@@ -149,6 +149,28 @@ async def test_a_caller_shed_by_the_full_line_is_on_the_callback_list_with_the_r
     assert json.loads(ended.detail)["limit"] == "40"
 
 
+async def test_a_caller_shed_because_ari_was_slow_is_on_the_callback_list_saying_so(
+    tmp_path: Path, journal: tuple[Writer, TicketService],
+) -> None:
+    writer, tickets = journal
+    records = tmp_path / "fallback" / "calls.jsonl"
+    records.parent.mkdir()
+    records.write_text(json.dumps({"event": "overload", "at": AT.isoformat(), "uniqueid": "1.10",
+                                   "caller": "081299990004", "dialled": "112",
+                                   "limit": "360", "why": "slow"}) + "\n")
+    assert FallbackImporter(records, writer, tickets).import_new() == 1
+    task = asyncio.create_task(writer.run())
+    await writer.flush(10)
+    task.cancel()
+    async with writer.sessions() as s:
+        [t] = (await s.scalars(select(Ticket))).all()
+        [_opened, ended] = (await s.scalars(select(TicketAudit).order_by(TicketAudit.id))).all()
+    assert (t.status, t.callback_needed, t.caller_number) == ("abandoned", True, "081299990004")
+    assert t.end_reason == "overload: app too slow (ARI)"
+    assert "ARI requests too slow" in (t.policy or "")
+    assert json.loads(ended.detail)["why"] == "slow"
+
+
 async def test_records_are_read_from_the_old_file_and_every_day_file_each_once(
     tmp_path: Path, journal: tuple[Writer, TicketService],
 ) -> None:
