@@ -227,22 +227,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         await stop.wait()
         await app.stop()
 
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(main())
+    asyncio.run(main())
     return 0
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop for the app unless SIAGA112_EVENT_LOOP=asyncio: the app's CPU per call is mostly
-    loop machinery and aiohttp round trips (BENCHMARKS.md, profile), which uvloop does in C."""
-    choice = os.environ.get("SIAGA112_EVENT_LOOP", "uvloop")
-    if choice == "asyncio":
-        return None
-    if choice != "uvloop":
-        raise SystemExit(f"siaga112: SIAGA112_EVENT_LOOP: expected uvloop or asyncio, got {choice!r}")
-    import uvloop
-
-    return uvloop.new_event_loop
 
 
 def _db(args: argparse.Namespace) -> tuple[Any, Any]:
