@@ -36,41 +36,31 @@ class TcpProxy:
             return
         self._writers.update((writer, up_writer))
         pipes = [asyncio.create_task(self._pipe(reader, up_writer)),
-                 asyncio.create_task(self._late_pipe(up_reader, writer))]
+                 asyncio.create_task(self._pipe(up_reader, writer, late=True))]
         self._pipes.update(pipes)
         await asyncio.gather(*pipes, return_exceptions=True)
         self._pipes.difference_update(pipes)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-            self._writers.discard(writer)
-
-    async def _late_pipe(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
-        """Like _pipe, each chunk held until ``delay_s`` after it arrived (read as it arrives,
-        so a slow answer does not hold up the ones behind it longer than the delay)."""
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                    late: bool = False) -> None:
+        """Copy ``reader`` to ``writer``; with ``late``, each chunk is held until ``delay_s``
+        after it arrived (read as it arrives, so a slow answer does not hold up the ones behind
+        it longer than the delay)."""
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-        sender = asyncio.create_task(self._send_late(chunks, writer))
+        sender = asyncio.create_task(self._send(chunks, writer))
         try:
             while data := await reader.read(65536):
-                chunks.put_nowait((loop.time() + self.delay_s, data))
+                chunks.put_nowait((loop.time() + (self.delay_s if late else 0.0), data))
         except (ConnectionError, OSError):
             pass
         except asyncio.CancelledError:
             sender.cancel()
             raise
-        chunks.put_nowait((0.0, b""))  # upstream closed: send what is left, then close
+        chunks.put_nowait((0.0, b""))  # the reader closed: send what is left, then close
         await sender
 
-    async def _send_late(self, chunks: asyncio.Queue[tuple[float, bytes]],
+    async def _send(self, chunks: asyncio.Queue[tuple[float, bytes]],
                          writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
         try:
