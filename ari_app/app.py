@@ -121,7 +121,7 @@ class App:
                              node=site.stasis_app)
         self.ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password)
         self.registry = CallRegistry(self.ari, self._handle)
-        self.shedder = Shedder(self.ari, self.ari.round_trips, ShedPolicy(
+        self.shedder = Shedder(self.ari, ShedPolicy(
             above_s=site.queue.shed_when_ari_p90_ms / 1000,
             below_s=site.queue.resume_when_ari_p90_ms / 1000))
         self.states = OperatorStates(self.writer, settings.clock.now)
@@ -177,10 +177,10 @@ class App:
         self.fallback.import_new()
         self._close_lost_calls(set(channel_ids))
         await self._holding_bridge()
-        if self.shedder.policy.enabled:
-            await self.shedder.clear()
         await self.roster.refresh()
         await self._adopt(channel_ids)
+        if self.shedder.policy.enabled:  # after the callers: a word a dead app left lapses anyway
+            await self.shedder.clear()
         self._reconcile_now.set()  # after adoption: callers first, records next
 
     def _close_lost_calls(self, present: set[str]) -> None:

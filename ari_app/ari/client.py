@@ -41,7 +41,7 @@ class AriClient:
         self._headers = {"Authorization": f"Basic {token}"}
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._session: aiohttp.ClientSession | None = None
-        self.round_trips = RoundTrips()  # how slow ARI is now (calls/shedding.py reads it)
+        self.round_trips = RoundTrips()  # how slow ARI is now (routing/shedding.py reads it)
 
     @property
     def session(self) -> aiohttp.ClientSession:

@@ -53,9 +53,10 @@ class ShedPolicy:
 class Shedder:
     """Decides from the round trips once a tick, and keeps Asterisk's variable in step."""
 
-    def __init__(self, ari: AriClient, trips: RoundTrips, policy: ShedPolicy, *,
+    def __init__(self, ari: AriClient, policy: ShedPolicy, *,
                  every_s: float = 1.0, wall: Callable[[], float] = time.time) -> None:
-        self.ari, self.trips, self.policy = ari, trips, policy
+        self.ari, self.policy = ari, policy
+        self.trips: RoundTrips = ari.round_trips  # the client times every request it makes
         self.every_s, self.wall = every_s, wall
         self.shedding = False
         self.p90_s = 0.0

@@ -90,6 +90,7 @@ async def test_a_caller_past_the_line_limit_is_refused_recorded_and_on_the_callb
         assert result.ok, result.errors
     [record] = [r for r in journal_records(stack) if r["caller"] == SHED]
     assert (record["event"], record["limit"], record["dialled"]) == ("overload", "2", "112")
+    assert record["why"] == "full"  # the dialplan's fourth argument, through either AGI way
     if agi_log is not None:
         assert f"call={record['uniqueid']} fallback_log done" in agi_log.read_text()
     stack.app.fallback.import_new()

@@ -60,7 +60,8 @@ def test_a_request_still_open_counts_with_its_age() -> None:
 class FakeAri:
     """Records what the shedder tells Asterisk; can refuse like an Asterisk going away."""
 
-    def __init__(self) -> None:
+    def __init__(self, trips: RoundTrips) -> None:
+        self.round_trips = trips
         self.told: list[dict[str, Any]] = []
         self.refuse = False
 
@@ -70,16 +71,17 @@ class FakeAri:
         self.told.append({"path": path, **params})
 
 
-def shedder(clock: Clock, trips: RoundTrips, ari: FakeAri) -> Shedder:
-    return Shedder(ari, trips,  # type: ignore[arg-type]
+def shedder(ari: FakeAri) -> Shedder:
+    return Shedder(ari,  # type: ignore[arg-type]
                    ShedPolicy(above_s=2.0, below_s=0.5, min_samples=5, hold_s=5.0),
                    wall=lambda: 1_765_000_000.0)
 
 
 async def test_slow_ari_turns_shedding_on_renews_it_and_turns_it_off_when_fast_again() -> None:
-    clock, ari = Clock(), FakeAri()
+    clock = Clock()
     trips = trips_with(clock, [0.02] * 10)
-    shed = shedder(clock, trips, ari)
+    ari = FakeAri(trips)
+    shed = shedder(ari)
     await shed.tick()
     assert not shed.shedding and ari.told == []  # nothing to say while fast
     burst(trips, clock, 10, 2.5)
@@ -104,15 +106,17 @@ async def test_slow_ari_turns_shedding_on_renews_it_and_turns_it_off_when_fast_a
 
 
 async def test_a_few_slow_requests_are_not_a_trend() -> None:
-    clock, ari = Clock(), FakeAri()
-    shed = shedder(clock, trips_with(clock, [3.0] * 4), ari)
+    clock = Clock()
+    ari = FakeAri(trips_with(clock, [3.0] * 4))
+    shed = shedder(ari)
     await shed.tick()
     assert not shed.shedding and ari.told == []
 
 
 async def test_shedding_ends_when_nothing_is_measured_any_more() -> None:
-    clock, ari = Clock(), FakeAri()
-    shed = shedder(clock, trips_with(clock, [3.0] * 6), ari)
+    clock = Clock()
+    ari = FakeAri(trips_with(clock, [3.0] * 6))
+    shed = shedder(ari)
     await shed.tick()
     assert shed.shedding
     clock.now += 10  # every call ended: no request open, none in the window
@@ -123,9 +127,10 @@ async def test_shedding_ends_when_nothing_is_measured_any_more() -> None:
 async def test_asterisk_refusing_the_word_is_logged_not_raised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock, ari = Clock(), FakeAri()
+    clock = Clock()
+    ari = FakeAri(trips_with(clock, [3.0] * 6))
     ari.refuse = True
-    shed = shedder(clock, trips_with(clock, [3.0] * 6), ari)
+    shed = shedder(ari)
     await shed.tick()
     assert shed.shedding
     assert f"could not set {SHED_VARIABLE}" in caplog.text
