@@ -58,6 +58,7 @@ async def resume(ctx: CallContext, call: Call, outcome: Outcome) -> None:
             log.warning("%s adopted with operator=%s alone in the call's bridge: joining them",
                         call.tag, operator)
             await connect.unhold(ctx, call)
+            await call.end_ringback()
             try:
                 await ctx.ari.post("bridges", bridge["id"], "addChannel", channel=call.id)
             except (NotFound, BadRequest) as exc:

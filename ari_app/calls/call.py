@@ -37,6 +37,10 @@ class Call:
         # only put there by ``connect.hold``; None (unknown) for one that was up before us, e.g.
         # adopted after a restart, whom ``connect.unhold`` takes out whatever the dead app did.
         self.on_hold: bool | None = None if self.up_at_start else False
+        # The dialplan's ringback tone (Playtones, a channel generator) still sounds after our
+        # answer until a prompt replaces it or ``end_ringback`` stops it (see ``answer``). A
+        # channel up before us (adopted after a restart) may still have it: assumed so.
+        self.ringback = self.up_at_start
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.gone = False
         self.hangup_cause: int | None = None
@@ -144,8 +148,21 @@ class Call:
             return  # answered before Stasis() or before a restart: no ARI round trip
         try:
             await self.ari.post("channels", self.id, "answer")
-            # The dialplan plays a ringback tone until the app answers (dialplan/20-emergency):
-            # stop it so that only the app's prompts are heard from here on.
+        except (NotFound, NotInStasis) as exc:
+            raise CallerHungUp(self.id) from exc
+        # The dialplan plays a ringback tone until the app answers (dialplan/20-emergency). The
+        # greeting, which follows at once, ends it: Asterisk stops a channel's generator when a
+        # file stream starts on it (main/file.c, on 16 and 22 alike). So no ARI round trip
+        # here; ``end_ringback`` stops it where a caller would meet something else first.
+        self.ringback = True
+
+    async def end_ringback(self) -> None:
+        """Stop the dialplan's ringback tone if no prompt has replaced it yet: before the caller
+        is bridged or held, where it would sound on top of the operator or the music."""
+        if not self.ringback:
+            return
+        self.ringback = False
+        try:
             await self.ari.delete("channels", self.id, "ring")
         except (NotFound, NotInStasis) as exc:
             raise CallerHungUp(self.id) from exc
@@ -154,6 +171,7 @@ class Call:
         playback_id = f"{self.id}-p{self._plays}"
         self._plays += 1
         self.playing.add(playback_id)
+        self.ringback = False  # the prompt's file stream takes the ringback tone's place
         # Shielded: a cancelled menu must not leave a request in flight that starts a prompt
         # after stop_playbacks() has run (the caller would hear it over the operator).
         request = asyncio.create_task(

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from ari_app.ari import AriError, BadRequest, NotFound, Unprocessable
+from ari_app.ari import AriError, BadRequest, NotFound, NotInStasis, Unprocessable
 from ari_app.calls.call import Call, CallerHungUp
 from ari_app.calls.context import CallContext
 from ari_app.routing.queue import Waiting
@@ -35,6 +35,7 @@ class Connected:
 
 async def hold(ctx: CallContext, call: Call) -> None:
     """Put the caller in the site's holding bridge (music on hold for everyone waiting)."""
+    await call.end_ringback()  # the holding bridge's music, not the ringback under it
     call.on_hold = True  # before the request: an unhold that races it must still undo it
     try:
         await ctx.ari.post("bridges", ctx.holding_bridge, "addChannel", channel=call.id,
@@ -160,6 +161,23 @@ async def bridge(ctx: CallContext, call: Call, operator: str, op_channel: str) -
     bridge_id = f"call-{call.id}"
     # dtmf_events: the operator's keypad must reach the app (agency conference codes).
     await ctx.ari.post("bridges", bridge_id, type="mixing,dtmf_events", name=f"112 {call.id}")
+    try:
+        await call.end_ringback()
+    except CallerHungUp:
+        await _hangup(ctx, op_channel)
+        await _destroy(ctx, bridge_id)
+        raise
+    if call.on_hold is False:
+        # Most calls (the operator answered during the menu): both legs in one request. ARI
+        # checks every channel before it adds any, so a refusal means neither is in the
+        # bridge, and the steps below, one leg at a time, find out which one left.
+        try:
+            await ctx.ari.post("bridges", bridge_id, "addChannel",
+                               channel=f"{op_channel},{call.id}")
+            return Connected(operator, op_channel, bridge_id)
+        except (NotFound, BadRequest, Unprocessable, NotInStasis) as exc:
+            log.info("%s operator=%s: both legs not bridged at once (%s); one at a time",
+                     call.tag, operator, exc)
     try:
         await ctx.ari.post("bridges", bridge_id, "addChannel", channel=op_channel)
     except (NotFound, BadRequest):
