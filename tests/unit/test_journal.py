@@ -368,3 +368,53 @@ async def test_an_idle_writer_always_stops_when_cancelled(
             assert task in done and task.cancelled(), f"attempt {attempt}: the writer went on"
     finally:
         writer.close()
+
+
+async def test_under_load_partial_batches_wait_their_gap_and_a_full_batch_goes_at_once(
+    tmp_path: Path,
+) -> None:
+    """A batch (one transaction) costs the writer about as much as several writes: while
+    writes keep coming, a partial batch begins at most every ``batch_gap`` seconds, but a full
+    batch (a backlog) never waits, and a lone write after idle lands after the short window."""
+    url = await _main_db(tmp_path)
+    writer = Writer(sessions(make_engine(url)), tmp_path / "journal.db", node="n1",
+                    batch_size=10, batch_gap=30.0)
+    writer.register("rec", lambda s, p: s.add(CallRecord(channel_id=p["id"], site="t",
+                                                           started_at=p["at"])))
+    at = datetime(2025, 5, 19, 3, 0, tzinfo=UTC)
+    task = asyncio.create_task(writer.run())
+    try:
+        writer.submit("rec", {"id": "w0", "at": at})  # after idle: within the window
+        await writer.flush(10)
+        assert writer.batches == 1
+        for i in range(1, 11):  # a full batch right after: not held for the 30 s gap
+            writer.submit("rec", {"id": f"w{i}", "at": at})
+        await writer.flush(10)
+        assert writer.batches == 2 and writer.backlog == 0
+        writer.submit("rec", {"id": "w11", "at": at})  # a partial one: waits for its gap
+        with pytest.raises(TimeoutError):
+            await writer.flush(0.5)
+        assert writer.batches == 2 and writer.backlog == 1
+    finally:
+        task.cancel()
+        writer.close()
+
+    # Paced: 60 writes arriving over 0.6 s, with a 0.2 s gap, go in a handful of transactions
+    # (with the old 50 ms window alone they took one each 50-60 ms: about a dozen).
+    paced = Writer(sessions(make_engine(url)), tmp_path / "journal2.db", node="n2",
+                   batch_gap=0.2)
+    paced.register("rec", lambda s, p: s.add(CallRecord(channel_id=p["id"], site="t",
+                                                          started_at=p["at"])))
+    task = asyncio.create_task(paced.run())
+    try:
+        for i in range(60):
+            paced.submit("rec", {"id": f"p{i}", "at": at})
+            await asyncio.sleep(0.01)
+        await paced.flush(10)
+        assert paced.applied == 60 and paced.batches <= 6
+    finally:
+        task.cancel()
+        paced.close()
+    async with paced.sessions() as s:
+        ids = list((await s.scalars(select(CallRecord.channel_id).order_by(CallRecord.id))).all())
+    assert ids == ["w0", *[f"w{i}" for i in range(1, 11)], *[f"p{i}" for i in range(60)]]
