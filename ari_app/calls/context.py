@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ class CallContext:
     holding_bridge: str = ""
     cel: CelRecord | None = None  # Asterisk's own record: what happened while no app watched
     links: dict[str, Any] = field(default_factory=dict)  # caller id → its Connected, while bridged
+
+    def together(self) -> AbstractContextManager[None]:
+        """The call's writes in the block (no await inside) share one journal commit."""
+        return self.tickets.writer.together()
 
     def sound(self, name: str, language: str | None = None) -> str:
         lang = language or self.site.languages[0]

@@ -118,8 +118,9 @@ async def answer(ctx: CallContext, call: Call) -> datetime:
     """Answer the caller and record when, on the call row and the ticket."""
     await call.answer()
     now = ctx.clock.now()
-    ctx.calls.answered(call.id, now)
-    ctx.tickets.change(call.id, "answered", now, answered_at=now)
+    with ctx.together():
+        ctx.calls.answered(call.id, now)
+        ctx.tickets.change(call.id, "answered", now, answered_at=now)
     return now
 
 
@@ -134,18 +135,18 @@ async def serve_caller(ctx: CallContext, call: Call) -> None:
     clock = ctx.clock
     dialled = call.args[1] if len(call.args) > 1 else ""
     arrived = clock.now()
-    ctx.calls.opened(call.id, call.caller, dialled, arrived)
-    key = ctx.locations.call_arrived(call.id, call.caller, arrived)
-    recording = dialplan_recording(call)
-    ctx.tickets.open(call.id, call.caller, arrived, caller_key=key,
-                     attach_locations_since=arrived - ctx.locations.before,
-                     on_reference=lambda ref: setattr(call, "ticket_ref", ref),
-                     recording_path=recording)
-    locating = asyncio.create_task(silent.carrier_location(ctx, call))
     screening = Screening.from_args(call.args)
-    ctx.tickets.change(call.id, "screening", arrived,
-                       policy=f"screen: {screening.flags or 'unscreened'}",
-                       audit={"flags": screening.flags, "screen_ms": screening.ms})
+    with ctx.together():  # the call row, its ticket and the screening: one journal commit
+        ctx.calls.opened(call.id, call.caller, dialled, arrived)
+        key = ctx.locations.call_arrived(call.id, call.caller, arrived)
+        ctx.tickets.open(call.id, call.caller, arrived, caller_key=key,
+                         attach_locations_since=arrived - ctx.locations.before,
+                         on_reference=lambda ref: setattr(call, "ticket_ref", ref),
+                         recording_path=dialplan_recording(call))
+        ctx.tickets.change(call.id, "screening", arrived,
+                           policy=f"screen: {screening.flags or 'unscreened'}",
+                           audit={"flags": screening.flags, "screen_ms": screening.ms})
+    locating = asyncio.create_task(silent.carrier_location(ctx, call))
     ctx.live.publish(call.id, "arrived", caller=call.caller, at=arrived.isoformat())
     log.info("%s from=%s dialled=%s arrived", call.tag, call.caller, dialled)
     outcome = Outcome()
@@ -177,10 +178,11 @@ async def serve_caller(ctx: CallContext, call: Call) -> None:
         log.info("%s caller hung up", call.tag)
     finally:
         locating.cancel()
-        if watching is not None:
-            watching.cancel()
-            silent.at_end(ctx, call)
-        _close(ctx, call, outcome)
+        with ctx.together():  # the call's last writes: one journal commit
+            if watching is not None:
+                watching.cancel()
+                silent.at_end(ctx, call)
+            _close(ctx, call, outcome)
         ctx.locations.call_ended(call.id, call.caller)
 
 

@@ -10,7 +10,9 @@ entry's sequence number is recorded in the same transaction (journal_applied), s
 journal after a crash applies nothing twice.
 
 Durability of an append: the INSERT is committed before submit() returns, so the entry survives
-the app being killed (it is in the WAL file, in the kernel's page cache). A power cut is covered
+the app being killed (it is in the WAL file, in the kernel's page cache); the writes one call
+event makes at once (``Writer.together``, a block with no await) share one commit at the end of
+the block, before the call goes on to anything else. A power cut is covered
 by a syncer thread that fsyncs the WAL right after appends, off the event loop: appends that
 arrive during one fsync share the next (group commit), and ``Journal.wait_synced`` tells when an
 entry is on disk. The event loop itself never waits for a disk flush.
@@ -26,8 +28,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -200,6 +203,8 @@ class Journal:
         self.appended_seq = 0  # last seq appended by this process
         self.synced_seq = 0  # last seq known to be fsync'ed
         self.syncs = 0
+        self._grouped = False  # inside group(): appends wait for its one commit
+        self._group_seq = 0
         self._cond = threading.Condition()
         self._closing = False
         self._syncer = threading.Thread(target=self._sync_loop, name=f"journal-sync {path.name}",
@@ -211,10 +216,35 @@ class Journal:
                               (kind, json.dumps(payload, default=_encode), time.time()))
         self.size += 1
         seq = int(cur.lastrowid or 0)
+        if self._grouped:
+            self._group_seq = seq  # committed, and handed to the syncer, when the group ends
+        else:
+            self._appended(seq)
+        return seq
+
+    def _appended(self, seq: int) -> None:
         with self._cond:
             self.appended_seq = max(self.appended_seq, seq)
             self._cond.notify_all()
-        return seq
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """The appends made in the block share one commit (one write into the WAL, where each
+        append was one): for the writes one call event makes at once. The block must not
+        await: its entries are committed when it ends, before the caller's code goes on. An
+        error inside still commits what was appended before it."""
+        if self._grouped:  # nested: the outer group commits
+            yield
+            return
+        self.db.execute("BEGIN")
+        self._grouped, self._group_seq = True, 0
+        try:
+            yield
+        finally:
+            self._grouped = False
+            self.db.execute("COMMIT")
+            if self._group_seq:
+                self._appended(self._group_seq)
 
     def _sync_loop(self) -> None:
         wal = Path(f"{self.path}-wal")
@@ -383,6 +413,10 @@ class Writer:
         if on_done is not None:
             self.callbacks[seq] = on_done
         self._wakeup.set()
+
+    def together(self) -> AbstractContextManager[None]:
+        """Writes submitted in the block share one journal commit (see ``Journal.group``)."""
+        return self.journal.group()
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Wait until everything submitted so far is in the database (tests, shutdown)."""

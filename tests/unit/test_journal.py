@@ -418,3 +418,33 @@ async def test_under_load_partial_batches_wait_their_gap_and_a_full_batch_goes_a
     async with paced.sessions() as s:
         ids = list((await s.scalars(select(CallRecord.channel_id).order_by(CallRecord.id))).all())
     assert ids == ["w0", *[f"w{i}" for i in range(1, 11)], *[f"p{i}" for i in range(60)]]
+
+
+def test_writes_made_together_share_one_commit_and_an_error_keeps_them(tmp_path: Path) -> None:
+    """A call event's writes (the call row, the ticket, its screening) are one commit: another
+    reader sees none of them during the block and all of them after it; a failure inside the
+    block keeps what was appended before it; and the syncer makes them durable as one."""
+    journal = Journal(tmp_path / "journal.db")
+    other = sqlite3.connect(tmp_path / "journal.db")
+    try:
+        def seen() -> int:
+            return int(other.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+        with journal.group():
+            journal.append("a", {"n": 1})
+            with journal.group():  # nested: still the outer block's commit
+                journal.append("b", {"n": 2})
+            journal.append("c", {"n": 3})
+            assert seen() == 0 and journal.appended_seq == 0
+        assert seen() == 3 and journal.appended_seq == 3
+        assert journal.wait_synced(3, timeout=10)
+        with pytest.raises(RuntimeError), journal.group():
+            journal.append("d", {"n": 4})
+            raise RuntimeError("the call's code failed half-way")
+        assert seen() == 4 and journal.appended_seq == 4
+        assert [k for _, k, _ in journal.pending()] == ["a", "b", "c", "d"]
+        journal.append("e", {"n": 5})  # outside a block: committed at once, as before
+        assert seen() == 5
+    finally:
+        other.close()
+        journal.close()
