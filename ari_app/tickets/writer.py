@@ -360,7 +360,7 @@ class Writer:
                  batch_gap: float = BATCH_GAP_S) -> None:
         self.sessions = sessions
         self.batch_size, self.batch_window, self.batch_gap = batch_size, batch_window, batch_gap
-        self.batches = 0  # transactions that applied journal entries (bench, /metrics)
+        self.batches = 0  # transactions that applied journal entries
         self._batch_began = -batch_gap  # loop time the last batch began
         engine = sessions.kw["bind"]
         self._sync: sessionmaker[Session] | None = None
