@@ -11,44 +11,21 @@ tests/integration/test_call_flow.py and the other call tests.)
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
-from ari_app.ari import AriClient, NotFound
+from ari_app.ari import AriClient
 from ari_app.calls import connect
 from ari_app.calls.call import Call, CallerHungUp
 from ari_app.calls.context import CallContext
+from tests.unit.ari_recorder import Recorder
 
 BRIDGE = "bridges/call-c1"
 
 
-class Recorder:
-    """Stands in for AriClient: records (method, path, channel) of each request. ``gone``:
-    channels ARI no longer knows (a request naming one of them is refused with 404)."""
-
-    def __init__(self, gone: set[str] | None = None) -> None:
-        self.requests: list[tuple[str, str, str]] = []
-        self.gone = gone or set()
-
-    async def _request(self, method: str, *path: str, **params: Any) -> Any:
-        joined = "/".join(path)
-        channel = str(params.get("channel", ""))
-        self.requests.append((method, joined, channel))
-        named = set(channel.split(",")) | set(path)
-        if named & self.gone:
-            raise NotFound(method, joined, 404, "Channel not found")
-        return {}
-
-    async def post(self, *path: str, **params: Any) -> Any:
-        return await self._request("POST", *path, **params)
-
-    async def delete(self, *path: str, **params: Any) -> Any:
-        return await self._request("DELETE", *path, **params)
-
-
 def setup(gone: set[str] | None = None) -> tuple[Recorder, CallContext, Call]:
-    ari = Recorder(gone)
+    ari = Recorder(gone=gone)
     call = Call(cast(AriClient, ari), {"id": "c1", "state": "Ring", "caller": {"number": "0812"}},
                 [])
     ctx = cast(CallContext, SimpleNamespace(ari=ari, holding_bridge="hold-jepara"))
@@ -61,7 +38,7 @@ async def test_answer_then_greeting_then_operator_stops_no_tone_by_request() -> 
     await call.play("sound:greeting")
     link = await connect.bridge(ctx, call, "op1", "c1-op")
     assert link is not None and link.bridge_id == "call-c1"
-    assert ari.requests == [("POST", "channels/c1/answer", ""),
+    assert ari.sent() == [("POST", "channels/c1/answer", ""),
                             ("POST", "channels/c1/play", ""),
                             ("POST", BRIDGE, ""),
                             ("POST", f"{BRIDGE}/addChannel", "c1-op,c1")]
@@ -71,7 +48,7 @@ async def test_a_caller_bridged_before_any_prompt_has_the_ringback_stopped_first
     ari, ctx, call = setup()
     await call.answer()
     await connect.bridge(ctx, call, "op1", "c1-op")
-    paths = [(m, p) for m, p, _ in ari.requests]
+    paths = ari.requests
     assert paths.index(("DELETE", "channels/c1/ring")) < paths.index(("POST",
                                                                      f"{BRIDGE}/addChannel"))
     assert paths.count(("DELETE", "channels/c1/ring")) == 1
@@ -82,7 +59,7 @@ async def test_a_caller_held_before_any_prompt_hears_the_music_not_the_ringback(
     await call.answer()
     await connect.hold(ctx, call)
     await connect.hold(ctx, call)  # held again later: the tone is long gone, no request
-    assert [(m, p) for m, p, _ in ari.requests] == [
+    assert ari.requests == [
         ("POST", "channels/c1/answer"), ("DELETE", "channels/c1/ring"),
         ("POST", "bridges/hold-jepara/addChannel"), ("POST", "bridges/hold-jepara/addChannel")]
 
@@ -93,7 +70,7 @@ async def test_a_held_caller_leaves_the_holding_bridge_before_joining_the_operat
     await call.play("sound:greeting")
     await connect.hold(ctx, call)
     await connect.bridge(ctx, call, "op1", "c1-op")
-    assert ari.requests[-4:] == [("POST", BRIDGE, ""),
+    assert ari.sent()[-4:] == [("POST", BRIDGE, ""),
                                  ("POST", f"{BRIDGE}/addChannel", "c1-op"),
                                  ("POST", "bridges/hold-jepara/removeChannel", "c1"),
                                  ("POST", f"{BRIDGE}/addChannel", "c1")]
@@ -103,7 +80,7 @@ async def test_an_operator_gone_before_the_bridge_is_found_one_leg_at_a_time() -
     ari, ctx, call = setup(gone={"c1-op"})
     await call.play("sound:greeting")
     assert await connect.bridge(ctx, call, "op1", "c1-op") is None
-    assert ari.requests[-3:] == [("POST", f"{BRIDGE}/addChannel", "c1-op,c1"),
+    assert ari.sent()[-3:] == [("POST", f"{BRIDGE}/addChannel", "c1-op,c1"),
                                  ("POST", f"{BRIDGE}/addChannel", "c1-op"),
                                  ("DELETE", BRIDGE, "")]
 
@@ -112,5 +89,5 @@ async def test_a_caller_gone_before_the_bridge_ends_the_operator_leg_too() -> No
     ari, ctx, call = setup(gone={"c1"})
     with pytest.raises(CallerHungUp):
         await connect.bridge(ctx, call, "op1", "c1-op")
-    assert ("DELETE", "channels/c1-op", "") in ari.requests
-    assert ari.requests[-1] == ("DELETE", BRIDGE, "")
+    assert ("DELETE", "channels/c1-op", "") in ari.sent()
+    assert ari.sent()[-1] == ("DELETE", BRIDGE, "")

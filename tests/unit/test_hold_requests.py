@@ -9,35 +9,15 @@ tests/integration/test_queue_hold.py and test_call_flow.py.)
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
-from ari_app.ari import AriClient, Unprocessable
+from ari_app.ari import AriClient
 from ari_app.calls import connect
 from ari_app.calls.call import Call
 from ari_app.calls.context import CallContext
-
-
-class Recorder:
-    """Stands in for AriClient: records each request; ``fail`` makes a path refuse."""
-
-    def __init__(self, fail: set[str] | None = None) -> None:
-        self.requests: list[tuple[str, str]] = []
-        self.fail = fail or set()
-
-    async def _request(self, method: str, *path: str, **params: Any) -> Any:
-        joined = "/".join(path)
-        self.requests.append((method, joined))
-        if joined in self.fail:
-            raise Unprocessable(method, joined, 422, "Channel not in bridge")
-        return {}
-
-    async def post(self, *path: str, **params: Any) -> Any:
-        return await self._request("POST", *path, **params)
-
-    async def delete(self, *path: str, **params: Any) -> Any:
-        return await self._request("DELETE", *path, **params)
+from tests.unit.ari_recorder import Recorder
 
 
 def setup(state: str, fail: set[str] | None = None) -> tuple[Recorder, CallContext, Call]:
