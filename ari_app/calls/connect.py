@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -161,12 +162,8 @@ async def bridge(ctx: CallContext, call: Call, operator: str, op_channel: str) -
     bridge_id = f"call-{call.id}"
     # dtmf_events: the operator's keypad must reach the app (agency conference codes).
     await ctx.ari.post("bridges", bridge_id, type="mixing,dtmf_events", name=f"112 {call.id}")
-    try:
+    with contextlib.suppress(CallerHungUp):  # a caller gone: the addChannel below finds it
         await call.end_ringback()
-    except CallerHungUp:
-        await _hangup(ctx, op_channel)
-        await _destroy(ctx, bridge_id)
-        raise
     if call.on_hold is False:
         # Most calls (the operator answered during the menu): both legs in one request. ARI
         # checks every channel before it adds any, so a refusal means neither is in the

@@ -91,3 +91,13 @@ async def test_a_caller_gone_before_the_bridge_ends_the_operator_leg_too() -> No
         await connect.bridge(ctx, call, "op1", "c1-op")
     assert ("DELETE", "channels/c1-op", "") in ari.sent()
     assert ari.sent()[-1] == ("DELETE", BRIDGE, "")
+
+
+async def test_a_caller_gone_while_the_ringback_is_stopped_ends_the_operator_leg_too() -> None:
+    ari, ctx, call = setup()
+    await call.answer()
+    ari.gone = {"c1"}  # hung up after the answer, before any prompt
+    with pytest.raises(CallerHungUp):
+        await connect.bridge(ctx, call, "op1", "c1-op")
+    assert ("DELETE", "channels/c1/ring", "") in ari.sent()
+    assert ari.sent()[-2:] == [("DELETE", "channels/c1-op", ""), ("DELETE", BRIDGE, "")]
