@@ -1,4 +1,4 @@
-"""python -m bench run --target app|twin|both --rates 2,4,8 --duration 40 [--quick]
+"""python -m bench run --target app|twin|twin-human|both|all --rates 2,4,8 --duration 40 [--quick]
    python -m bench human [--quick]   (time to a human, from SIPp timestamps)
    python -m bench edge --rates 4,8,12 --duration 40 [--quick]   (Kamailio + 2 nodes vs 1 node)"""
 
@@ -24,7 +24,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="drive the 112 call mix at the app and/or the twin")
-    r.add_argument("--target", choices=("app", "twin", "both"), default="both")
+    r.add_argument("--target", choices=("app", "twin", "twin-human", "both", "all"),
+                   default="both", help="both: app and twin; all: app, twin and the human-first "
+                   "twin (the operator rung during the menu, as the app does; Asterisk >= 20)")
     r.add_argument("--rates", default="2,4,8",
                    help="comma-separated ladder of call rates (calls per second)")
     r.add_argument("--rate", type=float, help="a single rate (instead of --rates)")
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_human(args, argv)
     if args.command == "edge":
         return main_edge(args, argv)
-    targets = ["app", "twin"] if args.target == "both" else [args.target]
+    targets = {"both": ["app", "twin"],
+               "all": ["app", "twin", "twin-human"]}.get(args.target, [args.target])
     if args.quick:
         rates, duration, timing = [1.0], 4.0, Timing.quick()
     else:
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         build(work / "sounds")
         stopped: set[str] = set()
         for rate in sorted(rates):
-            for target in targets:  # alternating: app then twin at each rate, never together
+            for target in targets:  # alternating: app then the twins at each rate, never together
                 if target in stopped:
                     continue
                 log.info("step: %s at %g cps for %gs", target, rate, duration)

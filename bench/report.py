@@ -122,12 +122,16 @@ def plot(steps: Steps, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, attr, title in ((axes[0], "invite_200_ms", "INVITE → 200 OK"),
                             (axes[1], "key_to_operator_ms", "key → operator INVITE (ringing)")):
-        for target, colour in (("app", "tab:red"), ("twin", "tab:blue")):
+        for target, colour in (("app", "tab:red"), ("twin", "tab:blue"),
+                               ("twin-human", "tab:green")):
             pts = sorted((s for s in steps if s.target == target), key=lambda s: s.rate)
-            rates = [s.rate for s in pts if getattr(s, attr)]
             for p, style in ((50, "-o"), (99, "--^")):
-                ys = [pct(getattr(s, attr), p) for s in pts if getattr(s, attr)]
-                ax.plot(rates, ys, style, color=colour, label=f"{target} p{p}")
+                # A log scale shows only positive times: with the operator rung during the menu
+                # the phone often rings before the key (negative key → operator).
+                xy = [(s.rate, y) for s in pts if (y := pct(getattr(s, attr), p)) and y > 0]
+                if xy:
+                    ax.plot([x for x, _ in xy], [y for _, y in xy], style, color=colour,
+                            label=f"{target} p{p}")
         ax.set_title(title)
         ax.set_xlabel("offered load (calls per second)")
         ax.set_ylabel("ms (log scale)")
@@ -147,8 +151,12 @@ def write(steps: Steps, out: Path, command: str, extra: dict[str, Any]) -> Path:
     info = machine()
     k_app, k_twin = knee(steps, "app"), knee(steps, "twin")
     ratio = (k_app / k_twin) if k_app and k_twin else None
-    data = {"machine": info, "command": command, "knee": {"app": k_app, "twin": k_twin},
-            "knee_ratio_app_over_twin": ratio, "steps": [s.to_json() for s in steps]} | extra
+    k_human = knee(steps, "twin-human")
+    ratio_human = (k_app / k_human) if k_app and k_human else None
+    data = {"machine": info, "command": command,
+            "knee": {"app": k_app, "twin": k_twin, "twin-human": k_human},
+            "knee_ratio_app_over_twin": ratio, "knee_ratio_app_over_twin_human": ratio_human,
+            "steps": [s.to_json() for s in steps]} | extra
     (out / "results.json").write_text(json.dumps(data, indent=1))
     plot(steps, out / "latency.png")
     md = [f"# Bench report\n\nCommand: `{command}`\n",
@@ -156,6 +164,9 @@ def write(steps: Steps, out: Path, command: str, extra: dict[str, Any]) -> Path:
           table(steps), "\nApp-side timestamps (the app's own ticket audit):\n", app_side(steps),
           f"\nKnee (highest passing rate of the ladder): app {_f(k_app, 1)} cps, "
           f"twin {_f(k_twin, 1)} cps; ratio app/twin {_f(ratio, 2)}\n"]
+    if any(s.target == "twin-human" for s in steps):
+        md.append(f"Human-first twin (the operator rung during the menu, as the app does): knee "
+                  f"{_f(k_human, 1)} cps; ratio app/twin-human {_f(ratio_human, 2)}\n")
     agi = extra.get("agi_screening")
     if isinstance(agi, dict):
         md.append(f"\nAGI screening: {agi.get('summary', '')}\n")

@@ -2,7 +2,8 @@
 
 Both targets use the same rendered configuration (the project's config/ and dialplan/, the
 same operators, plus bench/twin.conf); only the dialled number differs: 112 enters the app's
-Stasis path, 9112 the dialplan twin. The app runs as `python -m ari_app.cli serve`, a separate
+Stasis path, 9112 the dialplan twin, 9113 the human-first twin (the operator rung during the
+menu, as the app does). The app runs as `python -m ari_app.cli serve`, a separate
 process, so its CPU and memory are its own.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from ari_app.clock import Clock
 from ari_app.config import PROJECT_ROOT, Site, load_site
+from ari_app.pbx.installation import installation
 from ari_app.pbx.render import OperatorEndpoint
 from ari_app.routing.operators import add_operator, add_shift, endpoints
 from ari_app.testing.agi_server import start_agi_server, stop_agi_server
@@ -38,7 +40,9 @@ log = logging.getLogger(__name__)
 
 TWIN_TEMPLATE = Path(__file__).resolve().parent / "twin.conf"
 FAKE_TIME = "2025-05-19T10:00:00+07:00"  # a Monday morning: Jepara is open
-SERVICES = {"app": "112", "twin": "9112"}
+SERVICES = {"app": "112", "twin": "9112", "twin-human": "9113"}
+#: What the human-first twin's dialplan needs beyond the product's modules.conf.
+TWIN_HUMAN_MODULES = ("app_originate.so", "app_softhangup.so")
 
 
 async def seed_operators(db_url: str, site: Site, clock: Clock, count: int,
@@ -99,6 +103,9 @@ class TargetStack:
         the carrier being the edge's address."""
         if target not in SERVICES:
             raise ValueError(f"target must be one of {sorted(SERVICES)}, got {target!r}")
+        if target == "twin-human" and installation().major < 20:
+            raise ValueError(f"the human-first twin needs Asterisk 20 or later (Originate's v() "
+                             f"option); this is {installation().version}")
         self.target, self.var_dir, self.sounds = target, var_dir, sounds
         self.operators, self.operator_port = operators, operator_port
         self.service = SERVICES[target]
@@ -139,6 +146,11 @@ class TargetStack:
                                         database_url=None if self.db_url.startswith("sqlite")
                                         else self.db_url, node=self.node or None)
         self.asterisk.start()
+        if self.target == "twin-human":
+            for module in TWIN_HUMAN_MODULES:
+                out = self.asterisk.cli(f"module load {module}")
+                if "Loaded" not in out and "already" not in out:
+                    raise RuntimeError(f"the human-first twin needs {module}: {out.strip()}")
         if self.target == "app":
             self._start_agi_server()
             self._start_app()
