@@ -76,6 +76,9 @@ class StepResult:
     successful: int = 0
     failed: int = 0                   # callers' failed calls
     operator_failed: int = 0          # operator UAS failed calls
+    # Calls the operators' phone received (ok + failed): the app and the human-first twin ring
+    # one for every caller during the menu, the plain twin only for callers still there after it.
+    operator_legs: int = 0
     watchdog: int = 0                 # SIPp watchdog trips (major + minor), all processes
     taskprocessor_warnings: int = 0
     operators: int = 0
@@ -202,6 +205,7 @@ def run_step(target: str, rate: float, duration_s: float, workdir: Path, sounds:
     res.successful = sum(o.successful for o in outcomes)
     res.failed = sum(o.failed for o in outcomes)
     res.operator_failed = op_out.failed
+    res.operator_legs = op_out.successful + op_out.failed
     res.watchdog = sum(o.watchdog_major + o.watchdog_minor for o in [*outcomes, op_out])
     res.invite_200_ms = sorted(x for o in outcomes for x in o.invite_to_200_ms)
     res.key_to_operator_ms = _key_to_operator(outcomes, op_out, dtmf_ms)

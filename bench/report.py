@@ -69,10 +69,11 @@ def _f(value: float | None, digits: int = 0) -> str:
 
 
 def table(steps: Steps) -> str:
-    head = ("| target | rate (cps) | calls | ok | failed | INVITE→200 p50/p95/p99 (ms) "
+    head = ("| target | rate (cps) | calls | operator legs | ok | failed "
+            "| INVITE→200 p50/p95/p99 (ms) "
             "| key→operator p50/p95/p99 (ms) | CPU ms/call asterisk / AGI / app (server total) "
             "| sipp | peak RSS MB asterisk / app | peak calls | ARI ws KB/call | pass |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for s in sorted(steps, key=lambda s: (s.rate, s.target)):
         inv, key = s.invite_200_ms, s.key_to_operator_ms
@@ -84,7 +85,7 @@ def table(steps: Steps) -> str:
         server = cpu.get("asterisk", 0) + cpu.get("agi", 0) + (
             cpu.get("app", 0) if s.target == "app" else 0)
         rows.append(
-            f"| {s.target} | {s.rate:g} | {s.offered} | {s.successful} "
+            f"| {s.target} | {s.rate:g} | {s.offered} | {s.operator_legs} | {s.successful} "
             f"| {failed}{f' (+{unfinished} unfinished)' if unfinished else ''}"
             f"{f' ({s.shed} shed on the record)' if s.shed else ''} "
             f"| {_f(pct(inv, 50))} / {_f(pct(inv, 95))} / {_f(pct(inv, 99))} "

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ari_app.config import PROJECT_ROOT
+from ari_app.pbx.installation import installation
 
 pytestmark = pytest.mark.integration
 
@@ -56,11 +57,43 @@ def test_quick_bench_runs_both_targets_and_writes_the_report(tmp_path: Path) -> 
     assert app["agi_served"] == app["offered"] and steps["twin"]["agi_served"] == 0
     assert app["cpu_ms_per_call"]["agi"] >= 0 and steps["twin"]["cpu_ms_per_call"]["agi"] == 0
     assert app["key_to_operator_ms"] and steps["twin"]["key_to_operator_ms"]  # full flow rang
+    # Human first: the app rings an operator for every caller while the menu plays, the ghosts
+    # who hang up within 2 s included; the plain twin dials only after its menu, when they are
+    # gone (what the human-first twin is for).
+    assert app["operator_legs"] == app["offered"]
+    assert steps["twin"]["operator_legs"] < steps["twin"]["offered"]
     agi = data["agi_screening"]
     assert agi["summary"] and agi["cpu_ms_mean"] > 0
     assert agi["flagged_runs"] == agi["runs"]  # each run got through the database lookup
     fast = agi["fastagi"]  # the same script through `siaga112 agi serve`
     assert fast["cpu_ms_mean"] > 0 and fast["flagged_runs"] == fast["runs"]
+
+
+def test_quick_human_first_twin_rings_the_operator_while_the_menu_plays(tmp_path: Path) -> None:
+    """`--target twin-human`: the dialplan twin that rings the operator at the answer, as the
+    app does; Asterisk 16 has no Originate v() option, and the bench says so."""
+    out = tmp_path / "twin-human-out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--quick", "--target", "twin-human",
+         "--out", str(out)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=170, check=False)
+    if installation().major < 20:
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "needs Asterisk 20 or later" in proc.stderr
+        assert not (out / "results.json").exists()
+        return
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text())
+    [step] = data["steps"]
+    assert step["target"] == "twin-human" and step["offered"] >= 3
+    assert step["successful"] == step["offered"], step["notes"]
+    assert step["failed"] == 0 and step["operator_failed"] == 0, step["notes"]
+    # Every caller's operator leg, the ghosts' (gone within 2 s) too, each ended with its caller.
+    assert step["operator_legs"] == step["offered"]
+    # The full-flow caller's operator was ringing before the key was pressed.
+    assert step["key_to_operator_ms"] and all(ms < 0 for ms in step["key_to_operator_ms"])
+    assert data["knee"]["twin-human"] == 1.0
+    assert "Human-first twin" in (out / "report.md").read_text()
 
 
 def test_quick_time_to_a_human_bench_joins_caller_and_phone_timestamps(tmp_path: Path) -> None:
