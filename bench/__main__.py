@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ari_app.pbx.installation import installation
 from ari_app.prompts import build
 from bench import agi, edge, human, report
 from bench.load import StepResult, Timing, run_step
+from bench.stack import unsupported
 
 log = logging.getLogger("bench")
 
@@ -111,9 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rates = [args.rate] if args.rate else [float(x) for x in args.rates.split(",") if x]
         duration, timing = args.duration, Timing()
-    if "twin-human" in targets and installation().major < 20:
-        print(f"bench: the human-first twin needs Asterisk 20 or later (Originate's v() option); "
-              f"this is {installation().version}", file=sys.stderr)
+    for problem in filter(None, map(unsupported, targets)):
+        print(f"bench: {problem}", file=sys.stderr)
         return 2
     if not rates or any(r <= 0 for r in rates) or duration <= 0:
         print("bench: rates and duration must be positive", file=sys.stderr)

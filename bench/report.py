@@ -150,12 +150,14 @@ def plot(steps: Steps, path: Path) -> None:
 def write(steps: Steps, out: Path, command: str, extra: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     info = machine()
-    k_app, k_twin = knee(steps, "app"), knee(steps, "twin")
-    ratio = (k_app / k_twin) if k_app and k_twin else None
-    k_human = knee(steps, "twin-human")
-    ratio_human = (k_app / k_human) if k_app and k_human else None
-    data = {"machine": info, "command": command,
-            "knee": {"app": k_app, "twin": k_twin, "twin-human": k_human},
+    knees = {t: knee(steps, t) for t in ("app", "twin", "twin-human")}
+    k_app, k_twin, k_human = knees["app"], knees["twin"], knees["twin-human"]
+
+    def ratio_to(k: float | None) -> float | None:
+        return k_app / k if k_app and k else None
+
+    ratio, ratio_human = ratio_to(k_twin), ratio_to(k_human)
+    data = {"machine": info, "command": command, "knee": knees,
             "knee_ratio_app_over_twin": ratio, "knee_ratio_app_over_twin_human": ratio_human,
             "steps": [s.to_json() for s in steps]} | extra
     (out / "results.json").write_text(json.dumps(data, indent=1))

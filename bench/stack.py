@@ -45,6 +45,14 @@ SERVICES = {"app": "112", "twin": "9112", "twin-human": "9113"}
 TWIN_HUMAN_MODULES = ("app_originate.so", "app_softhangup.so")
 
 
+def unsupported(target: str) -> str | None:
+    """Why this Asterisk cannot serve ``target``; None if it can."""
+    if target == "twin-human" and installation().major < 20:
+        return (f"the human-first twin needs Asterisk 20 or later (Originate's v() option); "
+                f"this is {installation().version}")
+    return None
+
+
 async def seed_operators(db_url: str, site: Site, clock: Clock, count: int,
                          contact_port: int) -> list[OperatorEndpoint]:
     """op0..opN-1, all on shift now, all with a static contact at the bench's operator UAS."""
@@ -103,9 +111,8 @@ class TargetStack:
         the carrier being the edge's address."""
         if target not in SERVICES:
             raise ValueError(f"target must be one of {sorted(SERVICES)}, got {target!r}")
-        if target == "twin-human" and installation().major < 20:
-            raise ValueError(f"the human-first twin needs Asterisk 20 or later (Originate's v() "
-                             f"option); this is {installation().version}")
+        if problem := unsupported(target):
+            raise ValueError(problem)
         self.target, self.var_dir, self.sounds = target, var_dir, sounds
         self.operators, self.operator_port = operators, operator_port
         self.service = SERVICES[target]
