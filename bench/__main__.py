@@ -1,4 +1,5 @@
-"""python -m bench run --target app|twin|twin-human|both|all --rates 2,4,8 --duration 40 [--quick]
+"""python -m bench run --target app|twin|twin-human|twin-full|both|all|A,B,.. --rates 2,4,8
+                     --duration 40 [--quick]
    python -m bench human [--quick]   (time to a human, from SIPp timestamps)
    python -m bench edge --rates 4,8,12 --duration 40 [--quick]   (Kamailio + 2 nodes vs 1 node)"""
 
@@ -16,18 +17,34 @@ from pathlib import Path
 from ari_app.prompts import build
 from bench import agi, edge, human, report
 from bench.load import StepResult, Timing, run_step
-from bench.stack import unsupported
+from bench.stack import SERVICES, unsupported
 
 log = logging.getLogger("bench")
+
+
+GROUPS = {"both": ["app", "twin"], "all": list(SERVICES)}
+
+
+def parse_targets(text: str) -> list[str]:
+    """``--target``: names from SERVICES or GROUPS, joined by commas, each once, in order."""
+    out: list[str] = []
+    for name in (n.strip() for n in text.split(",")):
+        chosen = GROUPS.get(name, [name] if name in SERVICES else None)
+        if chosen is None:
+            raise argparse.ArgumentTypeError(
+                f"unknown target {name!r}: choose from {', '.join([*SERVICES, *GROUPS])}")
+        out += [t for t in chosen if t not in out]
+    return out
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="drive the 112 call mix at the app and/or the twin")
-    r.add_argument("--target", choices=("app", "twin", "twin-human", "both", "all"),
-                   default="both", help="both: app and twin; all: app, twin and the human-first "
-                   "twin (the operator rung during the menu, as the app does; Asterisk >= 20)")
+    r.add_argument("--target", type=parse_targets, default="both",
+                   help="a target, or several joined by commas; both: app and twin; all: app "
+                   "and the three twins (bench/twin.conf; the human-first and full twins need "
+                   "Asterisk >= 20)")
     r.add_argument("--rates", default="2,4,8",
                    help="comma-separated ladder of call rates (calls per second)")
     r.add_argument("--rate", type=float, help="a single rate (instead of --rates)")
@@ -104,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return main_human(args, argv)
     if args.command == "edge":
         return main_edge(args, argv)
-    targets = {"both": ["app", "twin"],
-               "all": ["app", "twin", "twin-human"]}.get(args.target, [args.target])
+    targets: list[str] = args.target
     if args.quick:
         rates, duration, timing = [1.0], 4.0, Timing.quick()
     else:

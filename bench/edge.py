@@ -157,6 +157,9 @@ class EdgeStack:
     def shed_callers(self) -> int:
         return sum(n.shed_callers() for n in self.nodes.values())
 
+    def recordings(self) -> int:
+        return sum(n.recordings() for n in self.nodes.values())
+
 
 def per_call(step: StepResult, who: str) -> float | None:
     """CPU milliseconds of ``who`` per completed call (None: no call completed)."""

@@ -46,6 +46,7 @@ class Stack(Protocol):
     def agi_served(self) -> int: ...
     def node_calls(self) -> dict[str, int]: ...
     def shed_callers(self) -> int: ...
+    def recordings(self) -> int: ...
 
 
 StackFactory = Callable[[Path, int, int], Stack]  # (var dir, operators, operator UAS port)
@@ -93,6 +94,7 @@ class StepResult:
     ws_bytes: int = 0
     agi_served: int = 0  # calls screened by the FastAGI server (the rest: a process each)
     shed: int = 0        # callers refused on the record (lines busy, 503, callback list)
+    recordings: int = 0  # MixMonitor files opened: every caller's on the app path, not the twin's
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -197,6 +199,7 @@ def run_step(target: str, rate: float, duration_s: float, workdir: Path, sounds:
         res.taskprocessor_warnings = len(stack.taskprocessor_warnings(log0))
         res.node_calls = stack.node_calls()
         res.shed = stack.shed_callers()
+        res.recordings = stack.recordings()
     finally:
         stack.stop()
         for proc in [*callers, *([operator] if operator else [])]:

@@ -13,6 +13,14 @@ from ari_app.pbx.installation import installation
 from bench.load import StepResult
 
 Steps = list[StepResult]
+#: The dialplan twins (bench/twin.conf), each with what it does beyond the one before.
+TWINS = {
+    "twin": "Plain twin (the menu first, recording from the operator on)",
+    "twin-human": "Human-first twin (the operator rung during the menu, as the app does)",
+    "twin-full": ("Full twin (human first, and the product's steps before the operator: "
+                  "ringback, the screening AGI, every caller recorded from before the answer, "
+                  "talk detection)"),
+}
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -69,11 +77,11 @@ def _f(value: float | None, digits: int = 0) -> str:
 
 
 def table(steps: Steps) -> str:
-    head = ("| target | rate (cps) | calls | operator legs | ok | failed "
+    head = ("| target | rate (cps) | calls | operator legs | recordings | ok | failed "
             "| INVITE→200 p50/p95/p99 (ms) "
             "| key→operator p50/p95/p99 (ms) | CPU ms/call asterisk / AGI / app (server total) "
             "| sipp | peak RSS MB asterisk / app | peak calls | ARI ws KB/call | pass |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for s in sorted(steps, key=lambda s: (s.rate, s.target)):
         inv, key = s.invite_200_ms, s.key_to_operator_ms
@@ -85,7 +93,8 @@ def table(steps: Steps) -> str:
         server = cpu.get("asterisk", 0) + cpu.get("agi", 0) + (
             cpu.get("app", 0) if s.target == "app" else 0)
         rows.append(
-            f"| {s.target} | {s.rate:g} | {s.offered} | {s.operator_legs} | {s.successful} "
+            f"| {s.target} | {s.rate:g} | {s.offered} | {s.operator_legs} | {s.recordings} "
+            f"| {s.successful} "
             f"| {failed}{f' (+{unfinished} unfinished)' if unfinished else ''}"
             f"{f' ({s.shed} shed on the record)' if s.shed else ''} "
             f"| {_f(pct(inv, 50))} / {_f(pct(inv, 95))} / {_f(pct(inv, 99))} "
@@ -124,7 +133,7 @@ def plot(steps: Steps, path: Path) -> None:
     for ax, attr, title in ((axes[0], "invite_200_ms", "INVITE → 200 OK"),
                             (axes[1], "key_to_operator_ms", "key → operator INVITE (ringing)")):
         for target, colour in (("app", "tab:red"), ("twin", "tab:blue"),
-                               ("twin-human", "tab:green")):
+                               ("twin-human", "tab:green"), ("twin-full", "tab:purple")):
             pts = sorted((s for s in steps if s.target == target), key=lambda s: s.rate)
             for p, style in ((50, "-o"), (99, "--^")):
                 # A log scale shows only positive times: with the operator rung during the menu
@@ -150,26 +159,23 @@ def plot(steps: Steps, path: Path) -> None:
 def write(steps: Steps, out: Path, command: str, extra: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     info = machine()
-    knees = {t: knee(steps, t) for t in ("app", "twin", "twin-human")}
-    k_app, k_twin, k_human = knees["app"], knees["twin"], knees["twin-human"]
-
-    def ratio_to(k: float | None) -> float | None:
-        return k_app / k if k_app and k else None
-
-    ratio, ratio_human = ratio_to(k_twin), ratio_to(k_human)
-    data = {"machine": info, "command": command, "knee": knees,
-            "knee_ratio_app_over_twin": ratio, "knee_ratio_app_over_twin_human": ratio_human,
-            "steps": [s.to_json() for s in steps]} | extra
+    knees = {t: knee(steps, t) for t in ("app", *TWINS)}
+    k_app = knees["app"]
+    ratios = {t: k_app / k if k_app and (k := knees[t]) else None for t in TWINS}
+    data: dict[str, Any] = {"machine": info, "command": command, "knee": knees}
+    data |= {f"knee_ratio_app_over_{t.replace('-', '_')}": r for t, r in ratios.items()}
+    data |= {"steps": [s.to_json() for s in steps]} | extra
     (out / "results.json").write_text(json.dumps(data, indent=1))
     plot(steps, out / "latency.png")
     md = [f"# Bench report\n\nCommand: `{command}`\n",
           "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + "\n",
           table(steps), "\nApp-side timestamps (the app's own ticket audit):\n", app_side(steps),
           f"\nKnee (highest passing rate of the ladder): app {_f(k_app, 1)} cps, "
-          f"twin {_f(k_twin, 1)} cps; ratio app/twin {_f(ratio, 2)}\n"]
-    if any(s.target == "twin-human" for s in steps):
-        md.append(f"Human-first twin (the operator rung during the menu, as the app does): knee "
-                  f"{_f(k_human, 1)} cps; ratio app/twin-human {_f(ratio_human, 2)}\n")
+          f"twin {_f(knees['twin'], 1)} cps; ratio app/twin {_f(ratios['twin'], 2)}\n"]
+    for twin, what in TWINS.items():
+        if twin != "twin" and any(s.target == twin for s in steps):
+            md.append(f"{what}: knee {_f(knees[twin], 1)} cps; ratio app/{twin} "
+                      f"{_f(ratios[twin], 2)}\n")
     agi = extra.get("agi_screening")
     if isinstance(agi, dict):
         md.append(f"\nAGI screening: {agi.get('summary', '')}\n")

@@ -40,16 +40,21 @@ log = logging.getLogger(__name__)
 
 TWIN_TEMPLATE = Path(__file__).resolve().parent / "twin.conf"
 FAKE_TIME = "2025-05-19T10:00:00+07:00"  # a Monday morning: Jepara is open
-SERVICES = {"app": "112", "twin": "9112", "twin-human": "9113"}
-#: What the human-first twin's dialplan needs beyond the product's modules.conf.
+SERVICES = {"app": "112", "twin": "9112", "twin-human": "9113", "twin-full": "9114"}
+#: The twins that ring the operator during the menu (Originate), and what their dialplan needs
+#: beyond the product's modules.conf.
+HUMAN_FIRST_TWINS = ("twin-human", "twin-full")
 TWIN_HUMAN_MODULES = ("app_originate.so", "app_softhangup.so")
+#: The targets whose callers are screened by `siaga112 agi serve` (the full twin runs the same
+#: screening AGI as the product's dialplan).
+SCREENED = ("app", "twin-full")
 
 
 def unsupported(target: str) -> str | None:
     """Why this Asterisk cannot serve ``target``; None if it can."""
-    if target == "twin-human" and installation().major < 20:
-        return (f"the human-first twin needs Asterisk 20 or later (Originate's v() option); "
-                f"this is {installation().version}")
+    if target in HUMAN_FIRST_TWINS and installation().major < 20:
+        return (f"the human-first twin ({target}) needs Asterisk 20 or later (Originate's v() "
+                f"option); this is {installation().version}")
     return None
 
 
@@ -153,13 +158,14 @@ class TargetStack:
                                         database_url=None if self.db_url.startswith("sqlite")
                                         else self.db_url, node=self.node or None)
         self.asterisk.start()
-        if self.target == "twin-human":
+        if self.target in HUMAN_FIRST_TWINS:
             for module in TWIN_HUMAN_MODULES:
                 out = self.asterisk.cli(f"module load {module}")
                 if "Loaded" not in out and "already" not in out:
                     raise RuntimeError(f"the human-first twin needs {module}: {out.strip()}")
-        if self.target == "app":
+        if self.target in SCREENED:
             self._start_agi_server()
+        if self.target == "app":
             self._start_app()
 
     def _start_agi_server(self) -> None:
@@ -272,6 +278,13 @@ class TargetStack:
 
         return sum(1 for r in read_records(self.var_dir / "fallback" / "calls.jsonl")
                    if r.get("event") == "overload")
+
+    def recordings(self) -> int:
+        """The audio files this Asterisk's MixMonitors opened: the product's recordings
+        directory (the app path, the full twin) and the spool's monitor directory (the plain
+        and human-first twins record there, relative paths)."""
+        spool = self.var_dir / "asterisk" / "spool"
+        return sum(1 for sub in ("recording", "monitor") for _ in (spool / sub).rglob("*.wav"))
 
     def peak_rss(self) -> tuple[float, float]:
         app = peak_rss_mb(self.app_pid) if self.app_pid else 0.0

@@ -56,6 +56,10 @@ def test_quick_bench_runs_both_targets_and_writes_the_report(tmp_path: Path) -> 
     # the app, whose CPU is counted; the twin has no screening.
     assert app["agi_served"] == app["offered"] and steps["twin"]["agi_served"] == 0
     assert app["cpu_ms_per_call"]["agi"] >= 0 and steps["twin"]["cpu_ms_per_call"]["agi"] == 0
+    # The product records every caller from before its screening (DESIGN.md: evidence); the
+    # plain twin only those still there after its menu, so never its ghost.
+    assert app["recordings"] == app["offered"]
+    assert 0 < steps["twin"]["recordings"] < steps["twin"]["offered"]
     assert app["key_to_operator_ms"] and steps["twin"]["key_to_operator_ms"]  # full flow rang
     # Human first: the app rings an operator for every caller while the menu plays, the ghosts
     # who hang up within 2 s included; the plain twin dials only after its menu, when they are
@@ -94,6 +98,35 @@ def test_quick_human_first_twin_rings_the_operator_while_the_menu_plays(tmp_path
     assert step["key_to_operator_ms"] and all(ms < 0 for ms in step["key_to_operator_ms"])
     assert data["knee"]["twin-human"] == 1.0
     assert "Human-first twin" in (out / "report.md").read_text()
+
+
+def test_quick_full_twin_screens_records_and_rings_every_caller(tmp_path: Path) -> None:
+    """`--target twin-full`: the human-first twin with the product's steps before the operator
+    in dialplan: every caller screened by the same FastAGI server, recorded from before the
+    answer, and rung to an operator during the menu."""
+    out = tmp_path / "twin-full-out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--quick", "--target", "twin-full",
+         "--out", str(out)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=170, check=False)
+    if installation().major < 20:
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "(twin-full) needs Asterisk 20 or later" in proc.stderr
+        assert not (out / "results.json").exists()
+        return
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text())
+    [step] = data["steps"]
+    assert step["target"] == "twin-full" and step["offered"] >= 3
+    assert step["successful"] == step["offered"], step["notes"]
+    assert step["failed"] == 0 and step["operator_failed"] == 0, step["notes"]
+    assert step["agi_served"] == step["offered"]       # the same screening as the product's
+    assert step["cpu_ms_per_call"]["agi"] > 0          # ... and its CPU counted
+    assert step["recordings"] == step["offered"]       # the ghost recorded too
+    assert step["operator_legs"] == step["offered"]    # human first
+    assert data["knee"]["twin-full"] == 1.0
+    assert data["knee_ratio_app_over_twin_full"] is None  # no app step in this run
+    assert "Full twin" in (out / "report.md").read_text()
 
 
 def test_quick_time_to_a_human_bench_joins_caller_and_phone_timestamps(tmp_path: Path) -> None:
