@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from ari_app.ari import AriClient, AriError, NotFound, NotInStasis
+from ari_app.ari import AriClient, AriConnectionError, AriError, NotFound, NotInStasis
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,17 @@ class Call:
         if self.up_at_start:
             return  # answered before Stasis() or before a restart: no ARI round trip
         try:
-            await self.ari.post("channels", self.id, "answer")
+            # Asked again if Asterisk is too busy to reply in time: the caller hears the
+            # ringback meanwhile, and handing them to the fallback instead would ring many
+            # operators at once for them, more load on an Asterisk already too busy.
+            await self.ari.post_repeatable("channels", self.id, "answer",
+                                           still_wanted=lambda: not self.gone)
         except (NotFound, NotInStasis) as exc:
             raise CallerHungUp(self.id) from exc
+        except AriConnectionError as exc:
+            if self.gone:  # the caller hung up while we waited for Asterisk
+                raise CallerHungUp(self.id) from exc
+            raise
         # The dialplan plays a ringback tone until the app answers (dialplan/20-emergency). The
         # greeting, which follows at once, ends it: Asterisk stops a channel's generator when a
         # file stream starts on it (main/file.c, on 16 and 22 alike). So no ARI round trip

@@ -32,6 +32,9 @@ class Recorder:
     async def post(self, *path: str, **params: Any) -> Any:
         return await self._request("POST", *path, **params)
 
+    async def post_repeatable(self, *path: str, still_wanted: Any = None, **params: Any) -> Any:
+        return await self._request("POST", *path, **params)
+
     async def delete(self, *path: str, **params: Any) -> Any:
         return await self._request("DELETE", *path, **params)
 

@@ -19,6 +19,7 @@ from ari_app.ari import (
     Unprocessable,
 )
 from ari_app.ari.errors import AriError
+from ari_app.calls.call import Call, CallerHungUp
 from ari_app.testing.ports import free_port
 
 
@@ -125,3 +126,83 @@ async def test_event_loop_lists_app_channels_on_connect_and_reconnects_after_dro
     await server.sockets[-1].close()
     await asyncio.wait_for(task, 5)
     assert not loop.ready
+
+
+class BusyAsterisk:
+    """Answers ``POST channels/{id}/answer`` only after ``slow`` requests that outlast the
+    client's time-out, as a saturated Asterisk does; counts every request."""
+
+    def __init__(self, slow: int, delay: float, status: int = 204) -> None:
+        self.slow, self.delay, self.status = slow, delay, status
+        self.requests = 0
+
+    async def answer(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if self.requests <= self.slow:
+            await asyncio.sleep(self.delay)
+        if self.status == 204:
+            return web.Response(status=204)
+        return web.json_response({"message": "Channel not found"}, status=self.status)
+
+
+@pytest.fixture
+async def busy(request: pytest.FixtureRequest) -> AsyncIterator[tuple[BusyAsterisk, AriClient]]:
+    slow, status = getattr(request, "param", (1, 204))
+    server = BusyAsterisk(slow, delay=2.0, status=status)
+    app = web.Application()
+    app.router.add_post("/ari/channels/{id}/answer", server.answer)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    client = AriClient(f"http://127.0.0.1:{port}", "u", "p", request_timeout=0.3)
+    yield server, client
+    await client.close()
+    await runner.cleanup()
+
+
+def _caller(client: AriClient) -> Call:
+    return Call(client, {"id": "1700000000.7", "state": "Ring",
+                         "caller": {"number": "081234"}}, ["emergency"])
+
+
+async def test_an_answer_that_times_out_is_asked_again_not_given_up(
+    busy: tuple[BusyAsterisk, AriClient], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Asterisk too busy to reply in time: the caller (hearing the ringback) is answered by
+    the second request, not handed to the fallback."""
+    server, client = busy
+    await _caller(client).answer()
+    assert server.requests == 2
+    assert "channels/1700000000.7/answer timed out (try 1 of 3)" in caplog.text
+
+
+@pytest.mark.parametrize("busy", [(3, 204)], indirect=True)
+async def test_an_answer_timing_out_every_time_is_raised_after_the_last_try(
+    busy: tuple[BusyAsterisk, AriClient],
+) -> None:
+    server, client = busy
+    with pytest.raises(AriConnectionError) as exc:
+        await _caller(client).answer()
+    assert exc.value.timed_out and server.requests == 3
+
+
+async def test_a_caller_who_hangs_up_while_asterisk_is_slow_is_not_answered_again(
+    busy: tuple[BusyAsterisk, AriClient],
+) -> None:
+    server, client = busy
+    call = _caller(client)
+    call.gone = True  # the hangup event arrived while the first answer was on its way
+    with pytest.raises(CallerHungUp):
+        await call.answer()
+    assert server.requests == 1
+
+
+@pytest.mark.parametrize("busy", [(0, 404)], indirect=True)
+async def test_other_errors_are_not_asked_again(busy: tuple[BusyAsterisk, AriClient]) -> None:
+    """Only a time-out is repeated: an answer Asterisk refused (the channel is gone) is
+    raised at once, as the caller's hangup."""
+    server, client = busy
+    with pytest.raises(CallerHungUp):
+        await _caller(client).answer()
+    assert server.requests == 1
