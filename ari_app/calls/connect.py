@@ -9,7 +9,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from ari_app.ari import AriError, BadRequest, NotFound, NotInStasis, Unprocessable
+from ari_app.ari import (
+    AriClient,
+    AriConnectionError,
+    AriError,
+    BadRequest,
+    NotFound,
+    NotInStasis,
+    Unprocessable,
+)
 from ari_app.calls.call import Call, CallerHungUp
 from ari_app.calls.context import CallContext
 from ari_app.routing.queue import Waiting
@@ -160,8 +168,7 @@ async def _hangup(ctx: CallContext, channel_id: str) -> None:
 async def bridge(ctx: CallContext, call: Call, operator: str, op_channel: str) -> Connected | None:
     """Caller and operator in one mixing bridge; None if the operator left before it was made."""
     bridge_id = f"call-{call.id}"
-    # dtmf_events: the operator's keypad must reach the app (agency conference codes).
-    await ctx.ari.post("bridges", bridge_id, type="mixing,dtmf_events", name=f"112 {call.id}")
+    await make_bridge(ctx.ari, call, bridge_id)
     with contextlib.suppress(CallerHungUp):  # a caller gone: the addChannel below finds it
         await call.end_ringback()
     if call.on_hold is False:
@@ -189,6 +196,41 @@ async def bridge(ctx: CallContext, call: Call, operator: str, op_channel: str) -
         await _destroy(ctx, bridge_id)
         raise CallerHungUp(call.id) from exc
     return Connected(operator, op_channel, bridge_id)
+
+
+#: Requests for the call's bridge when Asterisk is too busy to reply in time (see make_bridge).
+BRIDGE_TRIES = 3
+
+
+async def make_bridge(ari: AriClient, call: Call, bridge_id: str) -> None:
+    """Create the call's bridge, by our own id.
+
+    If Asterisk is too busy to reply within the request's time-out, the request may have made
+    the bridge all the same, and asking again would be refused once it has (409 on Asterisk 22,
+    500 on 16). So the next try looks first, and creates the bridge only if it is not there. A
+    time-out is not a bug in the call: before, it sent the caller, operator already on the line,
+    to the dialplan fallback.
+    """
+    for attempt in range(1, BRIDGE_TRIES + 1):
+        try:
+            if attempt > 1 and await _bridge_exists(ari, bridge_id):
+                return
+            # dtmf_events: the operator's keypad must reach the app (agency conference codes).
+            await ari.post("bridges", bridge_id, type="mixing,dtmf_events", name=f"112 {call.id}")
+            return
+        except AriConnectionError as exc:
+            if not exc.timed_out or attempt == BRIDGE_TRIES or call.gone:
+                raise
+            log.warning("%s bridge %s: ARI timed out (try %d of %d): Asterisk is busy; looking "
+                        "again", call.tag, bridge_id, attempt, BRIDGE_TRIES)
+
+
+async def _bridge_exists(ari: AriClient, bridge_id: str) -> bool:
+    try:
+        await ari.get("bridges", bridge_id)
+    except NotFound:
+        return False
+    return True
 
 
 async def _destroy(ctx: CallContext, bridge_id: str) -> None:

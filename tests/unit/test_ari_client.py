@@ -20,6 +20,7 @@ from ari_app.ari import (
 )
 from ari_app.ari.errors import AriError
 from ari_app.calls.call import Call, CallerHungUp
+from ari_app.calls.connect import make_bridge
 from ari_app.testing.ports import free_port
 
 
@@ -206,3 +207,76 @@ async def test_other_errors_are_not_asked_again(busy: tuple[BusyAsterisk, AriCli
     with pytest.raises(CallerHungUp):
         await _caller(client).answer()
     assert server.requests == 1
+
+
+class BusyBridges:
+    """``POST/GET bridges/{id}`` of an Asterisk too busy to reply in time to the first
+    ``slow`` creations; ``made_anyway``: whether such a slow creation still makes the bridge
+    (Asterisk ran it after the client gave up). A second creation of a bridge that exists is
+    refused, as Asterisk 22 does (409)."""
+
+    def __init__(self, slow: int, made_anyway: bool) -> None:
+        self.slow, self.made_anyway = slow, made_anyway
+        self.bridges: dict[str, str] = {}
+        self.sent: list[str] = []
+
+    async def create(self, request: web.Request) -> web.Response:
+        bridge_id = request.match_info["id"]
+        self.sent.append("POST")
+        if bridge_id in self.bridges:
+            return web.json_response({"message": "Bridge already exists"}, status=409)
+        if self.sent.count("POST") <= self.slow:
+            if self.made_anyway:
+                self.bridges[bridge_id] = request.query["type"]
+            await asyncio.sleep(5.0)
+            return web.json_response({"id": bridge_id})  # long after the client gave up
+        self.bridges[bridge_id] = request.query["type"]
+        return web.json_response({"id": bridge_id})
+
+    async def get(self, request: web.Request) -> web.Response:
+        self.sent.append("GET")
+        if request.match_info["id"] not in self.bridges:
+            return web.json_response({"message": "Bridge not found"}, status=404)
+        return web.json_response({"id": request.match_info["id"]})
+
+
+async def _bridges(slow: int, made_anyway: bool) -> tuple[BusyBridges, AriClient, web.AppRunner]:
+    server = BusyBridges(slow, made_anyway)
+    app = web.Application()
+    app.router.add_post("/ari/bridges/{id}", server.create)
+    app.router.add_get("/ari/bridges/{id}", server.get)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return server, AriClient(f"http://127.0.0.1:{port}", "u", "p", request_timeout=0.3), runner
+
+
+@pytest.mark.parametrize(("made_anyway", "sent"), [(True, ["POST", "GET"]),
+                                                   (False, ["POST", "GET", "POST"])])
+async def test_a_bridge_whose_creation_times_out_is_looked_for_then_made_once(
+    made_anyway: bool, sent: list[str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The operator answered, Asterisk is too busy to reply to the bridge's creation in time:
+    the call goes on with the bridge the slow request made, or makes it if it did not, with
+    the operator's keypad events (not a rescue into the fallback, nor a 409 taken for one)."""
+    server, client, runner = await _bridges(slow=1, made_anyway=made_anyway)
+    try:
+        await make_bridge(client, _caller(client), "call-1700000000.7")
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert server.sent == sent
+    assert server.bridges == {"call-1700000000.7": "mixing,dtmf_events"}
+    assert "call=1700000000.7 bridge call-1700000000.7: ARI timed out (try 1 of 3)" in caplog.text
+
+
+async def test_a_bridge_that_never_gets_a_reply_in_time_is_raised_after_the_last_try() -> None:
+    server, client, runner = await _bridges(slow=3, made_anyway=False)
+    try:
+        with pytest.raises(AriConnectionError):
+            await make_bridge(client, _caller(client), "call-1700000000.7")
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert server.sent == ["POST", "GET", "POST", "GET", "POST"]
