@@ -168,7 +168,11 @@ async def _hangup(ctx: CallContext, channel_id: str) -> None:
 async def bridge(ctx: CallContext, call: Call, operator: str, op_channel: str) -> Connected | None:
     """Caller and operator in one mixing bridge; None if the operator left before it was made."""
     bridge_id = f"call-{call.id}"
-    await make_bridge(ctx.ari, call, bridge_id)
+    try:
+        await make_bridge(ctx.ari, call, bridge_id)
+    except CallerHungUp:  # gone while Asterisk was slow to make the bridge
+        await _hangup(ctx, op_channel)
+        raise
     with contextlib.suppress(CallerHungUp):  # a caller gone: the addChannel below finds it
         await call.end_ringback()
     if call.on_hold is False:
@@ -219,7 +223,9 @@ async def make_bridge(ari: AriClient, call: Call, bridge_id: str) -> None:
             await ari.post("bridges", bridge_id, type="mixing,dtmf_events", name=f"112 {call.id}")
             return
         except AriConnectionError as exc:
-            if not exc.timed_out or attempt == BRIDGE_TRIES or call.gone:
+            if call.gone:
+                raise CallerHungUp(call.id) from exc
+            if not exc.timed_out or attempt == BRIDGE_TRIES:
                 raise
             log.warning("%s bridge %s: ARI timed out (try %d of %d): Asterisk is busy; looking "
                         "again", call.tag, bridge_id, attempt, BRIDGE_TRIES)

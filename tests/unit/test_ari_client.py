@@ -280,3 +280,18 @@ async def test_a_bridge_that_never_gets_a_reply_in_time_is_raised_after_the_last
         await client.close()
         await runner.cleanup()
     assert server.sent == ["POST", "GET", "POST", "GET", "POST"]
+
+
+async def test_a_caller_gone_while_the_bridge_was_being_made_is_a_hangup_not_a_failure() -> None:
+    """The caller hung up while Asterisk was too slow to reply: the call ends as the caller's
+    hangup (the operator's leg is then hung up by ``bridge``), not as a bug to rescue."""
+    server, client, runner = await _bridges(slow=1, made_anyway=False)
+    call = _caller(client)
+    call.gone = True
+    try:
+        with pytest.raises(CallerHungUp):
+            await make_bridge(client, call, "call-1700000000.7")
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert server.sent == ["POST"]
