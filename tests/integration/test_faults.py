@@ -191,7 +191,11 @@ async def test_app_killed_while_ringing_operator_restarts_and_the_answer_is_brid
 async def test_app_killed_with_one_caller_bridged_and_one_queued_both_carry_on(
     make_stack: StackFactory, phone: PhoneFactory, app_procs: list[AppProcess],
 ) -> None:
-    uas, contact = await phone("operator_answer_talk.xml", calls=2, extra_args=["-d", "6000"])
+    # The first call's talk must outlast the second caller's way to the holding bridge, the
+    # kill and the restart: an operator who hangs up while no app runs leaves the caller alone
+    # in the bridge, to be queued again (a third call this phone does not take). 6 s was too
+    # short on a loaded CI machine.
+    uas, contact = await phone("operator_answer_talk.xml", calls=2, extra_args=["-d", "25000"])
     stack = await make_stack(operators=[("op1", contact)], start_app=False, clock=CLOCK)
     proc = await app_process(stack, app_procs)
     client = ari(stack)

@@ -149,14 +149,16 @@ class BusyAsterisk:
 @pytest.fixture
 async def busy(request: pytest.FixtureRequest) -> AsyncIterator[tuple[BusyAsterisk, AriClient]]:
     slow, status = getattr(request, "param", (1, 204))
-    server = BusyAsterisk(slow, delay=2.0, status=status)
+    server = BusyAsterisk(slow, delay=6.0, status=status)
     app = web.Application()
     app.router.add_post("/ari/channels/{id}/answer", server.answer)
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    client = AriClient(f"http://127.0.0.1:{port}", "u", "p", request_timeout=0.3)
+    # 1 s: a request must reach the stand-in (same event loop) before it times out, on a
+    # loaded CI machine too.
+    client = AriClient(f"http://127.0.0.1:{port}", "u", "p", request_timeout=1.0)
     yield server, client
     await client.close()
     await runner.cleanup()
@@ -189,14 +191,14 @@ async def test_an_answer_timing_out_every_time_is_raised_after_the_last_try(
 
 
 async def test_a_caller_who_hangs_up_while_asterisk_is_slow_is_not_answered_again(
-    busy: tuple[BusyAsterisk, AriClient],
+    busy: tuple[BusyAsterisk, AriClient], caplog: pytest.LogCaptureFixture,
 ) -> None:
     server, client = busy
     call = _caller(client)
     call.gone = True  # the hangup event arrived while the first answer was on its way
     with pytest.raises(CallerHungUp):
         await call.answer()
-    assert server.requests == 1
+    assert "asking again" not in caplog.text and server.requests <= 1
 
 
 @pytest.mark.parametrize("busy", [(0, 404)], indirect=True)
@@ -228,7 +230,7 @@ class BusyBridges:
         if self.sent.count("POST") <= self.slow:
             if self.made_anyway:
                 self.bridges[bridge_id] = request.query["type"]
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(6.0)
             return web.json_response({"id": bridge_id})  # long after the client gave up
         self.bridges[bridge_id] = request.query["type"]
         return web.json_response({"id": bridge_id})
@@ -249,7 +251,7 @@ async def _bridges(slow: int, made_anyway: bool) -> tuple[BusyBridges, AriClient
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    return server, AriClient(f"http://127.0.0.1:{port}", "u", "p", request_timeout=0.3), runner
+    return server, AriClient(f"http://127.0.0.1:{port}", "u", "p", request_timeout=1.0), runner
 
 
 @pytest.mark.parametrize(("made_anyway", "sent"), [(True, ["POST", "GET"]),
@@ -282,7 +284,9 @@ async def test_a_bridge_that_never_gets_a_reply_in_time_is_raised_after_the_last
     assert server.sent == ["POST", "GET", "POST", "GET", "POST"]
 
 
-async def test_a_caller_gone_while_the_bridge_was_being_made_is_a_hangup_not_a_failure() -> None:
+async def test_a_caller_gone_while_the_bridge_was_being_made_is_a_hangup_not_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The caller hung up while Asterisk was too slow to reply: the call ends as the caller's
     hangup (the operator's leg is then hung up by ``bridge``), not as a bug to rescue."""
     server, client, runner = await _bridges(slow=1, made_anyway=False)
@@ -294,4 +298,4 @@ async def test_a_caller_gone_while_the_bridge_was_being_made_is_a_hangup_not_a_f
     finally:
         await client.close()
         await runner.cleanup()
-    assert server.sent == ["POST"]
+    assert "looking again" not in caplog.text and server.sent in ([], ["POST"])
