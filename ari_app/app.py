@@ -301,7 +301,10 @@ class App:
                 unknown=unknown, operator=operator,
                 operator_answered_at=op_answered if human else None,
                 answered_at=clock.at(story.answered_at) if story and story.answered_at
-                else None, human=human)
+                else None, human=human,
+                # a key pressed while no app listened is not on the ticket: with no menu choice
+                # recorded, it says so for the operator to classify, as an adopted call's does
+                uncategorised_after_restart=True)
             log.warning("call=%s gone while unwatched: closing its ticket (%s, %s)", channel_id,
                         reason, "from CEL" if story else "no CEL record")
             closed += 1

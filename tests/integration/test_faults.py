@@ -406,6 +406,10 @@ async def test_calls_that_end_while_the_app_is_down_are_closed_from_asterisks_re
     assert first.ended_at > first.operator_answered_at
     assert (second.status, second.callback_needed, second.operator) == ("abandoned", True, None)
     assert second.end_reason == "caller hangup (app down)"
+    # the choices the app heard before it died stay (only a ticket with none is marked
+    # "uncategorised (restart)" by the reconcile)
+    assert (first.menu_choice, second.menu_choice) == ("2", "1")
+    assert "restart" not in first.category and "restart" not in second.category
     # each closed at its hangup as Asterisk recorded it, not when the app came back
     assert first.ended_at < restarting and second.ended_at < restarting
     await proc.stop()
