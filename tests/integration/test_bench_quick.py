@@ -11,6 +11,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,21 +74,29 @@ def test_quick_bench_runs_both_targets_and_writes_the_report(tmp_path: Path) -> 
     assert fast["cpu_ms_mean"] > 0 and fast["flagged_runs"] == fast["runs"]
 
 
-def test_quick_human_first_twin_rings_the_operator_while_the_menu_plays(tmp_path: Path) -> None:
-    """`--target twin-human`: the dialplan twin that rings the operator at the answer, as the
-    app does; Asterisk 16 has no Originate v() option, and the bench says so."""
-    out = tmp_path / "twin-human-out"
+def _quick_human_first_twin(target: str, tmp_path: Path) -> tuple[dict[str, Any], Path] | None:
+    """`bench run --quick --target <target>`: its results and report directory; None on an
+    Asterisk before 20, after checking that the bench refused it with exit 2 and said why."""
+    out = tmp_path / f"{target}-out"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--quick", "--target", "twin-human",
-         "--out", str(out)],
+        [sys.executable, "-m", "bench", "run", "--quick", "--target", target, "--out", str(out)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=170, check=False)
     if installation().major < 20:
         assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-        assert "needs Asterisk 20 or later" in proc.stderr
+        assert f"({target}) needs Asterisk 20 or later" in proc.stderr
         assert not (out / "results.json").exists()
-        return
+        return None
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = json.loads((out / "results.json").read_text())
+    return json.loads((out / "results.json").read_text()), out
+
+
+def test_quick_human_first_twin_rings_the_operator_while_the_menu_plays(tmp_path: Path) -> None:
+    """`--target twin-human`: the dialplan twin that rings the operator at the answer, as the
+    app does; Asterisk 16 has no Originate v() option, and the bench says so."""
+    ran = _quick_human_first_twin("twin-human", tmp_path)
+    if ran is None:
+        return
+    data, out = ran
     [step] = data["steps"]
     assert step["target"] == "twin-human" and step["offered"] >= 3
     assert step["successful"] == step["offered"], step["notes"]
@@ -104,18 +113,10 @@ def test_quick_full_twin_screens_records_and_rings_every_caller(tmp_path: Path) 
     """`--target twin-full`: the human-first twin with the product's steps before the operator
     in dialplan: every caller screened by the same FastAGI server, recorded from before the
     answer, and rung to an operator during the menu."""
-    out = tmp_path / "twin-full-out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--quick", "--target", "twin-full",
-         "--out", str(out)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=170, check=False)
-    if installation().major < 20:
-        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-        assert "(twin-full) needs Asterisk 20 or later" in proc.stderr
-        assert not (out / "results.json").exists()
+    ran = _quick_human_first_twin("twin-full", tmp_path)
+    if ran is None:
         return
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = json.loads((out / "results.json").read_text())
+    data, out = ran
     [step] = data["steps"]
     assert step["target"] == "twin-full" and step["offered"] >= 3
     assert step["successful"] == step["offered"], step["notes"]
