@@ -214,6 +214,10 @@ async def make_bridge(ari: AriClient, call: Call, bridge_id: str) -> None:
     500 on 16). So the next try looks first, and creates the bridge only if it is not there. A
     time-out is not a bug in the call: before, it sent the caller, operator already on the line,
     to the dialplan fallback.
+
+    The slow request can still land between that look and the new creation, which Asterisk
+    then refuses: a refusal after a time-out is checked the same way, and the bridge the slow
+    request made is the call's.
     """
     for attempt in range(1, BRIDGE_TRIES + 1):
         try:
@@ -229,6 +233,12 @@ async def make_bridge(ari: AriClient, call: Call, bridge_id: str) -> None:
                 raise
             log.warning("%s bridge %s: ARI timed out (try %d of %d): Asterisk is busy; looking "
                         "again", call.tag, bridge_id, attempt, BRIDGE_TRIES)
+        except AriError as exc:
+            if attempt == 1 or isinstance(exc, NotFound) or not await _bridge_exists(ari, bridge_id):
+                raise
+            log.info("%s bridge %s: made by the request that timed out (the new one was refused "
+                     "with %s)", call.tag, bridge_id, exc.status)
+            return
 
 
 async def _bridge_exists(ari: AriClient, bridge_id: str) -> bool:

@@ -214,12 +214,14 @@ async def test_other_errors_are_not_asked_again(busy: tuple[BusyAsterisk, AriCli
 class BusyBridges:
     """``POST/GET bridges/{id}`` of an Asterisk too busy to reply in time to the first
     ``slow`` creations; ``made_anyway``: whether such a slow creation still makes the bridge
-    (Asterisk ran it after the client gave up). A second creation of a bridge that exists is
-    refused, as Asterisk 22 does (409)."""
+    (Asterisk ran it after the client gave up); ``late``: it makes it only just after the
+    client's look for it (the look finds nothing). A second creation of a bridge that exists
+    is refused, as Asterisk 22 does (409)."""
 
-    def __init__(self, slow: int, made_anyway: bool) -> None:
-        self.slow, self.made_anyway = slow, made_anyway
+    def __init__(self, slow: int, made_anyway: bool, late: bool = False) -> None:
+        self.slow, self.made_anyway, self.late = slow, made_anyway, late
         self.bridges: dict[str, str] = {}
+        self.landing: dict[str, str] = {}  # late: made once the next look has been answered
         self.sent: list[str] = []
 
     async def create(self, request: web.Request) -> web.Response:
@@ -229,7 +231,8 @@ class BusyBridges:
             return web.json_response({"message": "Bridge already exists"}, status=409)
         if self.sent.count("POST") <= self.slow:
             if self.made_anyway:
-                self.bridges[bridge_id] = request.query["type"]
+                made = self.landing if self.late else self.bridges
+                made[bridge_id] = request.query["type"]
             await asyncio.sleep(6.0)
             return web.json_response({"id": bridge_id})  # long after the client gave up
         self.bridges[bridge_id] = request.query["type"]
@@ -237,13 +240,17 @@ class BusyBridges:
 
     async def get(self, request: web.Request) -> web.Response:
         self.sent.append("GET")
-        if request.match_info["id"] not in self.bridges:
+        found = request.match_info["id"] in self.bridges
+        self.bridges.update(self.landing)
+        self.landing.clear()
+        if not found:
             return web.json_response({"message": "Bridge not found"}, status=404)
         return web.json_response({"id": request.match_info["id"]})
 
 
-async def _bridges(slow: int, made_anyway: bool) -> tuple[BusyBridges, AriClient, web.AppRunner]:
-    server = BusyBridges(slow, made_anyway)
+async def _bridges(slow: int, made_anyway: bool,
+                   late: bool = False) -> tuple[BusyBridges, AriClient, web.AppRunner]:
+    server = BusyBridges(slow, made_anyway, late)
     app = web.Application()
     app.router.add_post("/ari/bridges/{id}", server.create)
     app.router.add_get("/ari/bridges/{id}", server.get)
@@ -271,6 +278,36 @@ async def test_a_bridge_whose_creation_times_out_is_looked_for_then_made_once(
     assert server.sent == sent
     assert server.bridges == {"call-1700000000.7": "mixing,dtmf_events"}
     assert "call=1700000000.7 bridge call-1700000000.7: ARI timed out (try 1 of 3)" in caplog.text
+
+
+async def test_a_bridge_made_late_by_the_slow_request_is_the_calls_not_a_refusal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The slow creation lands just after the look found nothing, so Asterisk refuses the new
+    one (409): the bridge is there, the call goes on with it instead of being rescued."""
+    server, client, runner = await _bridges(slow=1, made_anyway=True, late=True)
+    try:
+        await make_bridge(client, _caller(client), "call-1700000000.7")
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert server.sent == ["POST", "GET", "POST", "GET"]
+    assert server.bridges == {"call-1700000000.7": "mixing,dtmf_events"}
+    assert ("call=1700000000.7 bridge call-1700000000.7: made by the request that timed out "
+            "(the new one was refused with 409)") in caplog.text
+
+
+async def test_a_refused_first_creation_is_raised_not_taken_for_a_late_one() -> None:
+    """Without a time-out before it, a refusal is an error in the call: nothing is looked up."""
+    server, client, runner = await _bridges(slow=0, made_anyway=False)
+    server.bridges["call-1700000000.7"] = "holding"  # someone else's bridge by that id
+    try:
+        with pytest.raises(NotInStasis):
+            await make_bridge(client, _caller(client), "call-1700000000.7")
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert server.sent == ["POST"]
 
 
 async def test_a_bridge_that_never_gets_a_reply_in_time_is_raised_after_the_last_try() -> None:
