@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -152,6 +153,13 @@ async def busy(request: pytest.FixtureRequest) -> AsyncIterator[tuple[BusyAsteri
     server = BusyAsterisk(slow, delay=6.0, status=status)
     app = web.Application()
     app.router.add_post("/ari/channels/{id}/answer", server.answer)
+    async with _client_of(app) as client:
+        yield server, client
+
+
+@contextlib.asynccontextmanager
+async def _client_of(app: web.Application) -> AsyncIterator[AriClient]:
+    """An ARI client of the stand-in ``app``, served on a free loopback port."""
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     port = free_port()
@@ -159,9 +167,11 @@ async def busy(request: pytest.FixtureRequest) -> AsyncIterator[tuple[BusyAsteri
     # 1 s: a request must reach the stand-in (same event loop) before it times out, on a
     # loaded CI machine too.
     client = AriClient(f"http://127.0.0.1:{port}", "u", "p", request_timeout=1.0)
-    yield server, client
-    await client.close()
-    await runner.cleanup()
+    try:
+        yield client
+    finally:
+        await client.close()
+        await runner.cleanup()
 
 
 def _caller(client: AriClient) -> Call:
@@ -248,17 +258,15 @@ class BusyBridges:
         return web.json_response({"id": request.match_info["id"]})
 
 
+@contextlib.asynccontextmanager
 async def _bridges(slow: int, made_anyway: bool,
-                   late: bool = False) -> tuple[BusyBridges, AriClient, web.AppRunner]:
+                   late: bool = False) -> AsyncIterator[tuple[BusyBridges, AriClient]]:
     server = BusyBridges(slow, made_anyway, late)
     app = web.Application()
     app.router.add_post("/ari/bridges/{id}", server.create)
     app.router.add_get("/ari/bridges/{id}", server.get)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return server, AriClient(f"http://127.0.0.1:{port}", "u", "p", request_timeout=1.0), runner
+    async with _client_of(app) as client:
+        yield server, client
 
 
 @pytest.mark.parametrize(("made_anyway", "sent"), [(True, ["POST", "GET"]),
@@ -269,12 +277,8 @@ async def test_a_bridge_whose_creation_times_out_is_looked_for_then_made_once(
     """The operator answered, Asterisk is too busy to reply to the bridge's creation in time:
     the call goes on with the bridge the slow request made, or makes it if it did not, with
     the operator's keypad events (not a rescue into the fallback, nor a 409 taken for one)."""
-    server, client, runner = await _bridges(slow=1, made_anyway=made_anyway)
-    try:
+    async with _bridges(slow=1, made_anyway=made_anyway) as (server, client):
         await make_bridge(client, _caller(client), "call-1700000000.7")
-    finally:
-        await client.close()
-        await runner.cleanup()
     assert server.sent == sent
     assert server.bridges == {"call-1700000000.7": "mixing,dtmf_events"}
     assert "call=1700000000.7 bridge call-1700000000.7: ARI timed out (try 1 of 3)" in caplog.text
@@ -285,12 +289,8 @@ async def test_a_bridge_made_late_by_the_slow_request_is_the_calls_not_a_refusal
 ) -> None:
     """The slow creation lands just after the look found nothing, so Asterisk refuses the new
     one (409): the bridge is there, the call goes on with it instead of being rescued."""
-    server, client, runner = await _bridges(slow=1, made_anyway=True, late=True)
-    try:
+    async with _bridges(slow=1, made_anyway=True, late=True) as (server, client):
         await make_bridge(client, _caller(client), "call-1700000000.7")
-    finally:
-        await client.close()
-        await runner.cleanup()
     assert server.sent == ["POST", "GET", "POST", "GET"]
     assert server.bridges == {"call-1700000000.7": "mixing,dtmf_events"}
     assert ("call=1700000000.7 bridge call-1700000000.7: made by the request that timed out "
@@ -299,25 +299,17 @@ async def test_a_bridge_made_late_by_the_slow_request_is_the_calls_not_a_refusal
 
 async def test_a_refused_first_creation_is_raised_not_taken_for_a_late_one() -> None:
     """Without a time-out before it, a refusal is an error in the call: nothing is looked up."""
-    server, client, runner = await _bridges(slow=0, made_anyway=False)
-    server.bridges["call-1700000000.7"] = "holding"  # someone else's bridge by that id
-    try:
+    async with _bridges(slow=0, made_anyway=False) as (server, client):
+        server.bridges["call-1700000000.7"] = "holding"  # someone else's bridge by that id
         with pytest.raises(NotInStasis):
             await make_bridge(client, _caller(client), "call-1700000000.7")
-    finally:
-        await client.close()
-        await runner.cleanup()
     assert server.sent == ["POST"]
 
 
 async def test_a_bridge_that_never_gets_a_reply_in_time_is_raised_after_the_last_try() -> None:
-    server, client, runner = await _bridges(slow=3, made_anyway=False)
-    try:
+    async with _bridges(slow=3, made_anyway=False) as (server, client):
         with pytest.raises(AriConnectionError):
             await make_bridge(client, _caller(client), "call-1700000000.7")
-    finally:
-        await client.close()
-        await runner.cleanup()
     assert server.sent == ["POST", "GET", "POST", "GET", "POST"]
 
 
@@ -326,13 +318,9 @@ async def test_a_caller_gone_while_the_bridge_was_being_made_is_a_hangup_not_a_f
 ) -> None:
     """The caller hung up while Asterisk was too slow to reply: the call ends as the caller's
     hangup (the operator's leg is then hung up by ``bridge``), not as a bug to rescue."""
-    server, client, runner = await _bridges(slow=1, made_anyway=False)
-    call = _caller(client)
-    call.gone = True
-    try:
+    async with _bridges(slow=1, made_anyway=False) as (server, client):
+        call = _caller(client)
+        call.gone = True
         with pytest.raises(CallerHungUp):
             await make_bridge(client, call, "call-1700000000.7")
-    finally:
-        await client.close()
-        await runner.cleanup()
     assert "looking again" not in caplog.text and server.sent in ([], ["POST"])
