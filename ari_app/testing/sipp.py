@@ -7,6 +7,7 @@ testsuite. Runs are asyncio subprocesses so an in-process app keeps serving mean
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import logging
 import os
@@ -135,8 +136,22 @@ class SippProcess:
         except TimeoutError:
             self.proc.kill()
             out, _ = await self.proc.communicate()
+        except asyncio.CancelledError:
+            # The test gave up on this call (or ended with it running): SIPp must not outlive
+            # it, still calling an Asterisk a later test may have on the same ports, and its
+            # pipes not be left to a closed event loop.
+            await self._end_now()
+            raise
         return self._result(self.proc.returncode if self.proc.returncode is not None else -9,
                             out.decode(errors="replace") if out else "")
+
+    async def _end_now(self) -> None:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), 5)
 
     async def stop(self) -> SippResult:
         """End a background run (a UAS) and collect its figures."""
