@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -14,7 +16,8 @@ from ari_app.tickets.writer import Writer, core
 
 # Core statements, built once: these run several times per call (see tickets/service.py).
 _CALLS, _EVENTS = table(CallRecord), table(CallEvent)
-_CALL_ID = select(_CALLS.c.id).where(_CALLS.c.channel_id == bindparam("ch"))
+_CALL_OPEN = {dialect: upsert(_CALLS).on_conflict_do_nothing(index_elements=[_CALLS.c.channel_id])
+              for dialect, upsert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))}
 _CALL_ANSWERED = (update(_CALLS)
                   .where(_CALLS.c.channel_id == bindparam("ch"), _CALLS.c.answered_at.is_(None))
                   .values(answered_at=bindparam("at")))
@@ -49,11 +52,12 @@ class CallStore:
         self.writer.submit("call.closed", {"channel": channel_id, "at": at, "reason": reason})
 
     def _opened(self, s: Session, p: dict[str, Any]) -> None:
+        # One statement, not a look and an insert: a call opened twice (an adopted call, a
+        # replay) keeps its first row.
         conn = core(s)
-        if conn.scalar(_CALL_ID, {"ch": p["channel"]}) is None:
-            conn.execute(insert(_CALLS), {"channel_id": p["channel"], "site": self.site,
-                                          "caller_number": p["caller"], "dialled": p["dialled"],
-                                          "started_at": p["at"]})
+        conn.execute(_CALL_OPEN[conn.dialect.name], {
+            "channel_id": p["channel"], "site": self.site, "caller_number": p["caller"],
+            "dialled": p["dialled"], "started_at": p["at"]})
 
     def _answered(self, s: Session, p: dict[str, Any]) -> None:
         core(s).execute(_CALL_ANSWERED, {"ch": p["channel"], "at": p["at"]})

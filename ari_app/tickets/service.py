@@ -26,7 +26,7 @@ from ari_app.tickets.models import (
     TicketCounter,
     table,
 )
-from ari_app.tickets.writer import NOTICE, Writer, core
+from ari_app.tickets.writer import NOTICE, Writer, core, insert_later
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class TicketService:
                 # Locations (AML) that reached us before the call belong to it.
                 conn.execute(_ATTACH_LOCATIONS, {"tid": ticket_id, "key": caller_key,
                                                  "since": p["attach_since"]})
-            conn.execute(insert(_AUDIT), {
+            insert_later(s, _AUDIT, {
                 "ticket_id": ticket_id, "at": at, "actor": "system", "action": "opened",
                 "detail": json.dumps({"caller": p["caller"], "channel": channel_id})})
             log.info("call=%s ticket=%s opened", channel_id, reference)
@@ -194,7 +194,7 @@ class TicketService:
                 changed[key] = value
         if changed:
             conn.execute(_TICKET_SET, {"tid": ticket["id"], **changed})
-        conn.execute(insert(_AUDIT), {
+        insert_later(s, _AUDIT, {
             "ticket_id": ticket["id"], "at": p["at"], "actor": p["actor"], "action": p["action"],
             "detail": json.dumps({k: _jsonable(v) for k, v in changed.items()} | p["audit"],
                                  sort_keys=True)})
@@ -209,7 +209,7 @@ class TicketService:
             return
         at = p["at"]
         at = datetime.fromtimestamp(at, UTC) if isinstance(at, (int, float)) else at
-        conn.execute(insert(_AUDIT), {"ticket_id": ticket_id, "at": at, "actor": "journal",
+        insert_later(s, _AUDIT, {"ticket_id": ticket_id, "at": at, "actor": "journal",
                                       "action": p["action"],
                                       "detail": json.dumps(p["detail"], sort_keys=True)})
 
@@ -258,7 +258,7 @@ class TicketService:
                 and ticket["menu_choice"] is None:
             changed["category"] = RESTART_UNCATEGORISED
         conn.execute(_TICKET_SET, {"tid": ticket["id"], **changed})
-        conn.execute(insert(_AUDIT), {
+        insert_later(s, _AUDIT, {
             "ticket_id": ticket["id"], "at": p["at"], "actor": "system", "action": "reconciled",
             "detail": json.dumps({"changed": {k: _jsonable(v) for k, v in changed.items()},
                                   "known": p["known"], "unknown": p["unknown"]},
@@ -281,7 +281,7 @@ class TicketService:
                 or ticket["category"] != "uncategorised":
             return
         conn.execute(_TICKET_SET, {"tid": ticket["id"], "category": RESTART_UNCATEGORISED})
-        conn.execute(insert(_AUDIT), {
+        insert_later(s, _AUDIT, {
             "ticket_id": ticket["id"], "at": p["at"], "actor": "system",
             "action": "uncategorised (restart)",
             "detail": json.dumps({"category": RESTART_UNCATEGORISED,

@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
@@ -75,6 +75,31 @@ def core(s: Session) -> Connection:
     if s.new or s.dirty or s.deleted:
         s.flush()
     return s.connection()
+
+
+_DEFERRED = "siaga112.deferred_rows"
+
+
+def insert_later(s: Session, into: Table, row: dict[str, Any]) -> None:
+    """Insert ``row`` into ``into`` with the batch's other rows for that table, in one
+    statement (executemany) just before the batch's transaction commits, in the order given.
+
+    For rows that nothing in the same batch reads back: the ticket audit's lines, several per
+    call, were a statement each, and each statement costs the writer more in SQLAlchemy than in
+    the database. Atomic with the batch as before: the rows commit, or roll back, with it.
+    """
+    s.info.setdefault(_DEFERRED, {}).setdefault(into, []).append(row)
+
+
+def insert_deferred(s: Session) -> int:
+    """Insert the rows ``insert_later`` kept for this transaction; returns how many."""
+    waiting: dict[Table, list[dict[str, Any]]] = s.info.pop(_DEFERRED, {})
+    count = 0
+    for into, rows in waiting.items():
+        if rows:
+            core(s).execute(insert(into), rows)
+            count += len(rows)
+    return count
 
 # What a refusal is decides what happens to the write: a transient one (the database is away,
 # shutting down, starting up, or a transaction lost a race) is retried from the journal until
@@ -476,17 +501,24 @@ class Writer:
             self._progress.set()
 
     async def _transaction(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in one database transaction, committed when it returns."""
+        """Run ``work`` in one database transaction, committed when it returns (with the rows
+        its appliers handed to ``insert_later``)."""
+
+        def whole(session: Session) -> T:
+            result = work(session)
+            insert_deferred(session)
+            return result
+
         if self._sync is not None and self._thread is not None:
             sync = self._sync
 
             def run() -> T:
                 with sync() as session, session.begin():
-                    return work(session)
+                    return whole(session)
 
             return await asyncio.get_running_loop().run_in_executor(self._thread, run)
         async with self.sessions() as session, session.begin():
-            return await session.run_sync(work)
+            return await session.run_sync(whole)
 
     def _applied_upto(self, session: Session) -> int:
         """The highest seq of this journal already in the database (entries go in order).

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from ari_app.tickets.db import make_engine, sessions
 from ari_app.tickets.migrate import upgrade
-from ari_app.tickets.models import CallRecord, JournalApplied
-from ari_app.tickets.writer import Journal, Writer
+from ari_app.tickets.models import CallEvent, CallRecord, JournalApplied, table
+from ari_app.tickets.writer import Journal, Writer, core, insert_later
 
 
 async def _writer(tmp_path: Path, url: str) -> tuple[Writer, list[dict[str, Any]]]:
@@ -448,3 +448,44 @@ def test_writes_made_together_share_one_commit_and_an_error_keeps_them(tmp_path:
     finally:
         other.close()
         journal.close()
+
+
+async def test_rows_inserted_later_go_in_one_statement_in_order_and_a_bad_one_costs_its_write(
+    tmp_path: Path,
+) -> None:
+    """Audit lines are inserted at the end of their batch, all in one statement: in the order
+    the writes made them, atomic with the batch, and a row the database refuses sends only its
+    own write to the dead table, as a refused write always did."""
+    url = await _main_db(tmp_path)
+    writer = Writer(sessions(make_engine(url)), tmp_path / "journal.db", node="n1")
+    at = datetime(2025, 5, 19, 3, 0, tzinfo=UTC)
+    calls, events = table(CallRecord), table(CallEvent)
+    writer.register("call", lambda s, p: core(s).execute(insert(calls), {
+        "channel_id": p["ch"], "site": "t", "started_at": at}))
+    writer.register("note", lambda s, p: insert_later(s, events, {
+        "channel_id": p["ch"], "seq": p["seq"], "at": at, "kind": p["kind"], "detail": ""}))
+    inserts: list[tuple[bool, int]] = []  # (executemany, rows) of each insert into call_events
+
+    def seen(_conn: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
+        if statement.startswith("INSERT INTO call_events"):
+            inserts.append((many, len(params) if many else 1))
+
+    event.listen(writer.write_engine, "before_cursor_execute", seen)
+    writer.submit("call", {"ch": "c1"})
+    for n in (1, 2, 3):
+        writer.submit("note", {"ch": "c1", "seq": n, "kind": f"n{n}"})
+        writer.submit("call", {"ch": f"x{n}"})  # other writes between them
+    await _drained(writer)
+    assert inserts == [(True, 3)] and writer.batches == 1
+
+    inserts.clear()
+    writer.submit("note", {"ch": "c1", "seq": 4, "kind": "n4"})
+    writer.submit("note", {"ch": "c1", "seq": 2, "kind": "again"})  # refused: seq 2 is taken
+    writer.submit("note", {"ch": "c1", "seq": 5, "kind": "n5"})
+    await _drained(writer)
+    assert writer.failed == ["note#9"]
+    assert inserts[0] == (True, 3)  # the batch, refused as a whole, then one write at a time
+    async with writer.sessions() as s:
+        kinds = list((await s.scalars(select(CallEvent.kind).order_by(CallEvent.id))).all())
+    assert kinds == ["n1", "n2", "n3", "n4", "n5"]
+    writer.close()
