@@ -147,7 +147,11 @@ async def test_postgres_stopped_fast_and_started_again_during_calls_loses_no_tic
     assert writer.failed == [] and writer.journal.dead_entries() == []  # nothing went dead
     assert writer.transient_errors > 0
     tickets = await stack.tickets()
-    assert [t.caller_number for t in tickets] == callers  # each once, in arrival order
+    # Each once, in the order they reached the app (the journal keeps it through the outage).
+    # Not always the order SIPp dialled them: a caller who arrives while the database is down
+    # waits out the screening's time budget before the app sees them, and the next may not.
+    assert sorted(t.caller_number for t in tickets) == callers
+    assert [t.arrived_at for t in tickets] == sorted(t.arrived_at for t in tickets)
     assert len({t.channel_id for t in tickets}) == STOPPED_CALLS
     for t in tickets:  # with all its changes
         assert t.menu_choice == "2" and t.category != "uncategorised", t.reference
