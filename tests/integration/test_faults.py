@@ -147,7 +147,11 @@ async def audit_details(stack: Stack, ticket: Any, action: str) -> list[Any]:
 async def test_app_killed_in_menu_restarts_stops_its_prompt_and_caller_reaches_operator(
     one_operator: OneOperatorFactory,
 ) -> None:
-    t = await one_operator()
+    # op1 is rung at once (a human first) and answers 10 s later. With 3 s, a restart slower
+    # than that (a loaded CI machine) met a leg already answered while no app listened: Asterisk
+    # refuses Stasis() to an app with no websocket and hangs that leg up, so the caller waits
+    # for a second ring, which this one-call phone never takes (see RELIABILITY.md).
+    t = await one_operator(answer_after_ms="10000")
     # A caller who says nothing stays in the menu for its whole timeout: kill it there, while
     # the greeting and menu (about 10 s of audio) play.
     call = asyncio.create_task(t.stack.call("caller_silent.xml"))
