@@ -10,17 +10,21 @@ from pathlib import Path
 from ari_app.config import Site
 from ari_app.pbx.process import AsteriskProcess, cli
 from ari_app.pbx.render import OperatorEndpoint, RenderResult, render
-from ari_app.testing.ports import free_port, rtp_range
+from ari_app.testing.ports import free_listen_port, rtp_range
 
 log = logging.getLogger(__name__)
 
 
 def on_free_ports(site: Site, bind: str = "127.0.0.1") -> Site:
     """The site on free ports of one loopback address (each node of a test its own: 127.0.0.11...)."""
+    # Listening ports below the kernel's ephemeral range and every test Asterisk's RTP block
+    # (rtp_range): a port from free_port() lies in both, and another test's Asterisk bound it
+    # for a stream between the check and this one's start (CI: "Transport 'transport-udp'
+    # could not be started: Address already in use", and no SIP answered at all).
     start, end = rtp_range()
-    ports = dataclasses.replace(site.asterisk, bind=bind, sip_port=free_port(),
-                                http_port=free_port(), rtp_start=start, rtp_end=end,
-                                fastagi_port=free_port())
+    ports = dataclasses.replace(site.asterisk, bind=bind, sip_port=free_listen_port(span=1),
+                                http_port=free_listen_port(span=1), rtp_start=start,
+                                rtp_end=end, fastagi_port=free_listen_port(span=1))
     return dataclasses.replace(site, asterisk=ports)
 
 
