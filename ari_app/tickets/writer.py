@@ -91,15 +91,11 @@ def insert_later(s: Session, into: Table, row: dict[str, Any]) -> None:
     s.info.setdefault(_DEFERRED, {}).setdefault(into, []).append(row)
 
 
-def insert_deferred(s: Session) -> int:
-    """Insert the rows ``insert_later`` kept for this transaction; returns how many."""
+def insert_deferred(s: Session) -> None:
+    """Insert the rows ``insert_later`` kept for this transaction."""
     waiting: dict[Table, list[dict[str, Any]]] = s.info.pop(_DEFERRED, {})
-    count = 0
     for into, rows in waiting.items():
-        if rows:
-            core(s).execute(insert(into), rows)
-            count += len(rows)
-    return count
+        core(s).execute(insert(into), rows)  # setdefault().append(): never an empty list
 
 # What a refusal is decides what happens to the write: a transient one (the database is away,
 # shutting down, starting up, or a transaction lost a race) is retried from the journal until
